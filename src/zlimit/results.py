@@ -1,0 +1,157 @@
+"""The result of a run, finite-width or infinite-width, in one layout.
+
+Every array carries a leading *group* axis G. A finite-width run has G = 1. A limit
+run has G independent particle groups (independent simulations of N/G particles
+each), so that Monte Carlo standard errors come from the spread between groups and
+not from a formula that assumes independence between particles.
+
+Inputs are ordered training first, then evaluation: M = m + m_eval.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .model import MLP
+
+__all__ = ["Run"]
+
+KINDS = ("h", "x", "dh")
+
+
+@dataclass
+class Run:
+    """Trajectory of one model on one data set.
+
+    Attributes
+    ----------
+    model : MLP
+    meta : dict
+        ``kind`` ("limit" or "finite"), seed, steps, m, m_eval and the run's
+        settings (width and parametrization, or particles and groups).
+    outputs_groups : ndarray, shape (G, T+1, M)
+        f_t(ξ_a) per group; f̊_t for a limit run.
+    loss_groups : ndarray, shape (G, T+1)
+        Full training loss (over all m training inputs, with the model's reduction).
+    error_signals_groups : ndarray, shape (G, T, m)
+        χ_{t,i}; zero outside the batch B_t.
+    kernels : dict
+        ``"{kind}{l}"`` -> ndarray (G, T+1, M, M), E[Z Z'] at equal steps, for kind
+        "h" and "x"; "dh" has shape (G, T, m, m) with NaN outside the batch.
+    cross : dict
+        ``"{kind}{l}"`` -> ndarray (G, R, T+1, M, M): E[Z_s(ξ_a) Z_t(ξ_b)] for s in
+        ``record_steps`` (kinds "h" and "x"). Entries with t < s are NaN.
+    record_steps : tuple of int
+        The steps s whose features were kept for ``cross``; always contains 0.
+    novelty : dict
+        Limit runs only: ``"fwd{l}"``/``"bwd{l}"`` -> ndarray (G, T+1, M) of residual
+        norms ‖ρ‖ of each vector added to the Gaussian process of W^l (maths §3);
+        NaN where no vector was added.
+    """
+
+    model: MLP
+    meta: dict[str, Any]
+    outputs_groups: np.ndarray
+    loss_groups: np.ndarray
+    error_signals_groups: np.ndarray
+    kernels: dict[str, np.ndarray] = field(default_factory=dict)
+    cross: dict[str, np.ndarray] = field(default_factory=dict)
+    record_steps: tuple[int, ...] = (0,)
+    novelty: dict[str, np.ndarray] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def groups(self) -> int:
+        """G, the number of independent groups (1 for a finite run)."""
+        return self.outputs_groups.shape[0]
+
+    @property
+    def steps(self) -> int:
+        """T, the number of SGD steps."""
+        return self.outputs_groups.shape[1] - 1
+
+    @property
+    def m(self) -> int:
+        """Number of training inputs."""
+        return self.error_signals_groups.shape[2]
+
+    # ------------------------------------------------------------ estimates
+    @staticmethod
+    def _mean(a: np.ndarray) -> np.ndarray:
+        return a.mean(axis=0)
+
+    def _se(self, a: np.ndarray) -> np.ndarray | None:
+        """Standard error over groups: zeros for an exact run, None for one group."""
+        if self.meta.get("kind") == "exact":
+            return np.zeros(a.shape[1:])
+        g = a.shape[0]
+        if g < 2:
+            return None
+        return a.std(axis=0, ddof=1) / np.sqrt(g)
+
+    @property
+    def outputs(self) -> np.ndarray:
+        """f_t(ξ_a), shape (T+1, M): training inputs first, then evaluation inputs."""
+        return self._mean(self.outputs_groups)
+
+    @property
+    def outputs_se(self) -> np.ndarray | None:
+        """Standard error of ``outputs`` from the spread of groups; None when G = 1."""
+        return self._se(self.outputs_groups)
+
+    @property
+    def loss(self) -> np.ndarray:
+        """Training loss per step, shape (T+1,)."""
+        return self._mean(self.loss_groups)
+
+    @property
+    def loss_se(self) -> np.ndarray | None:
+        return self._se(self.loss_groups)
+
+    @property
+    def error_signals(self) -> np.ndarray:
+        """χ_{t,i}, shape (T, m)."""
+        return self._mean(self.error_signals_groups)
+
+    def _key(self, layer: int, kind: str) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 1 <= layer <= self.model.depth:
+            raise ValueError(f"layer must be an integer in 1..{self.model.depth} (hidden layers), got {layer!r}")
+        key = f"{kind}{int(layer)}"
+        if key not in self.kernels:
+            raise ValueError(f"this run has no {kind!r} kernels (has {sorted(self.kernels)})")
+        return key
+
+    def kernel(self, layer: int, kind: str = "h") -> np.ndarray:
+        """Feature kernel E[Z^{v_t(ξ_a)} Z^{v_t(ξ_b)}] of layer l, shape (T+1, M, M).
+
+        For a finite run this is v_t(ξ_a)ᵀ v_t(ξ_b) / n. Kind "dh" has shape
+        (T, m, m) (training inputs, NaN outside the batch of each step).
+        """
+        return self._mean(self.kernels[self._key(layer, kind)])
+
+    def kernel_groups(self, layer: int, kind: str = "h") -> np.ndarray:
+        """Per-group kernels, shape (G, T+1, M, M)."""
+        return self.kernels[self._key(layer, kind)]
+
+    def cross_kernel_groups(self, layer: int, kind: str, s: int) -> np.ndarray:
+        """E[Z_s(ξ_a) Z_t(ξ_b)] per group and step t, shape (G, T+1, M, M)."""
+        key = self._key(layer, kind)
+        if kind == "dh" or key not in self.cross:
+            raise ValueError(f"no cross-step kernels of kind {kind!r}; kinds 'h' and 'x' have them")
+        if s not in self.record_steps:
+            raise ValueError(f"step {s} was not recorded; this run kept steps {self.record_steps} (record_steps=...)")
+        return self.cross[key][:, self.record_steps.index(s)]
+
+    def feature_change(self, layer: int, kind: str = "h") -> np.ndarray:
+        """sqrt(E[(Z_t − Z_0)²] / E[Z_0²]) per step and input, shape (T+1, M).
+
+        For a finite run this is ‖v_t − v_0‖ / ‖v_0‖.
+        """
+        diag = np.einsum("gtaa->gta", self.kernel_groups(layer, kind)).mean(axis=0)
+        c0 = np.einsum("gtaa->gta", self.cross_kernel_groups(layer, kind, 0)).mean(axis=0)
+        num = np.maximum(diag - 2.0 * c0 + diag[:1], 0.0)
+        return np.sqrt(num / diag[:1])
