@@ -103,6 +103,9 @@ class MLP:
         mult = _per_layer("lr_mult", self.lr_mult, self.depth)
         object.__setattr__(self, "sigma", sigma)
         object.__setattr__(self, "eta", tuple(lr * c for c in mult))
+        # store the broadcast values, so equal models compare equal however they were written
+        object.__setattr__(self, "init_std", sigma)
+        object.__setattr__(self, "lr_mult", mult)
 
     def describe(self) -> dict:
         """Plain-data description (names and numbers), as saved in result files."""

@@ -61,6 +61,19 @@ class Run:
     record_steps: tuple[int, ...] = (0,)
     novelty: dict[str, np.ndarray] = field(default_factory=dict)
 
+    # -------------------------------------------------------------------- I/O
+    def save(self, path) -> None:
+        """Write this run to ``path`` (a .npz file; format in :mod:`zlimit.io`)."""
+        from .io import save
+
+        save(self, path)
+
+    def to_xarray(self):
+        """Labelled arrays (group, step, input, ...) as an ``xarray.Dataset``."""
+        from .io import to_xarray
+
+        return to_xarray(self)
+
     # ------------------------------------------------------------------ shapes
     @property
     def groups(self) -> int:
