@@ -289,7 +289,7 @@ def _check_settings(particles, groups, tol, dtype, record_steps, steps) -> tuple
 def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: int = 0, X_eval=None,
              batches=None, groups: int = 8, dtype: str = "float64", progress: bool = True,
              method: str = "mc", gradient_independence: bool = False, basis_tol: float = 1e-6,
-             record_steps=(0,)) -> Run:
+             record_steps=(0,), parametrization: str = "mup") -> Run:
     """The infinite-width μP limit of ``model`` trained by SGD on (X, y).
 
     Parameters
@@ -322,6 +322,9 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
         A vector whose residual ‖ρ‖ is below basis_tol·‖x‖ adds no Gaussian direction.
     record_steps : sequence of int
         Steps whose features are kept to give cross-step kernels (0 is always kept).
+    parametrization : {"mup", "ntk"}
+        "ntk" gives the kernel limit of the same model for contrast (:mod:`zlimit.ntk`):
+        features frozen at initialisation, f moved by kernel gradient descent.
 
     Returns
     -------
@@ -354,6 +357,8 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
                               record_steps=record_steps)
     if method != "mc":
         raise ValueError(f"method must be 'mc' or 'exact', got {method!r}")
+    if parametrization not in ("mup", "ntk"):
+        raise ValueError(f"parametrization must be 'mup' (the feature-learning limit) or 'ntk', got {parametrization!r}")
     X, y, X_eval = check_data(model, X, y, X_eval)
     batches = check_batches(batches, X.shape[0], steps)
     dt, record_steps = _check_settings(particles, groups, basis_tol, dtype, record_steps, steps)
@@ -375,6 +380,10 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
             stacklevel=2,
         )
     X_all = np.vstack([X, X_eval])
+    if parametrization == "ntk":
+        from .ntk import simulate_ntk
+
+        return simulate_ntk(model, X, X_all, y, batches, steps, cfg, progress)
     recs = []
     with tqdm(total=groups * (steps + 1), disable=not progress, desc="zlimit.simulate", unit="step") as bar:
         for g in range(groups):
