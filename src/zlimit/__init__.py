@@ -1,12 +1,29 @@
 """zlimit: the infinite-width μP limit of deep MLPs, by Monte Carlo over Z variables.
 
-See ``docs/z-recursions.md`` for the maths every function here follows.
+The maths every function follows is ``docs/z-recursions.md``.
+
+>>> import numpy as np, zlimit
+>>> X, y = zlimit.datasets.gaussian(4, 3, seed=0)
+>>> model = zlimit.MLP(depth=3, activation="tanh", lr=0.5)
+>>> limit = zlimit.simulate(model, X, y, steps=3, particles=20_000, progress=False)
+>>> net = zlimit.train_finite(model, X, y, width=1024, steps=3, seed=0)
+>>> limit.outputs.shape == net.outputs.shape == (4, 4)
+True
 """
+from . import datasets, diagnostics
 from .activations import Activation
+from .engine import estimate_memory, simulate
+from .errors import DivergenceError, ResourceError
+from .finite import train_finite
+from .io import load
 from .losses import Loss
 from .model import MLP, batch_schedule
 from .results import Run
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "Activation", "Loss", "Run", "batch_schedule", "__version__"]
+__all__ = [
+    "MLP", "Activation", "Loss", "Run", "batch_schedule", "simulate", "train_finite",
+    "estimate_memory", "load", "datasets", "diagnostics", "DivergenceError", "ResourceError",
+    "__version__",
+]

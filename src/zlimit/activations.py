@@ -151,11 +151,13 @@ def get_activation(spec: str | Activation) -> Activation:
     )
 
 
-@numba.njit(parallel=True, cache=False)
+@numba.njit(nogil=True)
 def _apply(fn, x, out):
+    # serial: the arrays are small next to the BLAS work around them, and a parallel
+    # region here would compete with BLAS threads for the cores
     flat_in = x.reshape(-1)
     flat_out = out.reshape(-1)
-    for i in numba.prange(flat_in.size):
+    for i in range(flat_in.size):
         flat_out[i] = fn(flat_in[i])
     return out
 

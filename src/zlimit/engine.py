@@ -4,6 +4,10 @@ Each Z random variable is a vector of N i.i.d. particles. The particles are spli
 into G independent groups, each a complete simulation of N/G particles; estimates
 are group means and standard errors come from the spread between groups.
 
+Groups run on worker threads (``threads``, default ``NUMBA_NUM_THREADS``), each
+with single-threaded BLAS and serial numba kernels. A group's numbers depend only
+on the seed and the group index, so the result is the same bits for any thread count.
+
 Memory per group is O(N/G · K) for K Gaussian directions: the update terms of §2
 are kept as a small coefficient matrix A_l on the bases (see :class:`_HiddenLayer`),
 with no history of particles.
@@ -12,9 +16,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .errors import DivergenceError, ResourceError
@@ -162,7 +169,8 @@ class _Group:
 
     def readout(self, xL: np.ndarray) -> np.ndarray:
         """f̊_t(ξ_a) = E[Z^{Ŵ_t} Z^{x^L_t(ξ_a)}] − E_N[Ŵ_0 x^L_0] (the §3 control variate)."""
-        raw = (xL @ self.w).astype(np.float64) / self.cfg.particles
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported by the caller
+            raw = (xL @ self.w).astype(np.float64) / self.cfg.particles
         if self.readout_0 is None:
             self.readout_0 = raw.copy()
         return raw - self.readout_0
@@ -242,8 +250,8 @@ def _capacities(m: int, batches: list, steps: int, particles: int) -> tuple[int,
 
 
 def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, groups: int,
-                    batches: list, dtype="float64", record_steps=(0,)) -> int:
-    """Peak bytes of one group's simulation (groups run one after another).
+                    batches: list, dtype="float64", record_steps=(0,), threads: int = 1) -> int:
+    """Peak bytes of a run: one group's simulation times the groups run at once.
 
     Counts the bases and normals of every hidden matrix (2 (K + J) N/G values each),
     the operators A_l, the per-step feature arrays and the kept features.
@@ -255,7 +263,7 @@ def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, grou
     operators = (model.depth - 1) * k_cap * j_cap * 8
     features = (4 * model.depth + 6) * M * n * item + 2 * model.depth * len(record_steps) * M * n * item
     records = 8 * (steps + 1) * M * M * model.depth * (3 + 2 * len(record_steps))
-    return int(bases + operators + features + records)
+    return int(min(threads, groups) * (bases + operators + features) + groups * records)
 
 
 def _available_memory() -> int:
@@ -289,7 +297,7 @@ def _check_settings(particles, groups, tol, dtype, record_steps, steps) -> tuple
 def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: int = 0, X_eval=None,
              batches=None, groups: int = 8, dtype: str = "float64", progress: bool = True,
              method: str = "mc", gradient_independence: bool = False, basis_tol: float = 1e-6,
-             record_steps=(0,), parametrization: str = "mup") -> Run:
+             record_steps=(0,), parametrization: str = "mup", threads: int | None = None) -> Run:
     """The infinite-width μP limit of ``model`` trained by SGD on (X, y).
 
     Parameters
@@ -322,6 +330,9 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
         A vector whose residual ‖ρ‖ is below basis_tol·‖x‖ adds no Gaussian direction.
     record_steps : sequence of int
         Steps whose features are kept to give cross-step kernels (0 is always kept).
+    threads : int, optional
+        Groups simulated at once, on worker threads (default ``NUMBA_NUM_THREADS``).
+        Memory grows with it; the numbers do not change.
     parametrization : {"mup", "ntk"}
         "ntk" gives the kernel limit of the same model for contrast (:mod:`zlimit.ntk`):
         features frozen at initialisation, f moved by kernel gradient descent.
@@ -365,12 +376,15 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
     m, M = X.shape[0], X.shape[0] + X_eval.shape[0]
     cfg = _Config(particles // groups, groups, int(seed), float(basis_tol), dt,
                   bool(gradient_independence), record_steps)
-    need = estimate_memory(model, m, M, steps, particles, groups, batches, dtype, record_steps)
+    threads = numba.config.NUMBA_NUM_THREADS if threads is None else threads
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    need = estimate_memory(model, m, M, steps, particles, groups, batches, dtype, record_steps, threads)
     have = _available_memory()
     if need > 0.8 * have:
         raise ResourceError(
             f"this run needs about {need / 2**30:.1f} GiB but {have / 2**30:.1f} GiB is available; "
-            "use fewer particles, more groups (memory is per group), fewer steps, or dtype='float32'"
+            "use fewer particles, more groups (memory is per group), threads=1, fewer steps, or dtype='float32'"
         )
     k_cap, j_cap = _capacities(m, batches, steps, cfg.particles)
     if model.depth > 1 and max(k_cap, j_cap) > cfg.particles // 10:
@@ -384,10 +398,10 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
         from .ntk import simulate_ntk
 
         return simulate_ntk(model, X, X_all, y, batches, steps, cfg, progress)
-    recs = []
-    with tqdm(total=groups * (steps + 1), disable=not progress, desc="zlimit.simulate", unit="step") as bar:
-        for g in range(groups):
-            recs.append(_run_group(model, X, X_all, y, batches, cfg, g, k_cap, j_cap, steps, bar))
+    run_group = lambda g: _run_group(model, X, X_all, y, batches, cfg, g, k_cap, j_cap, steps, bar)
+    with tqdm(total=groups * (steps + 1), disable=not progress, desc="zlimit.simulate", unit="step") as bar, \
+            threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(threads, groups)) as pool:
+        recs = list(pool.map(run_group, range(groups)))
     meta = {"kind": "limit", "method": "mc", "seed": int(seed), "steps": int(steps), "m": m,
             "m_eval": M - m, "particles": int(particles), "groups": int(groups), "dtype": dt.name,
             "gradient_independence": bool(gradient_independence), "basis_tol": float(basis_tol)}

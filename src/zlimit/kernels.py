@@ -3,6 +3,9 @@
 Random normals come from a counter-based generator: the value for particle p of
 stream k is a pure function of (seed, k, p). Nothing depends on which thread
 computes what, so one seed gives the same bits for any ``NUMBA_NUM_THREADS``.
+
+The kernels are serial and release the GIL: the engine runs independent particle
+groups on worker threads (coarse parallelism, no per-call thread launches).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["stream_key", "fill_normals", "apply_pair", "scaled_product"]
+__all__ = ["stream_key", "fill_normals", "apply_pair"]
 
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -51,7 +54,7 @@ def _uniform(key, counter):
     return (float(bits >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(nogil=True, cache=True)
 def fill_normals(out, key):
     """Fill the 1-d array ``out`` (length N) with standard normals of stream ``key``.
 
@@ -59,7 +62,7 @@ def fill_normals(out, key):
     counters 2q, 2q+1, so entry p depends only on (key, p).
     """
     n = out.shape[0]
-    for q in numba.prange((n + 1) // 2):
+    for q in range((n + 1) // 2):
         u1 = _uniform(key, 2 * q)
         u2 = _uniform(key, 2 * q + 1)
         r = math.sqrt(-2.0 * math.log(u1))
@@ -69,22 +72,12 @@ def fill_normals(out, key):
             out[2 * q + 1] = r * math.sin(angle)
 
 
-@numba.njit(parallel=True)
+@numba.njit(nogil=True)
 def apply_pair(phi, dphi, h, x, dx):
     """x = φ(h) and dx = φ'(h) in one pass over an (M, N) array."""
     rows, n = h.shape
     for i in range(rows):
-        for p in numba.prange(n):
+        for p in range(n):
             v = h[i, p]
             x[i, p] = phi(v)
             dx[i, p] = dphi(v)
-
-
-@numba.njit(parallel=True, cache=True)
-def scaled_product(a, b, out):
-    """out[i, p] = a[i, p] * b[i, p] for (M, N) arrays; returns ``out``."""
-    rows, n = a.shape
-    for i in range(rows):
-        for p in numba.prange(n):
-            out[i, p] = a[i, p] * b[i, p]
-    return out

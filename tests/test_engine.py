@@ -1,0 +1,260 @@
+"""The Monte Carlo engine against independent references (maths §4).
+
+* L = 1: tensor Gauss–Hermite quadrature of the same recursion (tests/oracles.py).
+* φ = identity, any depth: the exact coefficient algebra (``method="exact"``).
+* Finite μP nets of growing width (``train_finite``).
+
+Tolerances are in units of the standard errors the runs report (independent particle
+groups, and the spread of finite-width seeds); nothing is compared with numbers
+printed by the code under test.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import zlimit
+from zlimit.engine import simulate
+from zlimit.errors import DivergenceError, ResourceError
+from zlimit.finite import train_finite
+from oracles import quadrature_l1
+
+
+def _inputs(m: int, d: int, seed: int, m_eval: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m + m_eval, d))
+    y = np.sign(rng.standard_normal(m))
+    return X[:m], y, X[m:]
+
+
+# --------------------------------------------------------------------------- oracles
+@pytest.mark.parametrize(
+    "activation, loss, batches",
+    [("tanh", "mse", None), ("sigmoid", "mse", None), ("tanh", "logistic", [[0, 1], [2], [1, 2]] * 3)],
+)
+def test_depth1_matches_quadrature(activation, loss, batches):
+    """L = 1, 2-d inputs, 8 steps: within 4 standard errors, and those below 2e-3."""
+    X, y, X_eval = _inputs(3, 2, seed=1, m_eval=1)
+    model = zlimit.MLP(depth=1, activation=activation, loss=loss, lr=1.0, init_std=[1.2, 1.0])
+    T = 8
+    run = simulate(model, X, y, steps=T, particles=400_000, groups=8, X_eval=X_eval, batches=batches,
+                   progress=False, seed=3)
+    ref = quadrature_l1(model, X, y, steps=T, X_eval=X_eval, batches=batches, order=48)["outputs"]
+    se = run.outputs_se
+    assert np.all(run.outputs[0] == 0.0)
+    assert se[1:].max() < 2e-3
+    assert np.abs(ref[1:]).max() > 50 * se.max()  # the trajectory moves far beyond the noise
+    assert np.all(np.abs(run.outputs[1:] - ref[1:]) <= 4 * se[1:])
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_linear_matches_exact(depth):
+    """φ(x) = x: Monte Carlo within 4 standard errors of the exact limit at every step."""
+    X, y, X_eval = _inputs(3, 3, seed=depth, m_eval=1)
+    model = zlimit.MLP(depth=depth, activation="linear", lr=0.3, init_std=0.9)
+    T = 6
+    run = simulate(model, X, y, steps=T, particles=100_000, groups=8, X_eval=X_eval, progress=False)
+    exact = simulate(model, X, y, steps=T, X_eval=X_eval, method="exact")
+    assert np.all(exact.outputs_se == 0)
+    err = np.abs(run.outputs - exact.outputs)
+    assert np.abs(exact.outputs[1:]).max() > 20 * run.outputs_se.max()
+    assert np.all(err[1:] <= 4 * run.outputs_se[1:])
+    # feature kernels too: E[Z^{h^l} Z^{h^l'}] at the last step, within 4 group se
+    for l in range(1, depth + 1):
+        kg = run.kernel_groups(l, "h")[:, -1]
+        k_se = kg.std(axis=0, ddof=1) / np.sqrt(kg.shape[0])
+        assert np.all(np.abs(kg.mean(0) - exact.kernel(l, "h")[-1]) <= 4 * k_se + 1e-12)
+
+
+@pytest.mark.parametrize("oracle", ["quadrature", "exact"])
+def test_standard_errors_are_honest(oracle):
+    """Over 20 seeds, |f̊ − oracle| <= 2 se for roughly 95% of (step, input) pairs.
+
+    With G = 8 groups the statistic is Student-t with 7 degrees of freedom, for which
+    P(|t| <= 2) = 0.914; accept 80–100%.
+    """
+    if oracle == "quadrature":
+        X, y, _ = _inputs(3, 2, seed=5)
+        model = zlimit.MLP(depth=1, activation="tanh", lr=1.0)
+        ref = quadrature_l1(model, X, y, steps=5, order=40)["outputs"]
+    else:
+        X, y, _ = _inputs(3, 3, seed=6)
+        model = zlimit.MLP(depth=3, activation="linear", lr=0.3)
+        ref = simulate(model, X, y, steps=5, method="exact").outputs
+    hits = []
+    for seed in range(20):
+        run = simulate(model, X, y, steps=5, particles=16_000, groups=8, seed=seed, progress=False)
+        hits.append(np.abs(run.outputs[1:] - ref[1:]) <= 2 * run.outputs_se[1:])
+    rate = np.mean(hits)
+    assert 0.80 <= rate <= 1.0, rate
+
+
+# ------------------------------------------------------------------ finite width
+def _finite_study(model, X, y, batches, widths, seeds, steps, particles):
+    """Seed-mean deviations from the limit per width, and the z-scores at the largest."""
+    limit = simulate(model, X, y, steps=steps, particles=particles, groups=8, batches=batches,
+                     progress=False, seed=11)
+    devs, z = [], None
+    for n in widths:
+        f = np.stack([train_finite(model, X, y, width=n, steps=steps, seed=s, batches=batches).outputs
+                      for s in range(seeds)])
+        diff = f.mean(0)[1:] - limit.outputs[1:]
+        devs.append(np.sqrt(np.mean(diff ** 2)))
+        se = np.sqrt(f.std(0, ddof=1)[1:] ** 2 / seeds + limit.outputs_se[1:] ** 2)
+        z = diff / se
+    slope = np.polyfit(np.log(widths), np.log(devs), 1)[0]
+    return limit, np.array(devs), slope, z
+
+
+DEPTH3 = dict(depth=3, activation="tanh", lr=0.5)
+
+
+def test_finite_width_converges_depth3_tanh():
+    """Seed-means at widths 512..8192 approach the limit: slope in [-1.3, -0.3], |z| <= 4 at 8192."""
+    X, y, _ = _inputs(4, 3, seed=0)
+    model = zlimit.MLP(**DEPTH3)
+    _, devs, slope, z = _finite_study(model, X, y, None, [512, 1024, 2048, 4096, 8192], seeds=6,
+                                      steps=5, particles=200_000)
+    assert -1.3 <= slope <= -0.3, (slope, devs)
+    assert np.abs(z).max() <= 4, z
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kw, batch_size",
+    [(dict(depth=3, activation="silu", lr=0.5), None),
+     (dict(depth=3, activation="tanh", loss="logistic", lr=0.5), None),
+     (dict(depth=3, activation="tanh", lr=0.5), 2)],
+    ids=["silu", "logistic", "minibatch"],
+)
+def test_finite_width_converges_variants(kw, batch_size):
+    X, y, _ = _inputs(4, 3, seed=2)
+    model = zlimit.MLP(**kw)
+    batches = None if batch_size is None else zlimit.batch_schedule(4, batch_size, 5, seed=0)
+    _, devs, slope, z = _finite_study(model, X, y, batches, [512, 1024, 2048, 4096, 8192], seeds=8,
+                                      steps=5, particles=200_000)
+    assert -1.3 <= slope <= -0.3, (slope, devs)
+    assert np.abs(z).max() <= 4, z
+
+
+def test_gradient_independence_is_wrong_after_first_step():
+    """Dropping Ż disagrees with width-4096 nets by many standard errors from the second step on,
+    while the full engine agrees within 4."""
+    X, y, _ = _inputs(4, 3, seed=0)
+    model = zlimit.MLP(**DEPTH3)
+    T, seeds = 4, 6
+    f = np.stack([train_finite(model, X, y, width=4096, steps=T, seed=s).outputs for s in range(seeds)])
+    mean, spread = f.mean(0), f.std(0, ddof=1) / np.sqrt(seeds)
+    for ablate, check in ((False, lambda z: np.abs(z).max() <= 4), (True, lambda z: np.all(np.abs(z).max(1) >= 6))):
+        run = simulate(model, X, y, steps=T, particles=200_000, groups=8, progress=False,
+                       gradient_independence=ablate)
+        z = (run.outputs - mean)[2:] / np.sqrt(spread[2:] ** 2 + run.outputs_se[2:] ** 2)
+        assert check(z), (ablate, z)
+
+
+# ------------------------------------------------------------------ properties
+def test_full_schedule_equals_full_batch_and_eval_inputs_do_not_train():
+    X, y, X_eval = _inputs(3, 3, seed=4, m_eval=2)
+    model = zlimit.MLP(depth=3, activation="silu", lr=0.5)
+    kw = dict(steps=3, particles=4_000, groups=2, progress=False, seed=9)
+    base = simulate(model, X, y, **kw)
+    same = simulate(model, X, y, batches=[np.arange(3)] * 3, **kw)
+    with_eval = simulate(model, X, y, X_eval=X_eval, **kw)
+    assert np.array_equal(base.outputs_groups, same.outputs_groups)
+    # Evaluation rows change only the shapes of the BLAS calls and of the input QR, so
+    # training numbers agree to round-off; leakage through the Gaussian bases would
+    # show at the Monte Carlo scale (~1e-2 here), ten orders of magnitude above this.
+    np.testing.assert_allclose(with_eval.outputs_groups[:, :, :3], base.outputs_groups, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(with_eval.kernel_groups(2, "h")[:, :, :3, :3], base.kernel_groups(2, "h"),
+                               rtol=1e-10, atol=1e-13)
+
+
+def test_kernels_and_novelty_shapes_and_first_layer_law():
+    """E[Z^{h^1_0} Z^{h^1_0}'] = σ_1² ξ·ξ'/d within Monte Carlo error."""
+    X, y, X_eval = _inputs(3, 4, seed=8, m_eval=1)
+    model = zlimit.MLP(depth=2, activation="tanh", lr=0.5, init_std=[1.5, 1.0, 1.0])
+    run = simulate(model, X, y, steps=2, particles=80_000, groups=8, X_eval=X_eval, progress=False)
+    X_all = np.vstack([X, X_eval])
+    k0 = run.kernel_groups(1, "h")[:, 0]
+    se = k0.std(0, ddof=1) / np.sqrt(8)
+    assert np.all(np.abs(k0.mean(0) - 1.5 ** 2 * X_all @ X_all.T / 4) <= 5 * se)
+    assert run.kernel(2, "x").shape == (3, 4, 4)
+    assert run.kernel(1, "dh").shape == (2, 3, 3)
+    assert run.novelty["fwd2"].shape == (8, 3, 4)
+    assert np.all(np.isnan(run.novelty["bwd2"][:, -1]))  # no backward pass at the last step
+    assert np.all(run.novelty["fwd2"][:, 0] > 0)
+
+
+def test_same_seed_same_bits_across_thread_counts(tmp_path):
+    """One seed gives identical bits with 1 and 2 numba threads (counter-based streams)."""
+    script = textwrap.dedent("""
+        import sys, numpy as np, zlimit
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((3, 3)); y = np.array([1.0, -1.0, 1.0])
+        run = zlimit.simulate(zlimit.MLP(depth=3, activation="gelu", lr=0.5), X, y, steps=3,
+                              particles=6000, groups=2, seed=4, progress=False, X_eval=X[:1] + 0.5)
+        np.save(sys.argv[1], np.concatenate([run.outputs_groups.ravel(), run.kernel_groups(3, "h").ravel()]))
+    """)
+    out = {}
+    for threads in ("1", "2"):
+        path = tmp_path / f"t{threads}.npy"
+        env = {"NUMBA_NUM_THREADS": threads, "PATH": "/usr/bin:/bin"}
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env)
+        out[threads] = np.load(path)
+    assert out["1"].tobytes() == out["2"].tobytes()
+
+
+# ------------------------------------------------------------------ bad input
+MODEL = zlimit.MLP(depth=2, activation="tanh", lr=0.5)
+
+
+@given(m=st.integers(1, 4), d=st.integers(1, 4), bad=st.sampled_from(["y_len", "x_ndim", "eval_d", "nan", "inf_eval"]))
+def test_bad_data_raises_value_error(m, d, bad):
+    X, y, X_eval = np.ones((m, d)), np.ones(m), np.ones((1, d))
+    if bad == "y_len":
+        y = np.ones(m + 1)
+    elif bad == "x_ndim":
+        X = np.ones(m)
+    elif bad == "eval_d":
+        X_eval = np.ones((1, d + 1))
+    elif bad == "nan":
+        X = X.copy(); X[0, 0] = np.nan
+    else:
+        X_eval = X_eval.copy(); X_eval[0, -1] = np.inf
+    with pytest.raises(ValueError):
+        simulate(MODEL, X, y, X_eval=X_eval, steps=1, particles=100, groups=2, progress=False)
+
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(particles=1), "particles"), (dict(groups=0), "groups"), (dict(particles=10, groups=8), "particles"),
+    (dict(dtype="float16"), "dtype"), (dict(method="quadrature"), "method"),
+    (dict(parametrization="sp"), "parametrization"), (dict(record_steps=(5,)), "record_steps"),
+    (dict(basis_tol=2.0), "basis_tol"), (dict(steps=-1), "steps"), (dict(batches=[[0, 7]]), "batches"),
+])
+def test_bad_settings_name_the_field(kw, field):
+    args = dict(steps=1, particles=100, groups=2, progress=False) | kw
+    with pytest.raises(ValueError, match=field):
+        simulate(MODEL, np.ones((2, 2)), np.ones(2), **args)
+
+
+def test_exact_method_needs_linear_activation():
+    with pytest.raises(ValueError, match="linear"):
+        simulate(MODEL, np.ones((2, 2)), np.ones(2), steps=1, method="exact")
+
+
+def test_divergence_names_the_step():
+    model = zlimit.MLP(depth=2, activation="linear", lr=1e6)
+    with pytest.raises(DivergenceError, match=r"step \d+.*smaller lr"):
+        simulate(model, np.ones((2, 2)), np.array([1.0, -1.0]), steps=20, particles=200, groups=2,
+                 progress=False)
+
+
+def test_memory_estimate_refuses_impossible_runs():
+    with pytest.raises(ResourceError, match="particles"):
+        simulate(MODEL, np.ones((10, 2)), np.ones(10), steps=10_000, particles=10**9, groups=1,
+                 progress=False)
