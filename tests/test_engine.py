@@ -71,6 +71,22 @@ def test_linear_matches_exact(depth):
         assert np.all(np.abs(kg.mean(0) - exact.kernel(l, "h")[-1]) <= 4 * k_se + 1e-12)
 
 
+def test_cross_step_kernels_match_exact_and_eval_rows_are_withheld():
+    """E[Z_0(ξ_a) Z_T(ξ_b)] matches the exact limit for training ξ_a; rows of evaluation
+    inputs at layers >= 2 are NaN (their fresh per-step directions make them inexact)."""
+    X, y, X_eval = _inputs(3, 5, seed=12, m_eval=2)
+    model = zlimit.MLP(depth=3, activation="linear", lr=0.3)
+    run = simulate(model, X, y, steps=4, particles=80_000, groups=8, X_eval=X_eval, progress=False)
+    exact = simulate(model, X, y, steps=4, X_eval=X_eval, method="exact")
+    for l in (1, 2, 3):
+        c = run.cross_kernel_groups(l, "h", 0)[:, -1]
+        ref = exact.cross_kernel_groups(l, "h", 0)[0, -1]
+        se = c.std(0, ddof=1) / np.sqrt(8)
+        rows = slice(None) if l == 1 else slice(0, 3)
+        assert np.all(np.abs(c.mean(0)[rows] - ref[rows]) <= 4 * se[rows] + 1e-12)
+        assert np.all(np.isnan(c[:, 3:])) == (l >= 2)
+
+
 @pytest.mark.parametrize("oracle", ["quadrature", "exact"])
 def test_standard_errors_are_honest(oracle):
     """Over 20 seeds, |f̊ − oracle| <= 2 se for roughly 95% of (step, input) pairs.

@@ -196,10 +196,17 @@ class _Group:
 
 
 class _Recorder:
-    """Collects one group's trajectory into the arrays of :class:`~zlimit.Run`."""
+    """Collects one group's trajectory into the arrays of :class:`~zlimit.Run`.
+
+    Evaluation inputs get fresh Gaussian directions at every step, so their Ẑ at
+    step s has the exact joint law with every training Z up to step s, but not with
+    later steps. Cross-step entries E[Z_s(ξ_e) Z_t(·)], t > s, of an evaluation
+    input ξ_e in layers l >= 2 are therefore left NaN rather than reported wrong
+    (same-step kernels, outputs and layer 1 are exact; ``method="exact"`` has all).
+    """
 
     def __init__(self, depth: int, steps: int, m: int, M: int, record_steps: tuple[int, ...]):
-        self.record_steps = record_steps
+        self.record_steps, self.m = record_steps, m
         nan = np.nan
         self.outputs = np.full((steps + 1, M), nan)
         self.loss = np.full(steps + 1, nan)
@@ -229,6 +236,8 @@ class _Recorder:
                 for r, s in enumerate(self.record_steps):
                     if s <= t:
                         self.cross[key][r, t] = self._gram(self.kept[(key, s)], v)
+                        if t > s and l >= 2:  # see the class docstring
+                            self.cross[key][r, t, self.m:] = np.nan
 
     def gradients(self, t: int, batch: np.ndarray, dhs: list) -> None:
         for l, dh in enumerate(dhs, start=1):
