@@ -1,0 +1,226 @@
+"""Data loaders (zlimit.datasets): shapes, normalisation, labels, provenance, errors."""
+from __future__ import annotations
+
+import pickle
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linprog
+
+from zlimit.datasets import CIFAR10_CLASSES, cifar10, digits, gaussian
+
+
+# -------------------------------------------------------------------- gaussian
+@settings(max_examples=30)
+@given(m=st.integers(1, 40), d=st.integers(1, 12), seed=st.integers(0, 2**32 - 1))
+def test_gaussian_shapes_norms_labels_determinism(m, d, seed):
+    X, y = gaussian(m, d, seed=seed)
+    assert X.shape == (m, d) and y.shape == (m,) and X.dtype == np.float64
+    np.testing.assert_allclose((X ** 2).sum(axis=1), d, rtol=1e-12)
+    assert set(np.unique(y)) <= {-1.0, 1.0}
+    X2, y2 = gaussian(m, d, seed=seed)
+    assert np.array_equal(X, X2) and np.array_equal(y, y2)
+    if d >= 2:  # for d = 1 every row is ±1
+        X3, _ = gaussian(m, d, seed=seed + 1)
+        assert not np.array_equal(X, X3)
+    else:
+        np.testing.assert_allclose(np.abs(X), 1.0, rtol=1e-15)
+
+
+def test_gaussian_labels_come_from_a_halfspace_through_the_origin():
+    """Some u has y_i (u·ξ_i) >= 1 for all i (LP feasibility), and random labels on
+    the same inputs are not of this form."""
+    X, y = gaussian(60, 5, seed=3)
+    A = -(y[:, None] * X)
+    res = linprog(np.zeros(5), A_ub=A, b_ub=-np.ones(60), bounds=[(None, None)] * 5)
+    assert res.status == 0
+    flipped = y.copy()
+    flipped[:30] *= -1
+    flipped_rng = np.random.default_rng(0).permutation(flipped)
+    res = linprog(np.zeros(5), A_ub=-(flipped_rng[:, None] * X), b_ub=-np.ones(60), bounds=[(None, None)] * 5)
+    assert res.status == 2  # infeasible
+
+
+def test_gaussian_is_isotropic_and_balanced():
+    """Uniform on the sphere ‖ξ‖² = d: E[ξ] = 0, E[ξξᵀ] = I, P(y = 1) = 1/2; no two
+    inputs parallel (Assumption 4.1). Tolerances are 5 standard errors."""
+    m, d = 4000, 4
+    X, y = gaussian(m, d, seed=0)
+    assert np.all(np.abs(X.mean(axis=0)) < 5 / np.sqrt(m))
+    cov = X.T @ X / m
+    # Var of ξ_j ξ_k is at most E[ξ_j⁴] <= 3 for these coordinates.
+    assert np.all(np.abs(cov - np.eye(d)) < 5 * np.sqrt(3 / m))
+    assert abs((y == 1).mean() - 0.5) < 5 * 0.5 / np.sqrt(m)
+    cos = X[:200] @ X[:200].T / d
+    np.fill_diagonal(cos, 0)
+    assert np.abs(cos).max() < 1 - 1e-8
+
+
+@pytest.mark.parametrize("kw", [dict(m=0, d=2), dict(m=2, d=0), dict(m=2.0, d=2), dict(m=True, d=2),
+                                dict(m=2, d=2, seed=-1), dict(m=2, d="3")])
+def test_gaussian_bad_arguments(kw):
+    with pytest.raises(ValueError):
+        gaussian(**kw)
+
+
+# ---------------------------------------------------------------------- digits
+def _unit(A):
+    A = np.asarray(A, dtype=np.float64)
+    return A / np.linalg.norm(A, axis=1, keepdims=True)
+
+
+def test_digits_rows_are_normalised_images_of_the_right_classes():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    X, y = digits(classes=(3, 8), per_class=6, seed=2)
+    assert X.shape == (12, 64)
+    np.testing.assert_allclose((X ** 2).sum(axis=1), 64, rtol=1e-12)
+    np.testing.assert_array_equal(y, [-1.0] * 6 + [1.0] * 6)
+    for cls, rows in ((3, X[:6]), (8, X[6:])):
+        imgs = _unit(bunch.data[bunch.target == cls])
+        match = _unit(rows) @ imgs.T  # cosine with every image of the class
+        assert np.all(match.max(axis=1) > 1 - 1e-12)
+        # each row is one of the images, scaled by sqrt(64) / ‖image‖
+        k = match.argmax(axis=1)
+        raw = bunch.data[bunch.target == cls][k]
+        np.testing.assert_allclose(X[:6] if cls == 3 else X[6:],
+                                   raw * 8 / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-12)
+        assert len(set(k)) == 6  # drawn without replacement
+    again = digits(classes=(3, 8), per_class=6, seed=2)
+    assert np.array_equal(again[0], X)
+    other = digits(classes=(3, 8), per_class=6, seed=5)
+    assert not np.array_equal(other[0], X)
+    swapped, ys = digits(classes=(8, 3), per_class=6, seed=2)
+    np.testing.assert_array_equal(ys, y)
+    imgs8 = _unit(bunch.data[bunch.target == 8])
+    assert np.all((_unit(swapped[:6]) @ imgs8.T).max(axis=1) > 1 - 1e-12)
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(classes=(1, 1)), "distinct"),
+    (dict(classes=(0, 10)), "unknown class"),
+    (dict(classes=("a", 1)), "unknown class"),
+    (dict(classes=(0, 1, 2)), "two distinct"),
+    (dict(classes=(0.5, 1)), "unknown class"),
+    (dict(classes=(1.0, 2)), "integer"),
+    (dict(classes=5), "two distinct"),
+    (dict(per_class=0), "per_class"),
+    (dict(per_class=10_000), "has only"),
+    (dict(seed=-2), "seed"),
+])
+def test_digits_bad_arguments(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        digits(**kw)
+
+
+def test_digits_without_sklearn_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(ImportError, match=r"pip install zlimit\[data\]"):
+        digits()
+
+
+# --------------------------------------------------------------------- cifar10
+def _write_fake_cifar(folder, per_batch=12, seed=0):
+    """A tiny folder in the real CIFAR-10 python format. Image k of batch b has every
+    pixel positive; its first three bytes encode (batch, index, label) so a test can
+    tell where a returned row came from."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_cases_per_batch": per_batch,
+                     b"num_vis": 3072}, fh)
+    images = {}
+    for b, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+        labels[:2] = [0, 1]  # every batch has airplanes and automobiles
+        data = rng.integers(20, 256, size=(per_batch, 3072), dtype=np.uint8)
+        data[:, 0], data[:, 1], data[:, 2] = b + 1, np.arange(per_batch) + 1, np.array(labels) + 1
+        with open(folder / name, "wb") as fh:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                         b"filenames": [f"{k}.png".encode() for k in range(per_batch)]}, fh)
+        images[name] = (data, labels)
+    return images
+
+
+def _provenance(X, images):
+    """(batch name, index, label) of the one fake image each row of X is a rescaling of."""
+    refs, where = [], []
+    for name, (data, labels) in images.items():
+        for k, lab in enumerate(labels):
+            img = data[k].astype(float)
+            refs.append(img * np.sqrt(3072) / np.linalg.norm(img))
+            where.append((name, k, lab))
+    refs = np.array(refs)
+    out = []
+    for row in X:
+        hits = np.flatnonzero(np.all(np.isclose(refs, row, rtol=1e-12, atol=0), axis=1))
+        assert len(hits) == 1
+        out.append(where[hits[0]])
+    return out
+
+
+def test_cifar10_reads_pickled_batches(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    images = _write_fake_cifar(folder)
+    X, y = cifar10(folder, classes=("airplane", "automobile"), per_class=4, seed=1)
+    assert X.shape == (8, 3072)
+    np.testing.assert_allclose((X ** 2).sum(axis=1), 3072, rtol=1e-12)
+    np.testing.assert_array_equal(y, [-1.0] * 4 + [1.0] * 4)
+    # every row is one whole training image of the right class, scaled to ‖ξ‖² = 3072
+    found = _provenance(X, images)
+    assert [f[0] != "test_batch" for f in found] == [True] * 8
+    assert [f[2] for f in found] == [0] * 4 + [1] * 4
+    assert len({f[:2] for f in found}) == 8
+    # the parent folder works too, and the same seed gives the same rows
+    X2, _ = cifar10(tmp_path, classes=("airplane", "automobile"), per_class=4, seed=1)
+    assert np.array_equal(X, X2)
+
+
+def test_cifar10_test_split_and_other_classes(tmp_path):
+    images = _write_fake_cifar(tmp_path)
+    X, y = cifar10(tmp_path, classes=("automobile", "airplane"), per_class=1, split="test")
+    found = _provenance(X, images)
+    assert [f[0] for f in found] == ["test_batch"] * 2
+    assert [f[2] for f in found] == [1, 0]
+    np.testing.assert_array_equal(y, [-1.0, 1.0])
+    n_cat = sum(int(np.sum(np.array(images[f"data_batch_{k}"][1]) == 3)) for k in range(1, 6))
+    n_ship = sum(int(np.sum(np.array(images[f"data_batch_{k}"][1]) == 8)) for k in range(1, 6))
+    k = min(n_cat, n_ship)
+    Xc, _ = cifar10(tmp_path, classes=("cat", "ship"), per_class=k)
+    assert Xc.shape == (2 * k, 3072)
+    with pytest.raises(ValueError, match="has only"):
+        cifar10(tmp_path, classes=("cat", "ship"), per_class=max(n_cat, n_ship) + 1)
+
+
+def test_cifar10_missing_folder_and_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist.*batches.meta.*data_batch_1"):
+        cifar10(tmp_path / "nowhere")
+    _write_fake_cifar(tmp_path)
+    (tmp_path / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks data_batch_3"):
+        cifar10(tmp_path)
+    X, _ = cifar10(tmp_path, split="test", per_class=1)  # the test split does not need it
+    assert X.shape == (2, 3072)
+    (tmp_path / "batches.meta").unlink()
+    with pytest.raises(FileNotFoundError, match="batches.meta"):
+        cifar10(tmp_path, split="test")
+
+
+def test_cifar10_bad_arguments_and_files(tmp_path):
+    _write_fake_cifar(tmp_path)
+    with pytest.raises(ValueError, match="unknown class 'plane'.*'airplane', 'automobile', 'bird'.*'truck'"):
+        cifar10(tmp_path, classes=("plane", "ship"))
+    with pytest.raises(ValueError, match="distinct"):
+        cifar10(tmp_path, classes=("ship", "ship"))
+    with pytest.raises(ValueError, match="split"):
+        cifar10(tmp_path, split="valid")
+    with pytest.raises(ValueError, match="per_class"):
+        cifar10(tmp_path, per_class=0)
+    with open(tmp_path / "test_batch", "wb") as fh:
+        pickle.dump({b"data": np.zeros((3, 100), np.uint8), b"labels": [0, 1, 2]}, fh)
+    with pytest.raises(ValueError, match="not a CIFAR-10 batch"):
+        cifar10(tmp_path, split="test")
