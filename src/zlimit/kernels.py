@@ -58,18 +58,25 @@ def _uniform(key, counter):
 def fill_normals(out, key):
     """Fill the 1-d array ``out`` (length N) with standard normals of stream ``key``.
 
-    Box–Muller on pairs of counter-based uniforms: particles 2q and 2q+1 share the
-    counters 2q, 2q+1, so entry p depends only on (key, p).
+    Marsaglia's polar method on counter-based uniforms: pair q (particles 2q, 2q+1)
+    tries the points (u, v) at counters (q, attempt) until u² + v² < 1, so entry p is
+    a function of (key, p) alone, whoever computes it.
     """
     n = out.shape[0]
     for q in range((n + 1) // 2):
-        u1 = _uniform(key, 2 * q)
-        u2 = _uniform(key, 2 * q + 1)
-        r = math.sqrt(-2.0 * math.log(u1))
-        angle = 2.0 * math.pi * u2
-        out[2 * q] = r * math.cos(angle)
+        attempt = 0
+        while True:
+            c = np.uint64(q) * np.uint64(64) + np.uint64(2 * attempt)
+            u = 2.0 * _uniform(key, c) - 1.0
+            v = 2.0 * _uniform(key, c + np.uint64(1)) - 1.0
+            s = u * u + v * v
+            attempt += 1
+            if 0.0 < s < 1.0 or attempt == 32:
+                break
+        f = math.sqrt(-2.0 * math.log(s) / s)
+        out[2 * q] = u * f
         if 2 * q + 1 < n:
-            out[2 * q + 1] = r * math.sin(angle)
+            out[2 * q + 1] = v * f
 
 
 @numba.njit(nogil=True)
