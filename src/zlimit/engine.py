@@ -175,7 +175,7 @@ class _Group:
             self.readout_0 = raw.copy()
         return raw - self.readout_0
 
-    def backward(self, batch: np.ndarray, dxs: list, chi: np.ndarray) -> tuple[list, dict]:
+    def backward(self, batch: np.ndarray, dxs: list) -> tuple[list, dict]:
         """Backward pass for i ∈ B_t; returns Z^{dh^l_t(ξ_i)} per layer and novelty."""
         dx = np.broadcast_to(self.w, (len(batch), self.w.size))  # Z^{dx^L_t} = Z^{Ŵ_t}
         dhs, novelty = [None] * self.model.depth, {}
@@ -445,7 +445,7 @@ def _run_group(model, X, X_all, y, batches, cfg, g, k_cap, j_cap, steps, bar) ->
         batch = batches[t]
         chi = error_signal(model, f[:m], y, batch)  # χ̊_{t,i}
         rec.chi[t] = chi
-        dhs, bnovelty = state.backward(batch, dxs, chi)
+        dhs, bnovelty = state.backward(batch, dxs)
         rec.gradients(t, batch, dhs)
         rec.novel(t, bnovelty, batch)
         state.update(batch, chi, xs[-1], dhs[0])
