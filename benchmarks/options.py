@@ -1,0 +1,67 @@
+"""Accuracy and cost of the engine's options on S1-shaped problems.
+
+* dtype="float32" against float64 (same seed, so the difference is round-off only);
+* basis_tol: how many Gaussian directions K are kept and how f̊ moves.
+
+    python benchmarks/options.py [--particles 40000] [--steps 30]
+Prints a table and writes benchmarks/results/options-<time>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import zlimit
+
+
+def directions(run) -> dict:
+    """Mean number of Gaussian directions per side at the end (non-NaN novelty above tol)."""
+    tol = run.meta["basis_tol"]
+    out = {}
+    for key, rho in run.novelty.items():
+        scale = np.sqrt(np.einsum("gtaa->gta", run.kernel_groups(int(key[3:]) - 1, "x")[:, :rho.shape[1]]))
+        kept = (rho > tol * scale[:, :, : rho.shape[2]]) & np.isfinite(rho)
+        out[key] = float(kept[:, :, : run.m].sum(axis=(1, 2)).mean())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--particles", type=int, default=40_000)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    X, y = zlimit.datasets.gaussian(10, 16, seed=0)
+    model = zlimit.MLP(depth=3, activation="tanh", lr=0.1)
+    rows = []
+    base = None
+    for dtype, tol in [("float64", 1e-6), ("float32", 1e-6), ("float64", 1e-3), ("float64", 1e-2), ("float64", 1e-1)]:
+        t0 = time.perf_counter()
+        run = zlimit.simulate(model, X, y, steps=args.steps, particles=args.particles, dtype=dtype,
+                              basis_tol=tol, progress=False, seed=1)
+        secs = time.perf_counter() - t0
+        base = base or run
+        diff = np.abs(run.outputs - base.outputs)[1:]
+        rows.append({"dtype": dtype, "basis_tol": tol, "seconds": secs, "directions": directions(run),
+                     "max_abs_diff_vs_float64": float(diff.max()),
+                     "max_diff_in_se": float((diff / base.outputs_se[1:]).max()),
+                     "max_se": float(run.outputs_se.max())})
+        r = rows[-1]
+        print(f"{dtype:8s} tol={tol:<6g} {secs:6.1f} s  K(fwd2,bwd2)=({r['directions'].get('fwd2', 0):.0f},"
+              f"{r['directions'].get('bwd2', 0):.0f})  max|Δf̊|={r['max_abs_diff_vs_float64']:.2e} "
+              f"({r['max_diff_in_se']:.2f} se)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"options-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"particles": args.particles, "steps": args.steps, "rows": rows}, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
