@@ -1,0 +1,281 @@
+"""The ``zlimit`` command line (also ``python -m zlimit``).
+
+Commands::
+
+    zlimit demo [--out DIR] [--quick]
+    zlimit simulate CONFIG.toml [--out DIR]
+    zlimit compare CONFIG.toml [--out DIR]
+    zlimit paper-figure --data digits|cifar10 [--path DIR] [--steps T] [--widths 8,64,512,4096]
+                        [--seeds S] [--particles N] [--groups G] [--lr ETA] [--out DIR]
+
+Every command takes ``--quiet`` (no progress bars) and ``--debug`` (full tracebacks).
+Configuration files are described in :mod:`zlimit.config`.
+
+Exit status: 0 on success; 2 for usage and configuration errors (bad arguments,
+invalid or missing files, invalid settings); 1 for runtime failures (a run that
+diverges, not enough memory, a missing optional package). Errors are printed as one
+line, ``zlimit: error: ...``, on stderr; ``--debug`` adds the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+PROG = "zlimit"
+
+
+# ---------------------------------------------------------------------- helpers
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 8,64,512, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _out_dir(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {path!r} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _save_figures(figures: dict, out: Path) -> list[str]:
+    written = []
+    for name, fig in figures.items():
+        fig.savefig(out / name, dpi=110)
+        written.append(str(out / name))
+    return written
+
+
+def _config_data(cfg):
+    X, y, X_eval = cfg.load_data()
+    return X, y, X_eval, cfg.batches(X.shape[0])
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, quick=args.quick, progress=not args.quiet)
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from . import plot
+    from .config import load_config
+    from .engine import simulate
+
+    cfg = load_config(args.config)
+    X, y, X_eval, batches = _config_data(cfg)
+    out = _out_dir(args.out)
+    r = cfg.run
+    run = simulate(cfg.model, X, y, steps=r.steps, particles=r.particles, groups=r.groups, seed=r.seed,
+                   X_eval=X_eval, batches=batches, parametrization=r.parametrization, progress=not args.quiet)
+    run.save(out / "limit.npz")
+    written = [str(out / "limit.npz")]
+    written += _save_figures({"outputs.png": plot.trajectories(run, max_inputs=6)}, out)
+    se = run.outputs_se
+    _say(f"zlimit simulate: {cfg.path.name}: {r.parametrization} limit, {r.steps} steps, "
+         f"{r.particles} particles in {r.groups} groups")
+    _say(f"{'input':>7}{'f_0':>10}{'f_T':>12}{'± se':>10}")
+    for a in range(run.outputs.shape[1]):
+        kind = "" if a < run.m else " (eval)"
+        s = f"{se[-1, a]:10.4f}" if se is not None else f"{'n/a':>10}"
+        _say(f"{a:>7}{run.outputs[0, a]:10.4f}{run.outputs[-1, a]:12.4f}{s}{kind}")
+    _say(f"training loss: {run.loss[0]:.4g} -> {run.loss[-1]:.4g}")
+    _say("Wrote:\n" + "\n".join(f"  {p}" for p in written))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from . import plot
+    from .compare import compare
+    from .config import load_config
+    from .demo import coord_table
+
+    cfg = load_config(args.config)
+    X, y, X_eval, batches = _config_data(cfg)
+    out = _out_dir(args.out)
+    r = cfg.run
+    cmp = compare(cfg.model, X, y, widths=r.widths, seeds=list(r.seeds) if isinstance(r.seeds, tuple) else r.seeds,
+                  steps=r.steps, particles=r.particles, groups=r.groups, X_eval=X_eval, batches=batches,
+                  parametrization=r.parametrization, seed=r.seed, progress=not args.quiet)
+    cmp.limit.save(out / "limit.npz")
+    written = [str(out / "limit.npz")]
+    (out / "finite").mkdir(exist_ok=True)
+    for (w, s), run in cmp.finite.items():
+        run.save(out / "finite" / f"w{w}_s{s}.npz")
+    written.append(str(out / "finite") + f"/w*_s*.npz ({len(cmp.finite)} files)")
+    cmp.table.to_csv(out / "comparison.csv", index=False)
+    written.append(str(out / "comparison.csv"))
+    with open(out / "fit.json", "w") as fh:
+        json.dump({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in cmp.fit.to_dict().items()},
+                  fh, indent=1)
+    written.append(str(out / "fit.json"))
+    runs_by_width = {w: [cmp.finite[(w, s)] for s in cmp.seeds] for w in cmp.widths}
+    written += _save_figures({"trajectories.png": plot.trajectories(cmp), "deviation.png": plot.deviation(cmp),
+                              "coord_check.png": plot.coord_check(runs_by_width, limit=cmp.limit)}, out)
+    _say(f"zlimit compare: {cfg.path.name}: {cmp.parametrization} networks, widths {cmp.widths}, "
+         f"seeds {cmp.seeds}, {r.steps} steps; limit with {r.particles} particles in {r.groups} groups")
+    _say(coord_table(cmp))
+    _say(f"Deviation of the seed-mean output from the limit: {cmp.fit}")
+    _say("Wrote:\n" + "\n".join(f"  {p}" for p in written))
+    return 0
+
+
+def cmd_paper_figure(args) -> int:
+    from .demo import paper_figure
+
+    if args.path is not None and args.data != "cifar10":
+        raise ValueError("--path is only for --data cifar10")
+    out = _out_dir(args.out)
+    result = paper_figure(data=args.data, path=args.path, steps=args.steps, widths=args.widths, seeds=args.seeds,
+                          particles=args.particles, groups=args.groups, lr=args.lr, out_dir=out,
+                          progress=not args.quiet)
+    s = result.settings
+    _say(f"zlimit paper-figure: {s['data']}, {s['m']} samples, depth 3 SiLU, lr {s['lr']}, {s['steps']} steps; "
+         f"widths {s['widths']} × {s['seeds']} seed(s); μP limit with {s['particles']} particles")
+    _say("Feature change Δh = ‖h_T − h_0‖/‖h_0‖ and λmin of the normalised Gram of (h_0, h_T):")
+    _say(result.summary())
+    _say("Wrote:\n" + "\n".join(f"  {p}" for p in result.files))
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Infinite-width μP limits of MLPs trained by SGD, and finite networks for comparison.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("demo", parents=[common], help="built-in example: μP networks vs the limit",
+                       description="Finite μP networks of growing width against the infinite-width limit on a "
+                                   "small Gaussian problem; prints a coordinate-check table and writes figures.")
+    p.add_argument("--out", default="zlimit-demo", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="a much smaller run (seconds)")
+    p.set_defaults(func=cmd_demo)
+
+    for name, func, text in (
+        ("simulate", cmd_simulate, "the infinite-width limit of a configured run"),
+        ("compare", cmd_compare, "finite networks of several widths and seeds against the limit"),
+    ):
+        p = sub.add_parser(name, parents=[common], help=text, description=text[0].upper() + text[1:] +
+                           " (configuration format: see zlimit.config).")
+        p.add_argument("config", metavar="CONFIG.toml", help="run configuration ([model], [data], [run])")
+        p.add_argument("--out", default=f"zlimit-{name}", metavar="DIR", help="output folder (default: %(default)s)")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("paper-figure", parents=[common],
+                       help="feature change and linear independence vs width (paper Figs. 1-2)",
+                       description="Chen et al. (2025) Figures 1-2 setup: 3 hidden layers, SiLU, 10 samples of two "
+                                   "classes; μP/SP/NTP/IP networks over widths and the infinite-width μP limit.")
+    p.add_argument("--data", choices=("digits", "cifar10"), default="digits", help="data set (default: digits)")
+    p.add_argument("--path", metavar="DIR", help="CIFAR-10 folder (cifar-10-batches-py), for --data cifar10")
+    p.add_argument("--steps", type=_positive_int, default=10, metavar="T", help="SGD steps (default: %(default)s)")
+    p.add_argument("--widths", type=_int_list, default=[8, 64, 512, 4096], metavar="W1,W2,...",
+                   help="finite widths (default: 8,64,512,4096)")
+    p.add_argument("--seeds", type=_positive_int, default=2, metavar="S", help="seeds per width (default: %(default)s)")
+    p.add_argument("--particles", type=_positive_int, default=32_000, metavar="N",
+                   help="particles of the limit (default: %(default)s)")
+    p.add_argument("--groups", type=_positive_int, default=4, metavar="G",
+                   help="particle groups of the limit (default: %(default)s; the Monte Carlo noise of the "
+                        "smallest eigenvalue shrinks with particles per group)")
+    p.add_argument("--lr", type=_positive_float, default=0.5, metavar="ETA",
+                   help="base learning rate (default: %(default)s)")
+    p.add_argument("--out", default="zlimit-paper-figure", metavar="DIR", help="output folder (default: %(default)s)")
+    p.set_defaults(func=cmd_paper_figure)
+    return parser
+
+
+def _exit_code(exc: BaseException) -> int | None:
+    """2 for configuration/usage errors, 1 for runtime failures, None for bugs."""
+    from .errors import DivergenceError, ResourceError
+
+    if isinstance(exc, (DivergenceError, FloatingPointError, ResourceError, MemoryError, ImportError)):
+        return 1
+    if isinstance(exc, (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return 2
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, FileNotFoundError) and exc.filename and not exc.args[1:] == ():
+        text = f"{exc.strerror}: {exc.filename!r}"
+    return text or type(exc).__name__
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"{PROG}: warning: {' '.join(str(message).split())}\n"
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status (see the module docstring)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.debug:
+        warnings.formatwarning = _format_warning
+        # float overflow inside a diverging run: the run itself reports the divergence
+        warnings.filterwarnings("ignore", category=RuntimeWarning,
+                                message="(overflow|invalid value|divide by zero) encountered")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        code = _exit_code(exc)
+        if code is None:  # not an error we expect: a bug; show everything
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

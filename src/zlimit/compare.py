@@ -1,0 +1,332 @@
+"""Finite-width networks against their infinite-width limit (maths §4, last item).
+
+:func:`compare` runs the limit once (:func:`zlimit.engine.simulate`) and a finite
+network (:func:`zlimit.finite.train_finite`) for every width and seed, on the same
+model, data and batch schedule, and collects everything in one tidy table.
+
+Convergence is summarised by the *deviation* of the seed-mean output from the limit,
+
+    dev(n) = RMS over steps t >= 1 and inputs a of ( mean_seeds f^{(n)}_t(ξ_a) − f̊_t(ξ_a) ),
+
+and by the slope of log dev(n) against log n. Maths §4 predicts a seed-to-seed spread
+~ n^{-1/2} (so the seed mean is off by ~ n^{-1/2}/sqrt(S) with S seeds) and a bias of
+the seed mean ~ n^{-1}: the slope lies between −1 and −1/2. Two noise sources put a
+floor under dev(n) that does not shrink with n: the Monte Carlo error of the limit
+(its standard error from the particle groups) and, for the slope's interpretation,
+the finite number of seeds. Both are reported per width (:class:`DeviationFit`); a
+deviation close to its floor says that width is already resolved only up to noise.
+Step 0 is left out: there the limit output is exactly 0 and the finite outputs are
+pure initialisation noise.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .model import MLP, check_batches
+from .results import Run
+
+__all__ = ["Comparison", "DeviationFit", "compare", "deviation_fit", "LIMIT_OF"]
+
+#: Finite-width parametrization whose limit ``simulate(parametrization=...)`` computes.
+LIMIT_OF = {"mup": ("mup", "mup"), "ntk": ("ntk", "ntp"), "ntp": ("ntk", "ntp")}
+
+TABLE_COLUMNS = ("width", "seed", "step", "input", "quantity", "value")
+
+
+@dataclass(frozen=True)
+class DeviationFit:
+    """Least-squares fit of log dev(n) = intercept + slope · log n.
+
+    Attributes
+    ----------
+    slope : float
+        The deviation exponent (maths §4: between −1 and −1/2).
+    slope_se : float
+        Its standard error from the regression residuals, sqrt(s² / Σ(log n − mean)²)
+        with s² = RSS / (k − 2); NaN with only k = 2 widths.
+    intercept : float
+        log dev at n = 1.
+    widths : ndarray (k,)
+    deviations : ndarray (k,)
+        dev(n): RMS over (t >= 1, input) of seed-mean output − limit output.
+    limit_se : ndarray (k,)
+        RMS over the same (t, input) of the limit's standard error (the same for every
+        width).
+    seed_mean_se : ndarray (k,)
+        RMS of the standard error of the seed mean, std over seeds (ddof = 1) / sqrt(S);
+        NaN with one seed.
+    noise_floor : ndarray (k,)
+        sqrt(limit_se² + seed_mean_se²): the deviation expected from noise alone if the
+        seed mean were unbiased (limit_se alone with one seed).
+    seeds : int
+        S, the number of seeds per width.
+    """
+
+    slope: float
+    slope_se: float
+    intercept: float
+    widths: np.ndarray
+    deviations: np.ndarray
+    limit_se: np.ndarray
+    seed_mean_se: np.ndarray
+    noise_floor: np.ndarray
+    seeds: int
+
+    def predict(self, widths) -> np.ndarray:
+        """The fitted deviation exp(intercept) · n^slope at the given widths."""
+        return np.exp(self.intercept) * np.asarray(widths, dtype=float) ** self.slope
+
+    def to_dict(self) -> dict:
+        """Plain data (floats and lists), e.g. for JSON."""
+        plain = lambda a: [float(v) for v in a]
+        return {"slope": float(self.slope), "slope_se": float(self.slope_se),
+                "intercept": float(self.intercept), "seeds": int(self.seeds),
+                "widths": [int(w) for w in self.widths], "deviations": plain(self.deviations),
+                "limit_se": plain(self.limit_se), "seed_mean_se": plain(self.seed_mean_se),
+                "noise_floor": plain(self.noise_floor)}
+
+    def __str__(self) -> str:
+        se = "n/a" if not math.isfinite(self.slope_se) else f"{self.slope_se:.2f}"
+        return (f"deviation ~ n^{self.slope:.2f} (± {se}) over widths "
+                f"{int(self.widths[0])}..{int(self.widths[-1])}, {self.seeds} seed(s) per width")
+
+
+@dataclass
+class Comparison:
+    """Result of :func:`compare`.
+
+    Attributes
+    ----------
+    limit : Run
+        The infinite-width run (G particle groups).
+    finite : dict
+        (width, seed) -> Run of that finite network.
+    table : pandas.DataFrame
+        Tidy rows ``width, seed, step, input, quantity, value``. ``quantity`` is
+        ``"output"`` (one row per step and input), ``"loss"`` (one row per step,
+        ``input = -1``), and for the limit also ``"output_se"`` and ``"loss_se"``.
+        Limit rows have ``width = inf`` and ``seed = -1``. Inputs are numbered
+        training first, then evaluation inputs.
+    fit : DeviationFit
+    widths : list of int
+    seeds : list of int
+    parametrization : str
+        Of the finite networks ("mup" or "ntp").
+    """
+
+    limit: Run
+    finite: dict
+    table: object
+    fit: DeviationFit
+    widths: list = field(default_factory=list)
+    seeds: list = field(default_factory=list)
+    parametrization: str = "mup"
+
+    def outputs(self, width: int) -> np.ndarray:
+        """Outputs of every seed at one width, shape (S, T+1, M)."""
+        return np.stack([self.finite[(width, s)].outputs for s in self.seeds])
+
+
+def _int_list(name: str, values, lo: int) -> list[int]:
+    try:
+        values = list(values)
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of integers, got {values!r}") from None
+    out = []
+    for v in values:
+        if isinstance(v, (bool, np.bool_)):
+            raise ValueError(f"{name} entries must be integers >= {lo}, got {v!r}")
+        try:
+            v = operator.index(v)
+        except TypeError:
+            raise ValueError(f"{name} entries must be integers >= {lo}, got {v!r}") from None
+        if v < lo:
+            raise ValueError(f"{name} entries must be integers >= {lo}, got {v}")
+        out.append(int(v))
+    if not out:
+        raise ValueError(f"{name} must not be empty")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} has repeated entries: {out}")
+    return out
+
+
+def _seed_list(seeds, base: int) -> list[int]:
+    if isinstance(seeds, (bool, np.bool_)):
+        raise ValueError(f"seeds must be a count >= 1 or a list of seeds, got {seeds!r}")
+    if isinstance(seeds, (int, np.integer)):
+        if seeds < 1:
+            raise ValueError(f"seeds must be a count >= 1 or a list of seeds, got {seeds!r}")
+        return [base + k for k in range(int(seeds))]
+    return _int_list("seeds", seeds, 0)
+
+
+def deviation_fit(limit: Run, finite_outputs: dict) -> DeviationFit:
+    """Deviation of the seed-mean output from the limit per width, and its log-log fit.
+
+    Parameters
+    ----------
+    limit : Run
+    finite_outputs : dict
+        width -> array (S, T+1, M) of the outputs of S seeds.
+
+    Returns
+    -------
+    DeviationFit
+    """
+    widths = np.array(sorted(finite_outputs), dtype=float)
+    ref = limit.outputs[1:]
+    lse = limit.outputs_se
+    lse = np.zeros_like(ref) if lse is None else lse[1:]
+    limit_rms = float(np.sqrt(np.mean(lse ** 2)))
+    dev, smse, seeds = [], [], None
+    for w in widths:
+        out = np.asarray(finite_outputs[int(w)])[:, 1:]
+        seeds = out.shape[0]
+        dev.append(np.sqrt(np.mean((out.mean(axis=0) - ref) ** 2)))
+        if seeds > 1:
+            smse.append(np.sqrt(np.mean(out.var(axis=0, ddof=1) / seeds)))
+        else:
+            smse.append(np.nan)
+    dev, smse = np.array(dev), np.array(smse)
+    limit_se = np.full(widths.shape, limit_rms)
+    floor = np.sqrt(limit_se ** 2 + np.nan_to_num(smse) ** 2)
+    slope = slope_se = intercept = math.nan
+    if widths.size >= 2 and np.all(dev > 0):
+        x, yv = np.log(widths), np.log(dev)
+        A = np.vstack([np.ones_like(x), x]).T
+        (intercept, slope), *_ = np.linalg.lstsq(A, yv, rcond=None)
+        if widths.size > 2:
+            resid = yv - (intercept + slope * x)
+            s2 = float(resid @ resid) / (widths.size - 2)
+            slope_se = math.sqrt(s2 / float(((x - x.mean()) ** 2).sum()))
+    return DeviationFit(float(slope), float(slope_se), float(intercept), widths.astype(int), dev,
+                        limit_se, smse, floor, int(seeds or 0))
+
+
+def _rows(run: Run, width: float, seed: int, with_se: bool) -> dict[str, np.ndarray]:
+    T1, M = run.outputs.shape
+    step = np.repeat(np.arange(T1), M)
+    inp = np.tile(np.arange(M), T1)
+    parts = [("output", step, inp, run.outputs.ravel())]
+    if with_se:
+        se = run.outputs_se
+        parts.append(("output_se", step, inp, (np.full(T1 * M, np.nan) if se is None else se.ravel())))
+    parts.append(("loss", np.arange(T1), np.full(T1, -1), run.loss))
+    if with_se:
+        se = run.loss_se
+        parts.append(("loss_se", np.arange(T1), np.full(T1, -1), np.full(T1, np.nan) if se is None else se))
+    cols = {c: [] for c in TABLE_COLUMNS}
+    for quantity, s, i, v in parts:
+        cols["width"].append(np.full(s.size, width, dtype=float))
+        cols["seed"].append(np.full(s.size, seed, dtype=np.int64))
+        cols["step"].append(s.astype(np.int64))
+        cols["input"].append(i.astype(np.int64))
+        cols["quantity"].append(np.full(s.size, quantity, dtype=object))
+        cols["value"].append(np.asarray(v, dtype=float))
+    return {c: np.concatenate(v) for c, v in cols.items()}
+
+
+def _import_pandas():
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise ImportError("zlimit.compare needs pandas for its result table: pip install pandas") from exc
+    return pd
+
+
+def compare(model: MLP, X, y, *, widths: Sequence[int], seeds, steps: int, particles: int,
+            groups: int = 8, X_eval=None, batches=None, parametrization: str = "mup", seed: int = 0,
+            progress: bool = True) -> Comparison:
+    """Run the infinite-width limit and finite networks of several widths and seeds.
+
+    Parameters
+    ----------
+    model : MLP
+    X : array_like (m, d), y : array_like (m,)
+    widths : sequence of int
+        Finite widths n (at least two for the fit).
+    seeds : int or sequence of int
+        A count S (seeds ``seed, seed+1, ..., seed+S-1``) or the list of seeds of
+        the finite networks' initial weights.
+    steps : int
+        T, SGD steps.
+    particles, groups : int
+        Monte Carlo particles N and groups G of the limit (see :func:`zlimit.engine.simulate`).
+    X_eval : array_like (m_eval, d), optional
+        Evaluation inputs, recorded but never trained on.
+    batches : list of index arrays, optional
+        The batch schedule (default full batch), shared by every run.
+    parametrization : {"mup", "ntk"}
+        "mup": μP networks against the μP limit. "ntk" (alias "ntp"): NTP networks
+        against the kernel limit ``simulate(parametrization="ntk")``. In NTP the
+        initial output f_0 is random with Θ(1) spread at every width, so the seed
+        mean approaches the limit as S grows rather than as n grows.
+    seed : int
+        Seed of the limit, and first seed of the finite networks when ``seeds`` is a count.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    Comparison
+        ``limit``, ``finite[(width, seed)]``, the tidy ``table`` and the deviation ``fit``.
+
+    Raises
+    ------
+    ImportError
+        pandas is not installed.
+    ValueError
+        Invalid widths, seeds, parametrization, or any argument :func:`simulate` /
+        :func:`train_finite` reject.
+
+    Examples
+    --------
+    >>> import zlimit
+    >>> from zlimit.datasets import gaussian
+    >>> X, y = gaussian(4, 6)
+    >>> cmp = compare(zlimit.MLP(depth=2, lr=0.5), X, y, widths=[64, 256], seeds=2,
+    ...               steps=3, particles=4000, progress=False)  # doctest: +SKIP
+    >>> cmp.fit.slope  # doctest: +SKIP
+    """
+    pd = _import_pandas()
+    from .engine import simulate
+    from .finite import train_finite
+
+    if not isinstance(model, MLP):
+        raise ValueError(f"model must be a zlimit.MLP, got {type(model).__name__}")
+    if parametrization not in LIMIT_OF:
+        raise ValueError(
+            f"compare needs a computable limit: parametrization must be 'mup' or 'ntk' (NTP networks), "
+            f"got {parametrization!r}"
+        )
+    limit_param, finite_param = LIMIT_OF[parametrization]
+    widths = sorted(_int_list("widths", widths, 1))
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    seeds = _seed_list(seeds, int(seed))
+    m = np.shape(X)[0] if np.ndim(X) == 2 else 0
+    if batches is not None:
+        batches = check_batches(batches, m, steps)
+
+    limit = simulate(model, X, y, steps=steps, particles=particles, groups=groups, seed=int(seed),
+                     X_eval=X_eval, batches=batches, progress=progress, parametrization=limit_param)
+    finite: dict = {}
+    jobs = [(w, s) for w in widths for s in seeds]
+    for w, s in tqdm(jobs, disable=not progress, desc="zlimit.compare (finite nets)", unit="net"):
+        finite[(w, s)] = train_finite(model, X, y, width=w, steps=steps, seed=s, X_eval=X_eval,
+                                      batches=batches, parametrization=finite_param)
+
+    parts = [_rows(limit, math.inf, -1, with_se=True)]
+    parts += [_rows(finite[key], float(key[0]), key[1], with_se=False) for key in jobs]
+    table = pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in TABLE_COLUMNS})
+    table["quantity"] = table["quantity"].astype(str)
+
+    fit = deviation_fit(limit, {w: np.stack([finite[(w, s)].outputs for s in seeds]) for w in widths})
+    return Comparison(limit=limit, finite=finite, table=table, fit=fit, widths=widths, seeds=seeds,
+                      parametrization=finite_param)

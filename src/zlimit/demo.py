@@ -1,0 +1,387 @@
+"""Built-in demonstrations: the μP limit against finite nets, and the paper's Figures 1–2.
+
+:func:`run_demo` is ``zlimit demo``: a small Gaussian problem, μP networks of growing
+width and the infinite-width limit with Monte Carlo error bars, a coordinate-check
+table and figures.
+
+:func:`paper_figure` is ``zlimit paper-figure``: the setup of Figures 1–2 of Chen,
+Yang, Zhao & Gu (2025) — 3 hidden layers, SiLU, 10 images of two classes, finite
+networks in μP, SP, NTP and IP over widths — measuring in layers 1 and 2
+
+* the relative feature change ‖h_T − h_0‖ / ‖h_0‖ (mean over the training inputs);
+* the smallest eigenvalue of the normalised space-time Gram of the features
+  {h_0(ξ_i), h_T(ξ_i)} (Theorem 4.5: linear independence in μP),
+
+with the infinite-width μP value (:func:`zlimit.engine.simulate`,
+``record_steps=(0, T)``) as the n = ∞ point.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .model import MLP
+
+__all__ = ["run_demo", "demo_settings", "coord_table", "paper_figure", "PaperFigure", "PARAMETRIZATIONS"]
+
+PARAMETRIZATIONS = ("mup", "sp", "ntp", "ip")
+_LABELS = {"mup": "μP", "sp": "SP", "ntp": "NTP", "ip": "IP"}
+
+
+def _pm(value: float, se: float) -> str:
+    if se is None or not math.isfinite(se):
+        return f"{value: .4f}"
+    return f"{value: .4f} ± {se:.4f}"
+
+
+# ---------------------------------------------------------------------- demo
+def demo_settings(quick: bool = False) -> dict:
+    """The settings :func:`run_demo` uses (quick: a much smaller version for tests)."""
+    if quick:
+        return dict(m=4, m_eval=1, d=6, depth=2, activation="tanh", lr=0.5, steps=3,
+                    widths=[32, 128], seeds=2, particles=2_000, groups=4)
+    return dict(m=6, m_eval=2, d=8, depth=3, activation="tanh", lr=0.5, steps=10,
+                widths=[64, 256, 1024, 4096], seeds=8, particles=32_000, groups=8)
+
+
+def coord_table(comparison, inputs: Sequence[int] = (0, 1), layer: int | None = None) -> str:
+    """Text table of the last step's outputs, loss and one kernel entry against width.
+
+    Rows are the finite widths (seed mean ± its standard error over seeds) and the
+    limit ``∞`` (± Monte Carlo standard error over particle groups). The kernel
+    entry is E[x^L_T(ξ_0) x^L_T(ξ_1)] (x^l of ``layer``, default the last hidden
+    layer). In μP every column settles as n grows, onto the limit row.
+    """
+    lim = comparison.limit
+    T = lim.steps
+    L = layer or lim.model.depth
+    a, b = (inputs[0], inputs[1]) if len(inputs) > 1 else (inputs[0], inputs[0])
+    cols = [f"f_T(ξ{i})" for i in inputs] + ["loss_T", f"K[x{L}](ξ{a},ξ{b})_T"]
+
+    def stats(per_seed: np.ndarray):  # (S, ...) -> mean, se
+        mean = per_seed.mean(axis=0)
+        se = per_seed.std(axis=0, ddof=1) / math.sqrt(per_seed.shape[0]) if per_seed.shape[0] > 1 else None
+        return mean, se
+
+    rows = []
+    for w in comparison.widths:
+        runs = [comparison.finite[(w, s)] for s in comparison.seeds]
+        vals = np.array([[r.outputs[T, i] for i in inputs] + [r.loss[T], r.kernel(L, "x")[T, a, b]] for r in runs])
+        mean, se = stats(vals)
+        rows.append((f"{w}", [_pm(v, None if se is None else s) for v, s in zip(mean, se if se is not None else mean)]))
+    kg = lim.kernel_groups(L, "x")[:, T, a, b]
+    vals = [lim.outputs[T, i] for i in inputs] + [lim.loss[T], float(kg.mean())]
+    ses = [lim.outputs_se[T, i] for i in inputs] if lim.outputs_se is not None else [math.nan] * len(inputs)
+    ses += [lim.loss_se[T] if lim.loss_se is not None else math.nan,
+            float(kg.std(ddof=1) / math.sqrt(kg.size)) if kg.size > 1 else math.nan]
+    rows.append(("∞", [_pm(v, s) for v, s in zip(vals, ses)]))
+    width = max(len(c) for c in cols + [x for _, r in rows for x in r]) + 2
+    head = f"{'width':>7}" + "".join(f"{c:>{width}}" for c in cols)
+    lines = [head, "-" * len(head)]
+    lines += [f"{w:>7}" + "".join(f"{x:>{width}}" for x in r) for w, r in rows]
+    return "\n".join(lines)
+
+
+def run_demo(out_dir, quick: bool = False, progress: bool = True) -> str:
+    """μP networks of growing width against the infinite-width limit; prints and returns a report.
+
+    The problem: ``datasets.gaussian`` inputs (m = 6 training and 2 evaluation inputs,
+    d = 8), a depth-3 tanh MLP with lr 0.5, 10 full-batch SGD steps on the squared
+    loss; μP networks of widths 64, 256, 1024, 4096 with 8 seeds each, and the limit
+    with 32 000 particles in 8 groups. ``quick=True`` runs a much smaller version.
+
+    Writes into ``out_dir``: ``trajectories.png``, ``deviation.png``,
+    ``coord_check.png`` and ``comparison.csv`` (the tidy table of
+    :func:`zlimit.compare.compare`).
+
+    Returns
+    -------
+    str
+        The report printed: settings, the coordinate-check table, the deviation
+        exponent and the files written.
+    """
+    from . import datasets, plot
+    from .compare import compare
+
+    s = demo_settings(quick)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    X, y = datasets.gaussian(s["m"] + s["m_eval"], s["d"], seed=0)
+    X_train, y_train, X_eval = X[:s["m"]], y[:s["m"]], X[s["m"]:]
+    model = MLP(depth=s["depth"], activation=s["activation"], lr=s["lr"])
+    header = (f"zlimit demo{' (quick)' if quick else ''}: depth-{s['depth']} {s['activation']} MLP, "
+              f"lr {s['lr']}, {s['steps']} full-batch SGD steps on {s['m']} Gaussian inputs "
+              f"(d = {s['d']}, {s['m_eval']} evaluation inputs)\n"
+              f"μP widths {s['widths']} × {s['seeds']} seeds; limit with {s['particles']} particles "
+              f"in {s['groups']} groups")
+    print(header, flush=True)
+    cmp = compare(model, X_train, y_train, X_eval=X_eval, widths=s["widths"], seeds=s["seeds"],
+                  steps=s["steps"], particles=s["particles"], groups=s["groups"], progress=progress)
+    table = coord_table(cmp)
+    files = {
+        "trajectories.png": plot.trajectories(cmp),
+        "deviation.png": plot.deviation(cmp),
+        "coord_check.png": plot.coord_check({w: [cmp.finite[(w, sd)] for sd in cmp.seeds] for w in cmp.widths},
+                                            limit=cmp.limit),
+    }
+    written = []
+    for name, fig in files.items():
+        fig.savefig(out / name, dpi=110)
+        written.append(str(out / name))
+    cmp.table.to_csv(out / "comparison.csv", index=False)
+    written.append(str(out / "comparison.csv"))
+    fit = cmp.fit
+    report = "\n".join([
+        "",
+        f"Coordinate check at the last step t = {s['steps']} (finite: seed mean ± se over seeds; "
+        "∞: limit ± Monte Carlo se):",
+        table,
+        "",
+        f"Deviation of the seed-mean output from the limit: {fit}",
+        "  per width: " + ", ".join(f"n={w}: {d:.4f} (noise floor {f:.4f})"
+                                   for w, d, f in zip(fit.widths, fit.deviations, fit.noise_floor)),
+        "  (maths §4: spread ~ n^-1/2, bias ~ n^-1)",
+        "",
+        "Wrote:",
+        *[f"  {p}" for p in written],
+    ])
+    print(report, flush=True)
+    return header + "\n" + report
+
+
+# ---------------------------------------------------------------------- paper figure
+@dataclass
+class PaperFigure:
+    """Result of :func:`paper_figure`.
+
+    Attributes
+    ----------
+    records : list of dict
+        One per (parametrization, width, layer, quantity): keys ``parametrization``
+        ("mup", "sp", "ntp", "ip", or "mup-limit" for n = ∞), ``width`` (inf for the
+        limit), ``layer``, ``quantity`` ("feature_change" or "min_eigenvalue"),
+        ``value``, ``se`` (over seeds, or over particle groups for the limit; NaN with
+        one seed), ``low``, ``high`` (95% interval) and ``seeds``.
+    settings : dict
+    limit : Run
+        The infinite-width μP run.
+    figures : dict
+        file name -> matplotlib Figure.
+    files : list of str
+        Files written (when ``out_dir`` was given).
+    """
+
+    records: list
+    settings: dict
+    limit: object
+    figures: dict = field(default_factory=dict)
+    files: list = field(default_factory=list)
+
+    def select(self, quantity: str, layer: int, parametrization: str) -> list:
+        return sorted((r for r in self.records if r["quantity"] == quantity and r["layer"] == layer
+                       and r["parametrization"] == parametrization), key=lambda r: r["width"])
+
+    def summary(self) -> str:
+        """Text table: rows parametrization × width, columns the four numbers."""
+        cols = [(q, l) for q in ("feature_change", "min_eigenvalue") for l in (1, 2)]
+        names = [f"{'Δh' if q == 'feature_change' else 'λmin'} layer {l}" for q, l in cols]
+        index: dict = {}
+        for r in self.records:
+            index[(r["parametrization"], r["width"], r["quantity"], r["layer"])] = r
+        keys = sorted({(p, w) for p, w, _, _ in index},
+                      key=lambda k: (list(PARAMETRIZATIONS + ("mup-limit",)).index(k[0]), k[1]))
+        wcol = 22
+        head = f"{'param':>10}{'width':>7}" + "".join(f"{n:>{wcol}}" for n in names)
+        lines = [head, "-" * len(head)]
+        for p, w in keys:
+            cells = []
+            for q, l in cols:
+                r = index.get((p, w, q, l))
+                cells.append("" if r is None else (f"{r['value']:.3g}" + (f" ± {r['se']:.2g}" if math.isfinite(r["se"]) else "")))
+            wname = "∞" if math.isinf(w) else str(int(w))
+            lines.append(f"{p:>10}{wname:>7}" + "".join(f"{c:>{wcol}}" for c in cells))
+        return "\n".join(lines)
+
+
+def _mean_se(values: list[float], level: float = 0.95) -> dict:
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    mean = float(v.mean())
+    if v.size < 2:
+        return {"value": mean, "se": math.nan, "low": mean, "high": mean}
+    se = float(v.std(ddof=1) / math.sqrt(v.size))
+    q = float(stats.t.ppf(0.5 * (1 + level), v.size - 1))
+    return {"value": mean, "se": se, "low": mean - q * se, "high": mean + q * se}
+
+
+def _finite_measures(run, layers, T: int, m: int) -> dict:
+    from . import diagnostics
+
+    out = {}
+    for l in layers:
+        out[("feature_change", l)] = float(run.feature_change(l, "h")[T, :m].mean())
+        G = diagnostics.space_time_gram(run, l, "h", steps=(0, T))
+        out[("min_eigenvalue", l)] = diagnostics.min_eigenvalue(G, normalize=True).value
+    return out
+
+
+def _limit_measures(run, layers, T: int, m: int) -> dict:
+    """Pooled values with per-group standard errors and t intervals."""
+    from scipy import stats
+
+    from . import diagnostics
+
+    out = {}
+    G = run.groups
+    q = float(stats.t.ppf(0.975, G - 1)) if G > 1 else math.nan
+    for l in layers:
+        value = float(run.feature_change(l, "h")[T, :m].mean())
+        diag = np.einsum("gtaa->gta", run.kernel_groups(l, "h"))[:, :, :m]
+        c0 = np.einsum("gtaa->gta", run.cross_kernel_groups(l, "h", 0))[:, :, :m]
+        per = np.sqrt(np.maximum(diag[:, T] - 2 * c0[:, T] + diag[:, 0], 0) / diag[:, 0]).mean(axis=1)
+        se = float(per.std(ddof=1) / math.sqrt(G)) if G > 1 else math.nan
+        out[("feature_change", l)] = {"value": value, "se": se,
+                                      "low": value - q * se if G > 1 else value,
+                                      "high": value + q * se if G > 1 else value}
+        est = diagnostics.min_eigenvalue(diagnostics.space_time_gram(run, l, "h", steps=(0, T)), normalize=True)
+        out[("min_eigenvalue", l)] = {"value": est.value, "se": est.se, "low": est.low, "high": est.high}
+    return out
+
+
+def paper_figure(data: str = "digits", path=None, steps: int = 10, widths: Sequence[int] = (8, 64, 512, 4096),
+                 seeds: int = 2, particles: int = 32_000, groups: int = 4, lr: float = 0.5,
+                 parametrizations: Sequence[str] = PARAMETRIZATIONS, classes=None, per_class: int = 5,
+                 out_dir=None, progress: bool = True) -> PaperFigure:
+    """Feature change and linear independence vs width: the paper's Figures 1–2 setup.
+
+    Parameters
+    ----------
+    data : {"digits", "cifar10"}
+        Two classes (default digits 0/1, CIFAR-10 airplane/automobile), ``per_class``
+        images each (10 in all).
+    path : str, optional
+        The CIFAR-10 folder (``data="cifar10"`` only).
+    steps : int
+        T, full-batch SGD steps on the squared loss.
+    widths : sequence of int
+    seeds : int
+        Seeds per (parametrization, width).
+    particles, groups : int
+        Of the infinite-width μP run.
+    lr : float
+        Base learning rate η (per-layer rates of maths §5 for each parametrization).
+    parametrizations : sequence of str
+    out_dir : path, optional
+        Where to write ``feature_change.png``, ``min_eigenvalue.png``,
+        ``paper_figure.csv`` and ``paper_figure.json``.
+    progress : bool
+
+    Returns
+    -------
+    PaperFigure
+    """
+    from . import datasets
+    from .engine import simulate
+    from .finite import train_finite
+
+    if data == "digits":
+        if path is not None:
+            raise ValueError("--path is only for --data cifar10 (digits ship with scikit-learn)")
+        X, y = datasets.digits(classes=classes or (0, 1), per_class=per_class)
+    elif data == "cifar10":
+        if path is None:
+            raise ValueError("--data cifar10 needs --path DIR, the extracted 'cifar-10-batches-py' folder")
+        X, y = datasets.cifar10(path, classes=classes or ("airplane", "automobile"), per_class=per_class)
+    else:
+        raise ValueError(f"data must be 'digits' or 'cifar10', got {data!r}")
+    for p in parametrizations:
+        if p not in PARAMETRIZATIONS:
+            raise ValueError(f"parametrizations must be among {PARAMETRIZATIONS}, got {p!r}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
+    widths = sorted(int(w) for w in widths)
+    if not widths or widths[0] < 1:
+        raise ValueError(f"widths must be integers >= 1, got {widths}")
+    T, m, layers = int(steps), X.shape[0], (1, 2)
+    model = MLP(depth=3, activation="silu", lr=lr, init_std=math.sqrt(2.0))
+    settings = {"data": data, "m": m, "d": X.shape[1], "depth": 3, "activation": "silu", "lr": lr,
+                "init_std": math.sqrt(2.0), "loss": "mse", "steps": T, "widths": widths, "seeds": int(seeds),
+                "particles": particles, "groups": groups, "parametrizations": list(parametrizations)}
+
+    records = []
+    jobs = [(p, w, s) for p in parametrizations for w in widths for s in range(int(seeds))]
+    per: dict = {}
+    for p, w, s in tqdm(jobs, disable=not progress, desc="zlimit.paper-figure (finite nets)", unit="net"):
+        run = train_finite(model, X, y, width=w, steps=T, seed=s, parametrization=p, record_steps=(0, T))
+        for key, v in _finite_measures(run, layers, T, m).items():
+            per.setdefault((p, w) + key, []).append(v)
+    for (p, w, q, l), values in per.items():
+        records.append({"parametrization": p, "width": float(w), "layer": l, "quantity": q,
+                        **_mean_se(values), "seeds": len(values)})
+    limit = simulate(model, X, y, steps=T, particles=particles, groups=groups, record_steps=(0, T),
+                     progress=progress)
+    for (q, l), est in _limit_measures(limit, layers, T, m).items():
+        records.append({"parametrization": "mup-limit", "width": math.inf, "layer": l, "quantity": q,
+                        **est, "seeds": 0})
+    result = PaperFigure(records=records, settings=settings, limit=limit)
+    result.figures = _paper_plots(result, parametrizations)
+    if out_dir is not None:
+        result.files = _write_paper(result, Path(out_dir))
+    return result
+
+
+def _paper_plots(result: PaperFigure, parametrizations) -> dict:
+    from . import plot
+
+    figures = {}
+    titles = {"feature_change": ("feature change ‖h_T − h_0‖/‖h_0‖", "‖h_T − h_0‖ / ‖h_0‖", False),
+              "min_eigenvalue": ("λ_min of the normalised Gram of (h_0, h_T)", "λ_min", True)}
+    band = lambda r, sign: r["value"] + sign * (r["se"] if math.isfinite(r["se"]) else 0.0)
+    for q, (title, ylabel, logy) in titles.items():
+        fig, axes = plot._figure(1, 2, size=(4.6, 3.6))
+        for k, l in enumerate((1, 2)):
+            curves = {}
+            for p in parametrizations:
+                rs = result.select(q, l, p)
+                lim = result.select(q, l, "mup-limit") if p == "mup" else []
+                rs = rs + lim
+                curves[_LABELS[p] + (" (∞: limit)" if lim else "")] = {
+                    "x": [r["width"] for r in rs], "value": [r["value"] for r in rs],
+                    "low": [band(r, -1) for r in rs], "high": [band(r, +1) for r in rs]}
+            plot.vs_width(curves, ylabel=ylabel, title=f"layer {l}", logy=logy, ax=axes[0, k])
+        fig.suptitle(f"{title} after T = {result.settings['steps']} steps ({result.settings['data']}, "
+                     f"{result.settings['m']} samples; bands ± 1 se)", fontsize=10)
+        figures[f"{q}.png"] = fig
+    return figures
+
+
+def _write_paper(result: PaperFigure, out: Path) -> list:
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, fig in result.figures.items():
+        fig.savefig(out / name, dpi=110)
+        files.append(str(out / name))
+    keys = ["parametrization", "width", "layer", "quantity", "value", "se", "low", "high", "seeds"]
+    with open(out / "paper_figure.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        for r in result.records:
+            w.writerow({k: r[k] for k in keys})
+    files.append(str(out / "paper_figure.csv"))
+    clean = lambda v: (None if isinstance(v, float) and math.isnan(v) else
+                       ("inf" if isinstance(v, float) and math.isinf(v) else v))
+    doc = {"settings": result.settings, "records": [{k: clean(v) for k, v in r.items()} for r in result.records]}
+    with open(out / "paper_figure.json", "w") as fh:
+        json.dump(doc, fh, indent=1)
+    files.append(str(out / "paper_figure.json"))
+    return files

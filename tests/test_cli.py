@@ -1,0 +1,306 @@
+"""The ``zlimit`` command line, end to end in subprocesses, and config validation.
+
+References: what the CLI writes is compared with the same computation done through
+the library API in this process (same seeds give the same bits); errors must be one
+line on stderr with exit status 2 (configuration/usage) or 1 (runtime), without a
+traceback unless ``--debug``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import zlimit
+from zlimit import cli, datasets
+from zlimit.config import ConfigError, load_config, parse_config
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+TINY = """
+[model]
+depth = 2
+activation = "tanh"
+lr = 0.5
+
+[data]
+source = "gaussian"
+m = 3
+d = 4
+m_eval = 1
+seed = 2
+
+[run]
+steps = 3
+particles = 2000
+groups = 4
+seed = 1
+batch_size = 2
+widths = [16, 32]
+seeds = 2
+"""
+
+
+def zl(*args, cwd):
+    env = dict(os.environ, MPLBACKEND="Agg")
+    return subprocess.run([sys.executable, "-m", "zlimit", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def assert_one_line_error(proc, code: int, *fragments: str):
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("zlimit: error: ")
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------------- commands
+def test_demo_quick(tmp_path):
+    proc = zl("demo", "--quick", "--quiet", "--out", "demo", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "zlimit.simulate" not in proc.stderr and "it/s" not in proc.stderr  # --quiet: no bars
+    out = proc.stdout
+    assert "Coordinate check" in out and "∞" in out and "Deviation" in out
+    for name in ("trajectories.png", "deviation.png", "coord_check.png"):
+        path = tmp_path / "demo" / name
+        assert path.read_bytes()[:8] == PNG
+        assert str(Path("demo") / name) in out
+    # the table's limit row equals the library's comparison with the demo settings
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "demo" / "comparison.csv")
+    from zlimit.compare import compare
+    from zlimit.demo import demo_settings
+
+    s = demo_settings(quick=True)
+    X, y = datasets.gaussian(s["m"] + s["m_eval"], s["d"], seed=0)
+    cmp = compare(zlimit.MLP(depth=s["depth"], activation=s["activation"], lr=s["lr"]), X[:s["m"]], y[:s["m"]],
+                  X_eval=X[s["m"]:], widths=s["widths"], seeds=s["seeds"], steps=s["steps"],
+                  particles=s["particles"], groups=s["groups"], progress=False)
+    lim = table[(table["seed"] == -1) & (table["quantity"] == "output")].sort_values(["step", "input"])
+    np.testing.assert_allclose(lim["value"].to_numpy().reshape(cmp.limit.outputs.shape), cmp.limit.outputs,
+                               rtol=1e-14, atol=1e-15)
+    T = s["steps"]
+    assert f"{cmp.limit.outputs[T, 0]: .4f}" in out
+
+
+def test_simulate_from_file_matches_library(tmp_path):
+    X, y = datasets.gaussian(5, 4, seed=3)
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "d.npz", X=X[:4], y=y[:4], X_eval=X[4:])
+    cfg = write(tmp_path / "sim.toml", """
+        [model]
+        depth = 2
+        activation = "tanh"
+        lr = 0.4
+        init_std = [1.0, 1.2, 0.9]
+
+        [data]
+        source = "file"
+        path = "data/d.npz"
+
+        [run]
+        steps = 3
+        particles = 2000
+        groups = 4
+        seed = 5
+        batch_size = 2
+        """)
+    proc = zl("simulate", cfg, "--out", "res", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "res" / "outputs.png").read_bytes()[:8] == PNG
+    from zlimit.engine import simulate
+    from zlimit.io import load
+
+    run = load(tmp_path / "res" / "limit.npz")
+    model = zlimit.MLP(depth=2, activation="tanh", lr=0.4, init_std=[1.0, 1.2, 0.9])
+    ref = simulate(model, X[:4], y[:4], X_eval=X[4:], steps=3, particles=2000, groups=4, seed=5,
+                   batches=zlimit.batch_schedule(4, 2, 3, seed=5), progress=False)
+    np.testing.assert_array_equal(run.outputs_groups, ref.outputs_groups)
+    np.testing.assert_array_equal(run.error_signals_groups, ref.error_signals_groups)
+    assert run.model == model
+    assert f"{ref.outputs[-1, 4]:12.4f}" in proc.stdout and "(eval)" in proc.stdout
+    assert "zlimit.simulate" in proc.stderr  # progress bar without --quiet
+
+
+def test_compare_command(tmp_path):
+    cfg = write(tmp_path / "cmp.toml", TINY)
+    proc = zl("compare", cfg, "--out", "c", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    import pandas as pd
+
+    out = tmp_path / "c"
+    table = pd.read_csv(out / "comparison.csv")
+    assert list(table.columns) == ["width", "seed", "step", "input", "quantity", "value"]
+    assert sorted(set(table["width"])) == [16.0, 32.0, math.inf]
+    assert sorted(set(table["seed"])) == [-1, 1, 2]      # seeds = 2 counts from [run] seed = 1
+    for name in ("trajectories.png", "deviation.png", "coord_check.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+    from zlimit.io import load
+
+    run = load(out / "finite" / "w32_s2.npz")
+    sel = table[(table["width"] == 32) & (table["seed"] == 2) & (table["quantity"] == "output")]
+    np.testing.assert_allclose(sel.sort_values(["step", "input"])["value"].to_numpy(), run.outputs.ravel(),
+                               rtol=1e-15)
+    # the fit in fit.json is least squares on log deviation vs log width, from the table
+    fit = json.loads((out / "fit.json").read_text())
+    o = table[(table["quantity"] == "output") & (table["step"] >= 1)]
+    lim = o[o["seed"] == -1].set_index(["step", "input"])["value"]
+    mean = o[o["seed"] >= 0].groupby(["width", "step", "input"])["value"].mean()
+    dev = [float(np.sqrt(((mean.loc[w] - lim) ** 2).mean())) for w in (16.0, 32.0)]
+    np.testing.assert_allclose(fit["deviations"], dev, rtol=1e-10)
+    assert fit["slope"] == pytest.approx(np.polyfit(np.log([16, 32]), np.log(dev), 1)[0], rel=1e-9)
+    assert fit["slope_se"] is None  # two widths: no residual degrees of freedom
+
+
+def test_paper_figure_tiny(tmp_path):
+    proc = zl("paper-figure", "--data", "digits", "--steps", "2", "--widths", "8,16", "--seeds", "1",
+              "--particles", "800", "--groups", "2", "--quiet", "--out", "pf", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "pf"
+    for name in ("feature_change.png", "min_eigenvalue.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+    import pandas as pd
+
+    rec = pd.read_csv(out / "paper_figure.csv")
+    assert len(rec) == 4 * 2 * 2 * 2 + 2 * 2
+    assert set(rec["parametrization"]) == {"mup", "sp", "ntp", "ip", "mup-limit"}
+    doc = json.loads((out / "paper_figure.json").read_text())
+    assert doc["settings"]["widths"] == [8, 16] and len(doc["records"]) == len(rec)
+    assert "mup-limit" in proc.stdout and "λmin" in proc.stdout
+    # one number against the library: μP, width 16, seed 0, layer 2
+    from zlimit import diagnostics
+    from zlimit.finite import train_finite
+
+    X, y = datasets.digits(per_class=5)
+    model = zlimit.MLP(depth=3, activation="silu", lr=0.5, init_std=math.sqrt(2))
+    run = train_finite(model, X, y, width=16, steps=2, seed=0, parametrization="mup", record_steps=(0, 2))
+    row = rec[(rec["parametrization"] == "mup") & (rec["width"] == 16) & (rec["layer"] == 2)]
+    fc = row[row["quantity"] == "feature_change"]["value"].item()
+    assert fc == pytest.approx(run.feature_change(2, "h")[2].mean(), rel=1e-12)
+    lam = row[row["quantity"] == "min_eigenvalue"]["value"].item()
+    G = diagnostics.space_time_gram(run, 2, "h", steps=(0, 2))
+    # 20 vectors in 16 dimensions: rank <= 16, so the smallest eigenvalue is 0 up to round-off
+    assert lam == pytest.approx(diagnostics.min_eigenvalue(G, normalize=True).value, abs=1e-12)
+    assert abs(lam) < 1e-10
+
+
+# ---------------------------------------------------------------------- errors
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda t: t.replace("lr = 0.5", "lr = 0.5\nlearning_rate = 1"), "unknown key 'learning_rate'"),
+    (lambda t: t.replace("steps = 3", 'steps = "3"'), "steps: expected an integer"),
+    (lambda t: t.replace('source = "gaussian"\nm = 3\nd = 4\nm_eval = 1\nseed = 2',
+                         'source = "file"\npath = "missing.npz"'), "does not exist"),
+])
+def test_bad_config_exits_2_with_one_line(tmp_path, edit, fragment):
+    text = edit(TINY)
+    assert text != TINY
+    cfg = write(tmp_path / "bad.toml", text)
+    proc = zl("simulate", cfg, cwd=tmp_path)
+    assert_one_line_error(proc, 2, "bad.toml", fragment)
+
+
+def test_debug_shows_traceback(tmp_path):
+    cfg = write(tmp_path / "bad.toml", TINY.replace("steps = 3", "steps = 3.5"))
+    proc = zl("compare", cfg, "--debug", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback (most recent call last)" in proc.stderr and "ConfigError" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("zlimit: error: bad.toml: [run] steps")
+
+
+def test_divergence_exits_1(tmp_path):
+    cfg = write(tmp_path / "div.toml", TINY.replace('activation = "tanh"\nlr = 0.5',
+                                                    'activation = "linear"\nlr = 100.0')
+                .replace("steps = 3", "steps = 10"))
+    proc = zl("simulate", cfg, "--quiet", cwd=tmp_path)
+    assert_one_line_error(proc, 1, "non-finite", "lr")
+
+
+def test_usage_errors_exit_2(tmp_path):
+    proc = zl("paper-figure", "--widths", "8,x", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--widths" in proc.stderr.splitlines()[-1]
+    # in process: main() returns the status, one line on stderr
+    assert cli.main(["simulate", str(tmp_path / "nope.toml")]) == 2
+
+
+# ---------------------------------------------------------------------- config
+def _doc(changes=None):
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    doc = tomllib.loads(TINY)
+    for (table, key), value in (changes or {}).items():
+        if value is None:
+            doc[table].pop(key)
+        else:
+            doc[table][key] = value
+    return doc
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({("model", "depth"): True}, r"\[model\] depth: expected an integer"),
+    ({("model", "depth"): 0}, r"\[model\] depth must be an integer >= 1"),
+    ({("model", "activation"): "swish"}, r"\[model\]"),
+    ({("model", "init_std"): [1.0, "a"]}, r"init_std: expected a number or a list"),
+    ({("model", "depth"): None}, r"missing required key 'depth'"),
+    ({("data", "source"): "mnist"}, r"source: expected one of"),
+    ({("data", "classes"): [0, 1]}, r"unknown key 'classes'"),
+    ({("data", "m"): 0}, r"m: must be >= 1"),
+    ({("run", "steps"): None}, r"missing required key 'steps'"),
+    ({("run", "widths"): [16, "32"]}, r"widths: expected a list of integers"),
+    ({("run", "widths"): [16, 16]}, r"repeated"),
+    ({("run", "seeds"): 0}, r"seeds: a count must be >= 1"),
+    ({("run", "seeds"): 1.0}, r"seeds: expected an integer or a list"),
+    ({("run", "parametrization"): "sp"}, r"parametrization: expected one of mup, ntk"),
+    ({("run", "particles"): 4}, r"too few for groups"),
+])
+def test_config_validation(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config(_doc(changes), "c.toml")
+
+
+def test_config_tables_and_defaults(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown table \[output\]"):
+        parse_config({**_doc(), "output": {}}, "c.toml")
+    with pytest.raises(ConfigError, match=r"missing table \[run\]"):
+        parse_config({k: v for k, v in _doc().items() if k != "run"}, "c.toml")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(write(tmp_path / "x.toml", "[model\n"))
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "absent.toml")
+    cfg = parse_config(_doc({("run", "widths"): None, ("run", "batch_size"): None}), tmp_path / "c.toml")
+    assert cfg.run.widths == (64, 256, 1024) and cfg.run.parametrization == "mup"
+    assert cfg.model == zlimit.MLP(depth=2, activation="tanh", lr=0.5)
+    X, y, X_eval = cfg.load_data()
+    Xr, yr = datasets.gaussian(4, 4, seed=2)
+    np.testing.assert_array_equal(X, Xr[:3])
+    np.testing.assert_array_equal(y, yr[:3])
+    np.testing.assert_array_equal(X_eval, Xr[3:])
+    assert cfg.batches(3) is None
+
+
+def test_example_configs_are_valid():
+    root = Path(__file__).resolve().parent.parent / "examples"
+    files = sorted(root.glob("*.toml"))
+    assert files
+    for f in files:
+        cfg = load_config(f)
+        assert cfg.run.steps >= 1
