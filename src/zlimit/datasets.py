@@ -18,6 +18,8 @@ import warnings
 
 import numpy as np
 
+from .model import check_int
+
 __all__ = ["gaussian", "digits", "cifar10", "CIFAR10_CLASSES"]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -26,16 +28,6 @@ _CIFAR_TRAIN = tuple(f"data_batch_{k}" for k in range(1, 6))
 _CIFAR_TEST = ("test_batch",)
 
 
-def _check_int(name: str, value, lo: int) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}") from None
-    if value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
 
 
 def _normalise_rows(X: np.ndarray) -> np.ndarray:
@@ -105,9 +97,9 @@ def gaussian(m: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     >>> X.shape, round(float((X[0] ** 2).sum()), 12)
     ((12, 8), 8.0)
     """
-    m = _check_int("m", m, 1)
-    d = _check_int("d", d, 1)
-    seed = _check_int("seed", seed, 0)
+    m = check_int("m", m, 1)
+    d = check_int("d", d, 1)
+    seed = check_int("seed", seed, 0)
     rng = np.random.default_rng(seed)
     teacher = rng.standard_normal(d)
     X = rng.standard_normal((m, d))
@@ -167,8 +159,8 @@ def digits(classes=(0, 1), per_class: int = 5, seed: int = 0) -> tuple[np.ndarra
         classes = tuple(operator.index(c) for c in classes)
     except TypeError:
         raise ValueError(f"classes must be two distinct integer digits 0..9, got {classes!r}") from None
-    per_class = _check_int("per_class", per_class, 1)
-    seed = _check_int("seed", seed, 0)
+    per_class = check_int("per_class", per_class, 1)
+    seed = check_int("seed", seed, 0)
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:
@@ -239,8 +231,8 @@ def cifar10(path, classes=("airplane", "automobile"), per_class: int = 5, seed: 
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    per_class = _check_int("per_class", per_class, 1)
-    seed = _check_int("seed", seed, 0)
+    per_class = check_int("per_class", per_class, 1)
+    seed = check_int("seed", seed, 0)
     folder = _cifar_folder(path)
     expected = ("batches.meta",) + (_CIFAR_TRAIN if split == "train" else _CIFAR_TEST)
     if not os.path.isdir(folder):

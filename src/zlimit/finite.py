@@ -35,7 +35,7 @@ from scipy.linalg import get_blas_funcs
 
 from .activations import apply
 from .errors import DivergenceError  # re-exported here: zlimit.finite.DivergenceError is zlimit.DivergenceError
-from .model import MLP, check_batches, check_data, error_signal, total_loss
+from .model import MLP, check_batches, check_data, check_int, error_signal, total_loss
 from .results import Run
 
 __all__ = ["train_finite", "init_weights", "layer_scales", "DivergenceError", "PARAMETRIZATIONS", "DTYPES"]
@@ -48,16 +48,6 @@ _FOLD_COLUMNS = 256
 
 
 # ---------------------------------------------------------------------- validation
-def _check_int(name: str, value, lo: int) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}") from None
-    if value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
 
 
 def _check_parametrization(parametrization) -> str:
@@ -127,8 +117,8 @@ def layer_scales(model: MLP, d: int, width: int, parametrization: str = "mup"
     stds, lrs : tuple of L+1 floats each
     """
     parametrization = _check_parametrization(parametrization)
-    d = _check_int("d", d, 1)
-    n = _check_int("width", width, 1)
+    d = check_int("d", d, 1)
+    n = check_int("width", width, 1)
     L = model.depth
     s, e = model.sigma, model.eta
     hidden_std = [s[l] / (n if parametrization == "ip" else math.sqrt(n)) for l in range(1, L)]
@@ -322,10 +312,10 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
     M = m + m_eval
     schedule = check_batches(batches, m, steps)
     T = int(steps)
-    n = _check_int("width", width, 1)
+    n = check_int("width", width, 1)
     parametrization = _check_parametrization(parametrization)
     dtype = _check_dtype(dtype)
-    seed = _check_int("seed", seed, 0)
+    seed = check_int("seed", seed, 0)
     record = _check_record_steps(record_steps, T)
     L = model.depth
     phi, dphi = model.activation.phi, model.activation.dphi

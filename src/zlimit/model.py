@@ -8,6 +8,7 @@ here too, so that every consumer validates input the same way.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -19,6 +20,19 @@ from .losses import Loss, get_loss
 __all__ = ["MLP", "batch_schedule", "check_data", "check_batches", "error_signal", "total_loss"]
 
 REDUCTIONS = ("mean", "sum")
+
+
+def check_int(name: str, value, lo: int) -> int:
+    """``value`` as an int >= ``lo``, or a ValueError naming ``name`` (bools are refused)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}") from None
+    if value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
 
 
 def _per_layer(name: str, value, depth: int) -> tuple[float, ...]:
