@@ -52,6 +52,18 @@ def test_depth1_matches_quadrature(activation, loss, batches):
     assert np.all(np.abs(run.outputs[1:] - ref[1:]) <= 4 * se[1:])
 
 
+def test_depth1_qmc_matches_quadrature_with_smaller_errors():
+    """Randomised QMC for the input and readout Gaussians: still within 4 (its own, smaller)
+    standard errors of the quadrature oracle, and those errors are several times below i.i.d."""
+    X, y, _ = _inputs(3, 2, seed=1)
+    model = zlimit.MLP(depth=1, activation="tanh", lr=1.0)
+    ref = quadrature_l1(model, X, y, steps=6, order=48)["outputs"]
+    kw = dict(steps=6, particles=2**16, groups=8, progress=False, seed=5)
+    iid, qmc = simulate(model, X, y, **kw), simulate(model, X, y, qmc=True, **kw)
+    assert np.all(np.abs(qmc.outputs[1:] - ref[1:]) <= 4 * qmc.outputs_se[1:])
+    assert np.median(iid.outputs_se[1:] / qmc.outputs_se[1:]) > 3
+
+
 @pytest.mark.parametrize("depth", [2, 3, 4])
 def test_linear_matches_exact(depth):
     """φ(x) = x: Monte Carlo within 4 standard errors of the exact limit at every step."""

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+import scipy.special
+import scipy.stats.qmc
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
@@ -33,7 +35,7 @@ from .results import Run
 __all__ = ["simulate", "estimate_memory"]
 
 _EVAL_LABEL = 1 << 40  # stream labels of temporary (evaluation) directions
-_INPUT, _READOUT = 2, 3  # stream labels of the input-layer and readout normals
+_INPUT, _READOUT, _QMC = 2, 3, 4  # stream labels of the input-layer and readout normals
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class _Config:
     dtype: np.dtype
     gradient_independence: bool
     record_steps: tuple[int, ...]
+    qmc: bool = False
 
 
 class _HiddenLayer:
@@ -128,6 +131,25 @@ class _HiddenLayer:
         self.A[: Cb.shape[0], : Cx.shape[0]] += (Cb * chi_batch) @ Cx.T
 
 
+def _base_normals(rows: int, n: int, dtype, cfg: _Config, group: int) -> np.ndarray:
+    """The normals behind Z^{h^1_0} and Z^{Ŵ_0}, shape (rows, n).
+
+    Counter-based by default; with ``cfg.qmc`` a scrambled Sobol sequence mapped by the
+    normal quantile (randomised quasi-Monte Carlo: unbiased, with one independent
+    scramble per group, so the groups stay independent and the standard errors honest).
+    """
+    if cfg.qmc:
+        rng = np.random.default_rng(int(stream_key(cfg.seed, group, 0, _INPUT, _QMC)))
+        sobol = scipy.stats.qmc.Sobol(d=rows, scramble=True, seed=rng)
+        u = sobol.random_base2(int(np.ceil(np.log2(n))))[:n]  # first n of 2^k balanced points
+        return scipy.special.ndtri(np.clip(u, 1e-300, 1 - 1e-16)).T.astype(dtype)
+    g = np.empty((rows, n), dtype=dtype)
+    for j, row in enumerate(g[:-1]):
+        fill_normals(row, stream_key(cfg.seed, group, 0, _INPUT, j))
+    fill_normals(g[-1], stream_key(cfg.seed, group, 0, _READOUT))
+    return g
+
+
 class _Group:
     """One independent simulation of N/G particles: maths §2 for every step."""
 
@@ -140,15 +162,11 @@ class _Group:
         # Z^{h^1_0(ξ_a)}: Cov = σ_1² ξ_a·ξ_b/d. QR of Ξᵀ with training columns first,
         # so training inputs use only the leading normals.
         R = np.linalg.qr(X_all.T, mode="r")
-        g = np.empty((R.shape[0], n), dtype=dt)
-        for j, row in enumerate(g):
-            fill_normals(row, stream_key(cfg.seed, group, 0, _INPUT, j))
-        self.h1_0 = ((model.sigma[0] / np.sqrt(d)) * R.T.astype(dt)) @ g  # (M, N)
+        g = _base_normals(R.shape[0] + 1, n, dt, cfg, group)  # input-layer normals, then Ŵ_0's
+        self.h1_0 = ((model.sigma[0] / np.sqrt(d)) * R.T.astype(dt)) @ g[:-1]  # (M, N)
         self.K1 = X @ X_all.T / d  # (m, M): ξ_i·ξ_a/d
         self.P1 = np.zeros((self.m, n), dtype=dt)  # Σ_s χ_{s,i} Z^{dh^1_s(ξ_i)}
-        self.w = np.empty(n, dtype=dt)
-        fill_normals(self.w, stream_key(cfg.seed, group, 0, _READOUT))
-        self.w *= model.sigma[-1]  # Z^{Ŵ_0} ~ N(0, σ_{L+1}²)
+        self.w = model.sigma[-1] * g[-1]  # Z^{Ŵ_0} ~ N(0, σ_{L+1}²)
         self.hidden = [_HiddenLayer(l, model, cfg, group, k_cap, j_cap) for l in range(2, model.depth + 1)]
         self.readout_0: np.ndarray | None = None  # E_N[Ŵ_0 x^L_0], the control variate of §3
 
@@ -306,7 +324,8 @@ def _check_settings(particles, groups, tol, dtype, record_steps, steps) -> tuple
 def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: int = 0, X_eval=None,
              batches=None, groups: int = 8, dtype: str = "float64", progress: bool = True,
              method: str = "mc", gradient_independence: bool = False, basis_tol: float | None = None,
-             record_steps=(0,), parametrization: str = "mup", threads: int | None = None) -> Run:
+             record_steps=(0,), parametrization: str = "mup", threads: int | None = None,
+             qmc: bool = False) -> Run:
     """The infinite-width μP limit of ``model`` trained by SGD on (X, y).
 
     Parameters
@@ -348,6 +367,10 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
     threads : int, optional
         Groups simulated at once, on worker threads (default ``NUMBA_NUM_THREADS``).
         Memory grows with it; the numbers do not change.
+    qmc : bool
+        Draw the input-layer and readout Gaussians (Z^{h^1_0}, Z^{Ŵ_0}) by scrambled
+        Sobol points (randomised QMC) instead of i.i.d.; a variance reduction that
+        matters most for shallow nets (``docs/performance.md``).
     parametrization : {"mup", "ntk"}
         "ntk" gives the kernel limit of the same model for contrast (:mod:`zlimit.ntk`):
         features frozen at initialisation, f moved by kernel gradient descent.
@@ -392,7 +415,7 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
     dt, record_steps = _check_settings(particles, groups, basis_tol, dtype, record_steps, steps)
     m, M = X.shape[0], X.shape[0] + X_eval.shape[0]
     cfg = _Config(particles // groups, groups, int(seed), float(basis_tol), dt,
-                  bool(gradient_independence), record_steps)
+                  bool(gradient_independence), record_steps, bool(qmc))
     threads = numba.config.NUMBA_NUM_THREADS if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
@@ -421,7 +444,8 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
         recs = list(pool.map(run_group, range(groups)))
     meta = {"kind": "limit", "method": "mc", "seed": int(seed), "steps": int(steps), "m": m,
             "m_eval": M - m, "particles": int(particles), "groups": int(groups), "dtype": dt.name,
-            "gradient_independence": bool(gradient_independence), "basis_tol": float(basis_tol)}
+            "gradient_independence": bool(gradient_independence), "basis_tol": float(basis_tol),
+            "qmc": bool(qmc)}
     stack = lambda name: {k: np.stack([getattr(r, name)[k] for r in recs]) for k in getattr(recs[0], name)}
     return Run(model=model, meta=meta,
                outputs_groups=np.stack([r.outputs for r in recs]),
