@@ -83,6 +83,18 @@ def test_linear_matches_exact(depth):
         assert np.all(np.abs(kg.mean(0) - exact.kernel(l, "h")[-1]) <= 4 * k_se + 1e-12)
 
 
+def test_float32_storage_matches_exact():
+    """dtype="float32" (default basis_tol 1e-2): still within 4 se of the exact limit."""
+    X, y, X_eval = _inputs(3, 3, seed=3, m_eval=1)
+    model = zlimit.MLP(depth=3, activation="linear", lr=0.3, init_std=0.9)
+    run = simulate(model, X, y, steps=6, particles=100_000, groups=8, X_eval=X_eval, progress=False,
+                   dtype="float32")
+    exact = simulate(model, X, y, steps=6, X_eval=X_eval, method="exact")
+    assert run.meta["dtype"] == "float32" and run.meta["basis_tol"] == 1e-2
+    assert np.abs(exact.outputs[1:]).max() > 20 * run.outputs_se.max()
+    assert np.all(np.abs(run.outputs - exact.outputs)[1:] <= 4 * run.outputs_se[1:])
+
+
 def test_cross_step_kernels_match_exact_and_eval_rows_are_withheld():
     """E[Z_0(ξ_a) Z_T(ξ_b)] matches the exact limit for training ξ_a; rows of evaluation
     inputs at layers >= 2 are NaN (their fresh per-step directions make them inexact)."""

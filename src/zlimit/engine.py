@@ -101,7 +101,7 @@ class _HiddenLayer:
             D += self.sigma * self.bwd.stein(x)
         h = np.vstack(parts)
         if J:
-            h += self.bwd.combine(D.astype(h.dtype, copy=False))
+            h += self.bwd.combine(D)
         return h, np.concatenate(rho)
 
     def backward(self, dh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +122,7 @@ class _HiddenLayer:
         E = -self.eta * (self.A[:J, :K].T @ Cb)
         if self.stein:  # Ż^{W^T y} = σ Σ_k Z^{u_k} E[g_k Z^y], forward vectors of steps <= t
             E += self.sigma * self.fwd.stein(dh)
-        dx = self.bwd.sample(Cb) + self.fwd.combine(E.astype(dh.dtype, copy=False))
+        dx = self.bwd.sample(Cb) + self.fwd.combine(E)
         return dx, rho
 
     def accumulate(self, chi_batch: np.ndarray, batch: np.ndarray) -> None:

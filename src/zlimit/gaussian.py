@@ -160,8 +160,12 @@ class GaussianBasis:
         return np.vstack([C_old, C_new]), rho
 
     def sample(self, C: np.ndarray) -> np.ndarray:
-        """Ẑ = σ Σ_k c_k g_k for coordinates C of shape (K, b); returns (b, N)."""
-        return self.sigma * (C.T @ self.g)
+        """Ẑ = σ Σ_k c_k g_k for coordinates C of shape (K, b); returns (b, N).
+
+        C is cast to the storage dtype first: a float64 C against float32 normals would
+        make numpy upcast (copy) the whole (K, N) array.
+        """
+        return self.sigma * (C.T.astype(self.normals.dtype, copy=False) @ self.g)
 
     def stein(self, Y: np.ndarray) -> np.ndarray:
         """E_N[g_k Z^y] for the rows of Y (b, N); returns (K, b).
@@ -171,8 +175,8 @@ class GaussianBasis:
         return (self.g @ Y.T) / self.n
 
     def combine(self, D: np.ndarray) -> np.ndarray:
-        """Σ_k D_kj Z^{u_k} for D of shape (K, b); returns (b, N)."""
-        return D.T @ self.u
+        """Σ_k D_kj Z^{u_k} for D of shape (K, b); returns (b, N), in the storage dtype."""
+        return D.T.astype(self.basis.dtype, copy=False) @ self.u
 
     def sample_detached(self, X: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray]:
         """Ẑ for vectors that must not enter the basis (evaluation inputs).
