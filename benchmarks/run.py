@@ -54,6 +54,14 @@ How things are measured
   basis: 5K + 2K + 5J + 2J = 3.5·2(K + J) rows, without evaluation inputs); ``alg%`` =
   3.5 × floor% is the bandwidth fraction of that algorithm as written. The last,
   forward-only pass (step T) is in the wall time but not in the bytes (conservative).
+* Compute ceiling: every read of a basis or normals row is a product with m = 10
+  particle rows (the problems here are full batch with M = b = m, no evaluation
+  inputs), 10·m flops per row per particle and step in all (docs/performance.md §1:
+  forward 4Km + 2Km + 4Jm, backward 4Jm + 4Km + 2Jm). ``GF/s`` is that count over
+  the wall time; ``peak%`` divides it by ``threads`` × the single-thread rate of a
+  square float64 BLAS product measured in the same run. The floor fraction the flops
+  allow at that peak, ``floor_ceiling`` = peak rate × 16 B / (10·m flops) / copy
+  bandwidth, says whether the 50 % target is reachable at all on the machine.
 * Time to accuracy: the limit's standard error comes from the spread of its G groups;
   se ∝ N^{-1/2}, so N(ε) = N_0 (se_0/ε)² from the S1 run (max over inputs at the last
   step), at least N_min = 10·K_cap·G (the engine's own "particles >> directions"
@@ -90,6 +98,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 ALG_PASSES = 3.5  # reads of the 2(K+J) rows per step by the present engine (see module doc)
+ROWS = 10  # m = M = b of every problem here (full batch, no evaluation inputs)
+FLOPS_PER_ROW = 10 * ROWS  # flops per basis or normals row per particle and step (see module doc)
 EPSILONS = (1e-2, 3e-3, 1e-3)
 BUDGET_S2_S = 15 * 60
 
@@ -344,6 +354,21 @@ def copy_bandwidth(mib: int, repeats: int = 7) -> dict:
             "GBps_read_plus_write": 2 * src.nbytes / t / 1e9, "GBps_copied": src.nbytes / t / 1e9}
 
 
+def _dgemm_rate(repeats: int, n: int = 1500) -> float:
+    """Single-thread flop rate of a square float64 BLAS product: the compute peak in practice."""
+    from threadpoolctl import threadpool_limits
+
+    a, b = np.random.default_rng(1).standard_normal((2, n, n))
+    times = []
+    with threadpool_limits(limits=1, user_api="blas"):
+        a @ b
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+    return 2 * n**3 / float(np.median(times)) / 1e9
+
+
 def calibrate(K: int, N: int, b: int = 10, products: int = 20, repeats: int = 3) -> dict:
     """The engine's kernel on its own: a thin product U Xᵀ, U (K, N), X (b, N).
 
@@ -380,6 +405,8 @@ def calibrate(K: int, N: int, b: int = 10, products: int = 20, repeats: int = 3)
     t1 = float(np.median(single))
     return {"K": K, "N": N, "b": b, "products": products, "repeats": repeats,
             "thin_gemm_GBps_1thread": products * U[0].nbytes / t1 / 1e9,
+            "thin_gemm_GFlops_1thread": products * 2 * K * N * b / t1 / 1e9,
+            "dgemm_GFlops_1thread": _dgemm_rate(repeats),
             "two_stream_speedup": float(np.median(one) / np.median(two)),
             "loadavg": list(os.getloadavg())}
 
@@ -465,8 +492,8 @@ def _loglog_slope(x, y) -> float | None:
     return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
 
 
-def summarise(r: dict, spec: dict, B: float) -> dict:
-    """Derived columns of one simulate run."""
+def summarise(r: dict, spec: dict, B: float, dgemm: float | None) -> dict:
+    """Derived columns of one simulate run (B: copy bandwidth, dgemm: 1-thread GFlop/s)."""
     s = dict(spec)
     s.update({k: r.get(k) for k in ("wall_s", "cpu_s", "cores_used", "loadavg_1min", "peak_rss_bytes",
                                     "peak_rss_source", "base_rss_bytes", "estimate_memory_bytes",
@@ -482,6 +509,11 @@ def summarise(r: dict, spec: dict, B: float) -> dict:
         s["frac_floor"] = r["bytes_total"] / r["wall_s"] / B
         s["frac_floor_alg"] = ALG_PASSES * s["frac_floor"]
         s["concurrency"] = r["busy_s"] / r["wall_s"]
+        rows = r["bytes_total"] / (2 * 8)  # float64: Σ (K + J) N_g over steps and hidden matrices
+        s["GFlops"] = FLOPS_PER_ROW * rows / r["wall_s"] / 1e9
+        if dgemm:
+            s["frac_peak"] = s["GFlops"] / (dgemm * r["threads"])
+            s["floor_ceiling"] = dgemm * r["threads"] * 1e9 / (FLOPS_PER_ROW / (2 * 8)) / B
     if len(steps) >= 4 and len(kj) == len(steps):  # growth of step cost with K over the 2nd half
         h = len(steps) // 2
         s["step_growth_exponent"] = _loglog_slope(kj[h:], steps[h:])
@@ -645,7 +677,9 @@ def targets(res: dict) -> list:
 
     for p in ("S1", "S2"):
         v = P.get(p, {}).get("frac_floor")
-        add(f"{p} >= 50% of bandwidth floor", v, 0.5, None if v is None else v >= 0.5, "1 pass minimal")
+        c = P.get(p, {}).get("floor_ceiling")
+        add(f"{p} >= 50% of bandwidth floor", v, 0.5, None if v is None else v >= 0.5,
+            f"1 pass minimal; at the machine's dgemm peak the flops allow at most {_fmt(c)}")
     sN = res.get("S3", {}).get("N")
     if sN:
         dev = sN.get("max_dev_per_particle")
@@ -694,9 +728,11 @@ def print_table(res: dict) -> None:
         print(f"thin product U Xᵀ ({cal['K']}x{cal['N']} by {cal['b']} rows, 1 BLAS thread): "
               f"{cal['thin_gemm_GBps_1thread']:.2f} GB/s read; two such streams on 2 threads: "
               f"{cal['two_stream_speedup']:.2f}x; load average {cal['loadavg'][0]:.1f}")
+        print(f"flop rates, 1 thread: that thin product {cal['thin_gemm_GFlops_1thread']:.1f} GFlop/s, "
+              f"square dgemm {cal['dgemm_GFlops_1thread']:.1f} GFlop/s (the compute peak used for peak%)")
     print(f"threads: {res['threads']['main']} (NUMBA/OPENBLAS/OMP/MKL_NUM_THREADS), mode {res['mode']}\n")
     hdr = ("problem", "N", "T", "G", "thr", "wall s", "cores", "step0 ms", "stepT ms", "K+J end", "RSS MiB",
-           "est MiB", "floor%", "alg%")
+           "est MiB", "floor%", "alg%", "GF/s", "peak%")
     print(("{:<12}" + "{:>9}" * (len(hdr) - 1)).format(*hdr))
     rows = [(k, v) for k, v in res["problems"].items()]
     for name, s in rows:
@@ -708,7 +744,9 @@ def print_table(res: dict) -> None:
             _fmt(s.get("kj_last"), "{:.0f}"),
             _fmt(mib(s["peak_rss_bytes"]), "{:.0f}"), _fmt(mib(s["estimate_memory_bytes"]), "{:.0f}"),
             _fmt(None if s.get("frac_floor") is None else 100 * s["frac_floor"], "{:.1f}"),
-            _fmt(None if s.get("frac_floor_alg") is None else 100 * s["frac_floor_alg"], "{:.1f}")))
+            _fmt(None if s.get("frac_floor_alg") is None else 100 * s["frac_floor_alg"], "{:.1f}"),
+            _fmt(s.get("GFlops"), "{:.1f}"),
+            _fmt(None if s.get("frac_peak") is None else 100 * s["frac_peak"], "{:.0f}")))
     if res.get("S3"):
         for key, label in (("N", "cost vs N"), ("T", "cost vs T")):
             d = res["S3"].get(key)
@@ -839,7 +877,9 @@ def main(argv=None) -> dict:
 
     # ---- derived numbers
     specs = {label: spec for label, spec, _ in plan}
-    res["problems"] = {label: summarise(raw[label], specs[label], B) for label in raw if label != "TTA/finite"}
+    dgemm = res.get("calibration", {}).get("dgemm_GFlops_1thread")
+    res["problems"] = {label: summarise(raw[label], specs[label], B, dgemm)
+                       for label in raw if label != "TTA/finite"}
     if "S1" in res["problems"] and "S1/1thr" in res["problems"]:
         w1, w2 = res["problems"]["S1/1thr"]["wall_s"], res["problems"]["S1"]["wall_s"]
         res["threads"].update({"wall_1": w1, "wall_main": w2, "speedup": w1 / w2})
