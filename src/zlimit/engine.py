@@ -126,14 +126,20 @@ class _HiddenLayer:
         return dx, rho
 
     def accumulate(self, chi_batch: np.ndarray, batch: np.ndarray) -> None:
-        """A_l += Σ_{i∈B_t} χ_{t,i} coords(dh^l_t(ξ_i)) coords(x^{l-1}_t(ξ_i))ᵀ."""
+        """A_l += Σ_{i∈B_t} χ_{t,i} coords(dh^l_t(ξ_i)) coords(x^{l-1}_t(ξ_i))ᵀ.
+
+        Maths §3's operator D_l = Σ χ Z^{dh_s} ⊗ coords(x_s), stored factored as
+        D_l = V A_l (V the backward basis, (J, N)): A_l is (J, K), not (N, K).
+        """
         Cb, Cx = self.coords_dh, self.coords_x[:, batch]
         self.A[: Cb.shape[0], : Cx.shape[0]] += (Cb * chi_batch) @ Cx.T
 
 
 def _base_normals(rows: int, n: int, dtype, cfg: _Config, group: int) -> np.ndarray:
-    """The normals behind Z^{h^1_0} and Z^{Ŵ_0}, shape (rows, n).
+    """The normals behind Z^{h^1_0} and Z^{Ŵ_0}, shape (rows, n) (maths §2, base randomness).
 
+    Rows 0..rows−2 become Z^{h^1_0(ξ_a)} (Cov = σ_1² ξ_a·ξ_b/d, through the QR factor
+    of Ξᵀ); the last row becomes Z^{Ŵ_0} ~ N(0, σ_{L+1}²), independent of the rest.
     Counter-based by default; with ``cfg.qmc`` a scrambled Sobol sequence mapped by the
     normal quantile (randomised quasi-Monte Carlo: unbiased, with one independent
     scramble per group, so the groups stay independent and the standard errors honest).
@@ -171,7 +177,16 @@ class _Group:
         self.readout_0: np.ndarray | None = None  # E_N[Ŵ_0 x^L_0], the control variate of §3
 
     def forward(self, t: int) -> tuple[list, list, list, dict]:
-        """Forward pass at step t for all M inputs; returns h^l, x^l, φ'(h^l) and novelty."""
+        """Forward pass at step t for all M inputs (maths §2, "Forward pass").
+
+        Z^{h^1_t(ξ_a)} = Z^{h^1_0(ξ_a)} − η_1 Σ_{s<t} Σ_i χ_{s,i} (ξ_i·ξ_a/d) Z^{dh^1_s(ξ_i)},
+        Z^{x^l_t} = φ(Z^{h^l_t}), and Z^{h^l_t} for l ≥ 2 by :meth:`_HiddenLayer.forward`.
+
+        Returns
+        -------
+        hs, xs, dxs : lists of L arrays (M, N): Z^{h^l_t}, Z^{x^l_t}, φ'(Z^{h^l_t})
+        novelty : {"fwd<l>": (M,)} residual norms against the forward bases
+        """
         phi, dphi = self.model.activation.phi, self.model.activation.dphi
         # Z^{h^1_t} = Z^{h^1_0} − η_1 Σ_{s<t} Σ_i χ_{s,i} (ξ_i·ξ_a/d) Z^{dh^1_s(ξ_i)}
         h = self.h1_0 - (self.model.eta[0] * self.K1.T).astype(self.cfg.dtype) @ self.P1
@@ -194,7 +209,16 @@ class _Group:
         return raw - self.readout_0
 
     def backward(self, batch: np.ndarray, dxs: list) -> tuple[list, dict]:
-        """Backward pass for i ∈ B_t; returns Z^{dh^l_t(ξ_i)} per layer and novelty."""
+        """Backward pass for i ∈ B_t (maths §2, "Backward pass").
+
+        Z^{dx^L_t(ξ_i)} = Z^{Ŵ_t}, Z^{dh^l_t} = Z^{dx^l_t} φ'(Z^{h^l_t}), and Z^{dx^{l−1}_t}
+        for l ≥ 2 by :meth:`_HiddenLayer.backward`.
+
+        Returns
+        -------
+        dhs : list of L arrays (b, N), Z^{dh^l_t(ξ_i)} for the batch rows
+        novelty : {"bwd<l>": (b,)} residual norms against the backward bases
+        """
         dx = np.broadcast_to(self.w, (len(batch), self.w.size))  # Z^{dx^L_t} = Z^{Ŵ_t}
         dhs, novelty = [None] * self.model.depth, {}
         for l in range(self.model.depth, 0, -1):
@@ -205,7 +229,12 @@ class _Group:
         return dhs, novelty
 
     def update(self, batch: np.ndarray, chi: np.ndarray, xL: np.ndarray, dh1: np.ndarray) -> None:
-        """Fold step t into the operators: Ŵ, the first-layer sum P1 and each A_l."""
+        """Fold step t into the operators: Ŵ, the first-layer sum P1 and each A_l.
+
+        Z^{Ŵ_{t+1}} = Z^{Ŵ_t} − η_{L+1} Σ_i χ_{t,i} Z^{x^L_t(ξ_i)} (maths §2, backward pass);
+        P1 += Σ_i χ_{t,i} Z^{dh^1_t(ξ_i)}, the sum the first-layer forward equation reads;
+        A_l as in :meth:`_HiddenLayer.accumulate` (maths §3, the operator D_l).
+        """
         chi_b = chi[batch]
         self.w -= (self.model.eta[-1] * chi_b).astype(self.w.dtype) @ xL[batch]  # Z^{Ŵ_{t+1}}
         self.P1[batch] += chi_b[:, None].astype(self.P1.dtype) * dh1

@@ -81,7 +81,7 @@ def fill_normals(out, key):
 
 @numba.njit(nogil=True)
 def apply_pair(phi, dphi, h, x, dx):
-    """x = φ(h) and dx = φ'(h) in one pass over an (M, N) array."""
+    """Z^{x^l_t} = φ(Z^{h^l_t}) and φ'(Z^{h^l_t}) (maths §2) in one pass over an (M, N) array."""
     rows, n = h.shape
     for i in range(rows):
         for p in range(n):
