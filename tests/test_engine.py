@@ -296,6 +296,7 @@ def test_exact_method_needs_linear_activation():
         simulate(MODEL, np.ones((2, 2)), np.ones(2), steps=1, method="exact")
 
 
+@pytest.mark.filterwarnings("ignore:up to .* Gaussian directions")  # tiny N on purpose: it must diverge fast
 def test_divergence_names_the_step():
     model = zlimit.MLP(depth=2, activation="linear", lr=1e6)
     with pytest.raises(DivergenceError, match=r"step \d+.*smaller lr"):
