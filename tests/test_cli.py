@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -22,7 +23,14 @@ import zlimit
 from zlimit import cli, datasets
 from zlimit.config import ConfigError, load_config, parse_config
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the tomli dependency
+    import tomli as tomllib
+
 PNG = b"\x89PNG\r\n\x1a\n"
+ROOT = Path(__file__).resolve().parents[1]
+IMPORT_NAME = {"scikit_learn": "sklearn"}  # distribution → module, where they differ
 
 TINY = """
 [model]
@@ -48,10 +56,32 @@ seeds = 2
 """
 
 
-def zl(*args, cwd):
+def zl(*args, cwd, block=()):
+    """Run ``python -m zlimit ARGS``; the modules in ``block`` fail to import, as if not installed."""
     env = dict(os.environ, MPLBACKEND="Agg")
-    return subprocess.run([sys.executable, "-m", "zlimit", *map(str, args)], cwd=cwd, env=env,
+    start = ["-m", "zlimit"]
+    if block:
+        start = ["-c", f"import runpy, sys; sys.modules.update(dict.fromkeys({sorted(block)!r})); "
+                       "runpy.run_module('zlimit', run_name='__main__')"]
+    return subprocess.run([sys.executable, *start, *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+def readme_demo_extras() -> list[str]:
+    """The extras of the README's install-and-run-the-demo command."""
+    line = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.endswith("zlimit demo"))
+    return re.search(r'pip install "\.\[([^\]]*)\]"', line).group(1).split(",")
+
+
+def optional_modules_outside(extras) -> set[str]:
+    """Import names of the optional dependencies that ``pip install ".[extras]"`` leaves out."""
+    optional = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+    def modules(dists):
+        names = (re.match(r"[A-Za-z0-9_.-]+", d).group().lower().replace("-", "_") for d in dists)
+        return {IMPORT_NAME.get(n, n) for n in names}
+
+    return modules(d for ds in optional.values() for d in ds) - modules(d for e in extras for d in optional[e])
 
 
 def write(path: Path, text: str) -> Path:
@@ -71,7 +101,10 @@ def assert_one_line_error(proc, code: int, *fragments: str):
 
 # ---------------------------------------------------------------------- commands
 def test_demo_quick(tmp_path):
-    proc = zl("demo", "--quick", "--quiet", "--out", "demo", cwd=tmp_path)
+    """Runs with only the README demo command's extras importable (a fresh install)."""
+    absent = optional_modules_outside(readme_demo_extras())
+    assert {"pytest", "hypothesis"} <= absent  # the blocking is live
+    proc = zl("demo", "--quick", "--quiet", "--out", "demo", cwd=tmp_path, block=absent)
     assert proc.returncode == 0, proc.stderr
     assert "zlimit.simulate" not in proc.stderr and "it/s" not in proc.stderr  # --quiet: no bars
     out = proc.stdout

@@ -236,7 +236,7 @@ def _import_pandas():
     try:
         import pandas as pd
     except ImportError as exc:
-        raise ImportError("zlimit.compare needs pandas for its result table: pip install pandas") from exc
+        raise ImportError("zlimit.compare needs pandas for its result table: pip install zlimit[compare] (or pip install pandas)") from exc
     return pd
 
 
