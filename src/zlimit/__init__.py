@@ -13,7 +13,7 @@ True
 from . import datasets, diagnostics
 from .activations import Activation
 from .engine import estimate_memory, simulate
-from .errors import DivergenceError, ResourceError
+from .errors import DivergenceError, MonteCarloWarning, NumericalError, ResourceError
 from .finite import train_finite
 from .io import load
 from .losses import Loss
@@ -24,6 +24,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MLP", "Activation", "Loss", "Run", "batch_schedule", "simulate", "train_finite",
-    "estimate_memory", "load", "datasets", "diagnostics", "DivergenceError", "ResourceError",
+    "estimate_memory", "load", "datasets", "diagnostics", "DivergenceError", "MonteCarloWarning", "NumericalError", "ResourceError",
     "__version__",
 ]

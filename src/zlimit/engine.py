@@ -14,6 +14,7 @@ with no history of particles.
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -26,13 +27,16 @@ import scipy.stats.qmc
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from .errors import DivergenceError, ResourceError
-from .gaussian import GaussianBasis
+from .errors import DivergenceError, MonteCarloWarning, NumericalError, ResourceError
+from .gaussian import ORTHOGONALITY_LIMIT, GaussianBasis, MemoryBudget
 from .kernels import apply_pair, fill_normals, stream_key
 from .model import MLP, check_batches, check_data, error_signal, total_loss
 from .results import Run
 
 __all__ = ["simulate", "estimate_memory"]
+
+#: warn when the groups' feature norms vary this many times more than sampling allows
+DRIFT_LIMIT = 1000.0
 
 _EVAL_LABEL = 1 << 40  # stream labels of temporary (evaluation) directions
 _INPUT, _READOUT, _QMC = 2, 3, 4  # stream labels of the input-layer and readout normals
@@ -48,6 +52,11 @@ class _Config:
     gradient_independence: bool
     record_steps: tuple[int, ...]
     qmc: bool = False
+    check_every: int = 25  # steps between checks of the bases' orthogonality
+
+
+#: directions allocated per basis up front, per training input; bases grow by half when full
+_INITIAL_PER_INPUT = 8
 
 
 class _HiddenLayer:
@@ -58,16 +67,34 @@ class _HiddenLayer:
     χ_{s,i} coords_V(dh^l_s(ξ_i)) coords_U(x^{l-1}_s(ξ_i))ᵀ. Then the update terms
     of §2 are −η_l V (A_l c) forward and −η_l U (A_lᵀ b) backward, for c = E[Z^U Z^x]
     and b = E[Z^V Z^y].
+
+    Stein estimates with a control variate (maths §3). A normal is independent of
+    every vector computed before it was drawn: γ_j (backward, drawn in the backward
+    pass of step s_j) of the forward directions u_k opened in forward passes t_k <= s_j,
+    and g_k (forward, step t_k) of the backward directions v_j with s_j < t_k. So
+    E[γ_j Z^x] = E[γ_j (Z^x − Σ_{k: t_k <= s_j} c_k Z^{u_k})] exactly in the limit
+    (c = coords of x on U), and the Monte Carlo noise of the estimate falls from
+    ‖x‖/√N to the norm of the part of x that is new since γ_j was drawn: late in
+    training, almost nothing. Without it the noise of J estimates adds a random
+    component of relative variance ~J/N to every Ż, biasing feature kernels upwards,
+    and the next basis takes that noise for novelty and opens directions whose
+    estimates add more. ``S_bf`` (J×K) holds E_N[γ_j Z^{u_k}] for the independent
+    pairs and ``S_fb`` (K×J) holds E_N[g_k Z^{v_j}], zero elsewhere; each pair is
+    computed once, when the newer of its two directions opens.
     """
 
-    def __init__(self, layer: int, model: MLP, cfg: _Config, group: int, k_cap: int, j_cap: int):
+    def __init__(self, layer: int, model: MLP, cfg: _Config, group: int, caps: tuple[int, int, int],
+                 budget: MemoryBudget):
         self.layer = layer
         self.sigma = model.sigma[layer - 1]
         self.eta = model.eta[layer - 1]
         key = (cfg.seed, group, layer)
-        self.fwd = GaussianBasis(cfg.particles, k_cap, self.sigma, cfg.tol, cfg.dtype, key + (0,))
-        self.bwd = GaussianBasis(cfg.particles, j_cap, self.sigma, cfg.tol, cfg.dtype, key + (1,))
-        self.A = np.zeros((j_cap, k_cap))
+        k_cap, j_cap, initial = caps
+        basis = lambda cap, side: GaussianBasis(cfg.particles, cap, self.sigma, cfg.tol, cfg.dtype, key + (side,),
+                                                budget, initial)
+        self.fwd, self.bwd = basis(k_cap, 0), basis(j_cap, 1)
+        self.A = np.zeros((0, 0))
+        self.S_bf, self.S_fb = np.zeros((0, 0)), np.zeros((0, 0))
         self.stein = not cfg.gradient_independence
         self.coords_x: np.ndarray | None = None  # (K, m) coords of this step's x^{l-1}(train)
         self.coords_dh: np.ndarray | None = None  # (J, b) coords of this step's dh^l(batch)
@@ -84,8 +111,11 @@ class _HiddenLayer:
         -------
         h : (M, N)
         rho : (M,) novelty ‖ρ‖ of each row against the basis (maths §3)
+        dropped : (m,) bool, training rows whose residual got no direction
         """
-        C_train, rho_train = self.fwd.add(x[:m])
+        K0 = self.fwd.size
+        C_train, rho_train, dropped = self.fwd.add(x[:m])
+        self._opened_forward(K0)
         parts, coords, rho = [self.fwd.sample(C_train)], [C_train], [rho_train]
         if x.shape[0] > m:
             K = self.fwd.size
@@ -95,14 +125,13 @@ class _HiddenLayer:
             rho.append(rho_eval)
         C = np.hstack(coords)
         self.coords_x = C_train
-        J, K = self.bwd.size, self.fwd.size
-        D = -self.eta * (self.A[:J, :K] @ C)  # update term, on the backward basis
+        D = self._update_term(self.A, C, self.bwd.size)  # on the backward basis
         if self.stein:  # Ż^{W x} = σ Σ_j Z^{v_j} E[γ_j Z^x], backward vectors of steps < t
-            D += self.sigma * self.bwd.stein(x)
+            D += self.sigma * (self.bwd.stein(x) - self.S_bf @ C[: self.S_bf.shape[1]])
         h = np.vstack(parts)
-        if J:
+        if self.bwd.size:
             h += self.bwd.combine(D)
-        return h, np.concatenate(rho)
+        return h, np.concatenate(rho), dropped
 
     def backward(self, dh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Z^{dx^{l-1}_t(ξ_i)} = Ẑ^{W^{lT} dh} + Ż^{W^{lT} dh} − η_l Σ χ Z^{x_s} E[Z^{dh_s} Z^{dh}] (maths §2).
@@ -115,15 +144,41 @@ class _HiddenLayer:
         -------
         dx : (b, N)
         rho : (b,) novelty of each row against the backward basis
+        dropped : (b,) bool, rows whose residual got no direction
         """
-        Cb, rho = self.bwd.add(dh)
+        J0 = self.bwd.size
+        Cb, rho, dropped = self.bwd.add(dh)
+        self._opened_backward(J0)
         self.coords_dh = Cb
-        J, K = self.bwd.size, self.fwd.size
-        E = -self.eta * (self.A[:J, :K].T @ Cb)
+        E = self._update_term(self.A.T, Cb, self.fwd.size)  # on the forward basis
         if self.stein:  # Ż^{W^T y} = σ Σ_k Z^{u_k} E[g_k Z^y], forward vectors of steps <= t
-            E += self.sigma * self.fwd.stein(dh)
+            E += self.sigma * (self.fwd.stein(dh) - self.S_fb @ Cb)
         dx = self.bwd.sample(Cb) + self.fwd.combine(E)
-        return dx, rho
+        return dx, rho, dropped
+
+    def _opened_forward(self, K0: int) -> None:
+        """New forward directions K0..K: rows E_N[g_k Z^{v_j}] of S_fb (every v_j is older);
+        S_bf gets zero columns (each γ_j is older than them, so not independent)."""
+        if not self.stein or self.fwd.size == K0:
+            return
+        new = (self.fwd.g[K0:] @ self.bwd.u.T).astype(np.float64) / self.fwd.n
+        self.S_fb = np.vstack([np.pad(self.S_fb, ((0, 0), (0, self.bwd.size - self.S_fb.shape[1]))), new])
+        self.S_bf = np.pad(self.S_bf, ((0, self.bwd.size - self.S_bf.shape[0]), (0, self.fwd.size - self.S_bf.shape[1])))
+
+    def _opened_backward(self, J0: int) -> None:
+        """New backward directions J0..J: rows E_N[γ_j Z^{u_k}] of S_bf (every u_k is as old
+        or older); S_fb gets zero columns."""
+        if not self.stein or self.bwd.size == J0:
+            return
+        new = (self.bwd.g[J0:] @ self.fwd.u.T).astype(np.float64) / self.bwd.n
+        self.S_bf = np.vstack([np.pad(self.S_bf, ((0, 0), (0, self.fwd.size - self.S_bf.shape[1]))), new])
+        self.S_fb = np.pad(self.S_fb, ((0, self.fwd.size - self.S_fb.shape[0]), (0, self.bwd.size - self.S_fb.shape[1])))
+
+    def _update_term(self, A: np.ndarray, C: np.ndarray, rows: int) -> np.ndarray:
+        """−η_l A C, padded to ``rows``: directions newer than A's last update have no term."""
+        out = np.zeros((rows, C.shape[1]))
+        out[: A.shape[0]] = -self.eta * (A @ C[: A.shape[1]])
+        return out
 
     def accumulate(self, chi_batch: np.ndarray, batch: np.ndarray) -> None:
         """A_l += Σ_{i∈B_t} χ_{t,i} coords(dh^l_t(ξ_i)) coords(x^{l-1}_t(ξ_i))ᵀ.
@@ -132,7 +187,14 @@ class _HiddenLayer:
         D_l = V A_l (V the backward basis, (J, N)): A_l is (J, K), not (N, K).
         """
         Cb, Cx = self.coords_dh, self.coords_x[:, batch]
-        self.A[: Cb.shape[0], : Cx.shape[0]] += (Cb * chi_batch) @ Cx.T
+        J, K = Cb.shape[0], Cx.shape[0]
+        if self.A.shape != (J, K):  # the bases grew: pad A with zeros
+            self.A = np.pad(self.A, ((0, J - self.A.shape[0]), (0, K - self.A.shape[1])))
+        self.A += (Cb * chi_batch) @ Cx.T
+
+    @property
+    def nbytes(self) -> int:
+        return self.fwd.nbytes + self.bwd.nbytes
 
 
 def _base_normals(rows: int, n: int, dtype, cfg: _Config, group: int) -> np.ndarray:
@@ -160,7 +222,7 @@ class _Group:
     """One independent simulation of N/G particles: maths §2 for every step."""
 
     def __init__(self, model: MLP, X: np.ndarray, X_all: np.ndarray, cfg: _Config, group: int,
-                 k_cap: int, j_cap: int):
+                 caps: tuple[int, int, int], budget: MemoryBudget):
         self.model, self.cfg = model, cfg
         self.m, self.M = X.shape[0], X_all.shape[0]
         n, dt = cfg.particles, cfg.dtype
@@ -173,7 +235,7 @@ class _Group:
         self.K1 = X @ X_all.T / d  # (m, M): ξ_i·ξ_a/d
         self.P1 = np.zeros((self.m, n), dtype=dt)  # Σ_s χ_{s,i} Z^{dh^1_s(ξ_i)}
         self.w = model.sigma[-1] * g[-1]  # Z^{Ŵ_0} ~ N(0, σ_{L+1}²)
-        self.hidden = [_HiddenLayer(l, model, cfg, group, k_cap, j_cap) for l in range(2, model.depth + 1)]
+        self.hidden = [_HiddenLayer(l, model, cfg, group, caps, budget) for l in range(2, model.depth + 1)]
         self.readout_0: np.ndarray | None = None  # E_N[Ŵ_0 x^L_0], the control variate of §3
 
     def forward(self, t: int) -> tuple[list, list, list, dict]:
@@ -186,19 +248,29 @@ class _Group:
         -------
         hs, xs, dxs : lists of L arrays (M, N): Z^{h^l_t}, Z^{x^l_t}, φ'(Z^{h^l_t})
         novelty : {"fwd<l>": (M,)} residual norms against the forward bases
+        dropped : {"fwd<l>": (m,) bool} training rows whose residual got no direction
+
+        Raises
+        ------
+        DivergenceError
+            When a feature becomes non-finite (relu(NaN) = 0 would hide it from f̊).
         """
         phi, dphi = self.model.activation.phi, self.model.activation.dphi
         # Z^{h^1_t} = Z^{h^1_0} − η_1 Σ_{s<t} Σ_i χ_{s,i} (ξ_i·ξ_a/d) Z^{dh^1_s(ξ_i)}
         h = self.h1_0 - (self.model.eta[0] * self.K1.T).astype(self.cfg.dtype) @ self.P1
-        hs, xs, dxs, novelty = [], [], [], {}
+        hs, xs, dxs, novelty, dropped = [], [], [], {}, {}
         for layer in [None] + self.hidden:
             if layer is not None:
                 labels = [_EVAL_LABEL + t * self.M + j for j in range(self.M)]
-                h, novelty[f"fwd{layer.layer}"] = layer.forward(xs[-1], self.m, labels)
+                key = f"fwd{layer.layer}"
+                h, novelty[key], dropped[key] = layer.forward(xs[-1], self.m, labels)
+            if not np.isfinite(h).all():
+                raise DivergenceError(f"layer-{len(hs) + 1} features became non-finite at step {t}; the run "
+                                      f"diverges: use a smaller lr (now {self.model.lr}) or lr_mult")
             x, dx = np.empty_like(h), np.empty_like(h)
             apply_pair(phi, dphi, h, x, dx)  # Z^{x^l_t} = φ(Z^{h^l_t})
             hs.append(h), xs.append(x), dxs.append(dx)
-        return hs, xs, dxs, novelty
+        return hs, xs, dxs, novelty, dropped
 
     def readout(self, xL: np.ndarray) -> np.ndarray:
         """f̊_t(ξ_a) = E[Z^{Ŵ_t} Z^{x^L_t(ξ_a)}] − E_N[Ŵ_0 x^L_0] (the §3 control variate)."""
@@ -218,15 +290,16 @@ class _Group:
         -------
         dhs : list of L arrays (b, N), Z^{dh^l_t(ξ_i)} for the batch rows
         novelty : {"bwd<l>": (b,)} residual norms against the backward bases
+        dropped : {"bwd<l>": (b,) bool} rows whose residual got no direction
         """
         dx = np.broadcast_to(self.w, (len(batch), self.w.size))  # Z^{dx^L_t} = Z^{Ŵ_t}
-        dhs, novelty = [None] * self.model.depth, {}
+        dhs, novelty, dropped = [None] * self.model.depth, {}, {}
         for l in range(self.model.depth, 0, -1):
             dh = dx * dxs[l - 1][batch]  # Z^{dh^l} = Z^{dx^l} φ'(Z^{h^l})
             dhs[l - 1] = dh
             if l >= 2:
-                dx, novelty[f"bwd{l}"] = self.hidden[l - 2].backward(dh)
-        return dhs, novelty
+                dx, novelty[f"bwd{l}"], dropped[f"bwd{l}"] = self.hidden[l - 2].backward(dh)
+        return dhs, novelty, dropped
 
     def update(self, batch: np.ndarray, chi: np.ndarray, xL: np.ndarray, dh1: np.ndarray) -> None:
         """Fold step t into the operators: Ŵ, the first-layer sum P1 and each A_l.
@@ -250,6 +323,12 @@ class _Recorder:
     later steps. Cross-step entries E[Z_s(ξ_e) Z_t(·)], t > s, of an evaluation
     input ξ_e in layers l >= 2 are therefore left NaN rather than reported wrong
     (same-step kernels, outputs and layer 1 are exact; ``method="exact"`` has all).
+
+    ``bases`` holds, per Gaussian process ``{side}{l}`` and step: ``size_`` (directions
+    held after the step), ``dropped_`` (vectors whose nonzero residual got no
+    direction), ``dropped_mass_`` (their Σ‖ρ‖²) and ``orthogonality_`` (max|UUᵀ/N − I|
+    where it was checked, NaN elsewhere). ``spread`` holds, per layer, the mean over
+    training inputs of the per-particle variance of (Z^{h^l_t})², for the drift check.
     """
 
     def __init__(self, depth: int, steps: int, m: int, M: int, record_steps: tuple[int, ...]):
@@ -258,7 +337,8 @@ class _Recorder:
         self.outputs = np.full((steps + 1, M), nan)
         self.loss = np.full(steps + 1, nan)
         self.chi = np.zeros((steps, m))
-        self.kernels, self.cross, self.novelty, self.kept = {}, {}, {}, {}
+        self.kernels, self.cross, self.novelty, self.kept, self.bases = {}, {}, {}, {}, {}
+        self.spread = np.full((depth, steps + 1), nan)
         for l in range(1, depth + 1):
             for kind in ("h", "x"):
                 self.kernels[f"{kind}{l}"] = np.full((steps + 1, M, M), nan)
@@ -267,6 +347,10 @@ class _Recorder:
             if l >= 2:
                 self.novelty[f"fwd{l}"] = np.full((steps + 1, M), nan)
                 self.novelty[f"bwd{l}"] = np.full((steps + 1, M), nan)
+                for side in ("fwd", "bwd"):
+                    for stat in ("size", "dropped", "dropped_mass"):
+                        self.bases[f"{stat}_{side}{l}"] = np.zeros(steps + 1)
+                    self.bases[f"orthogonality_{side}{l}"] = np.full(steps + 1, nan)
 
     @staticmethod
     def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -274,6 +358,8 @@ class _Recorder:
 
     def features(self, t: int, hs: list, xs: list) -> None:
         """E[Z Z'] at step t, and against the kept steps s <= t."""
+        for l, h in enumerate(hs):
+            self.spread[l, t] = np.var(h[: self.m] ** 2, axis=1).mean()
         for l, (h, x) in enumerate(zip(hs, xs), start=1):
             for kind, v in (("h", h), ("x", x)):
                 key = f"{kind}{l}"
@@ -290,36 +376,74 @@ class _Recorder:
         for l, dh in enumerate(dhs, start=1):
             self.kernels[f"dh{l}"][t][np.ix_(batch, batch)] = self._gram(dh, dh)
 
-    def novel(self, t: int, novelty: dict, batch: np.ndarray | None = None) -> None:
+    def novel(self, t: int, novelty: dict, dropped: dict, batch: np.ndarray | None = None) -> None:
+        """Residual norms of the vectors added at step t, and what truncation dropped."""
         for key, rho in novelty.items():
             if batch is None:
                 self.novelty[key][t] = rho
             else:
                 self.novelty[key][t, batch] = rho
+        for key, mask in dropped.items():
+            rho = novelty[key][: mask.size]
+            self.bases[f"dropped_{key}"][t] += mask.sum()
+            self.bases[f"dropped_mass_{key}"][t] += np.sum(rho[mask] ** 2)
+
+    def check_bases(self, t: int, hidden: list, check: bool) -> None:
+        """Basis sizes after step t; every ``check_every`` steps, the orthogonality invariant.
+
+        Raises
+        ------
+        NumericalError
+            When max|UUᵀ/N − I| on the newest directions exceeds ``ORTHOGONALITY_LIMIT``.
+        """
+        for layer in hidden:
+            for side, basis in (("fwd", layer.fwd), ("bwd", layer.bwd)):
+                key = f"{side}{layer.layer}"
+                self.bases[f"size_{key}"][t] = basis.size
+                if check:
+                    err = basis.orthogonality_error()
+                    self.bases[f"orthogonality_{key}"][t] = err
+                    limit = ORTHOGONALITY_LIMIT[basis.basis.dtype]
+                    if not err <= limit:
+                        raise NumericalError(
+                            f"the {side} Gaussian basis of W^{layer.layer} lost orthogonality at step {t}: "
+                            f"max|UUᵀ/N − I| = {err:.2g} > {limit:g}; this is a bug, please report it")
 
 
-def _capacities(m: int, batches: list, steps: int, particles: int) -> tuple[int, int]:
-    """Largest basis sizes: m directions per forward pass, |B_t| per backward pass."""
-    k_cap = m * (steps + 1)
-    j_cap = int(sum(len(b) for b in batches))
-    return min(k_cap, particles), min(max(j_cap, 1), particles)
+def _capacities(m: int, batches: list, steps: int, particles: int) -> tuple[int, int, int]:
+    """Basis sizes: the largest (m per forward pass, |B_t| per backward pass, at most N),
+    and the initial allocation of each basis (it grows by half when full)."""
+    k_cap = min(m * (steps + 1), particles)
+    j_cap = min(max(int(sum(len(b) for b in batches)), 1), particles)
+    return k_cap, j_cap, min(max(k_cap, j_cap), _INITIAL_PER_INPUT * m)
+
+
+def _memory_parts(model: MLP, m: int, M: int, steps: int, particles: int, groups: int, batches: list,
+                  dtype, record_steps) -> tuple[int, int, int]:
+    """(bases at their initial size, other arrays) of one group, and the records of all groups."""
+    n = particles // groups
+    item = np.dtype(dtype).itemsize
+    k_cap, j_cap, initial = _capacities(m, batches, steps, n)
+    bases = (model.depth - 1) * 2 * (min(k_cap, initial) + min(j_cap, initial)) * n * item
+    features = (4 * model.depth + 6) * M * n * item + 2 * model.depth * len(record_steps) * M * n * item
+    records = 8 * (steps + 1) * M * M * model.depth * (3 + 2 * len(record_steps))
+    return bases, features, groups * records
 
 
 def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, groups: int,
                     batches: list, dtype="float64", record_steps=(0,), threads: int = 1) -> int:
-    """Peak bytes of a run: one group's simulation times the groups run at once.
+    """Bytes a run needs at its start: one group's simulation times the groups run at once.
 
-    Counts the bases and normals of every hidden matrix (2 (K + J) N/G values each),
-    the operators A_l, the per-step feature arrays and the kept features.
+    Counts the bases and normals of every hidden matrix (2 (K + J) N/G values each) at
+    their initial size, the per-step feature arrays, the kept features and the records.
+    The bases grow as the run adds Gaussian directions (a run whose features have
+    converged adds none), and :func:`simulate` checks each growth against the memory
+    the machine had at the start, stopping with :class:`ResourceError` before it runs out.
+    The most a run could need, m(T+1) forward and Σ|B_t| backward directions, is
+    rarely approached: ``Run.bases`` reports the sizes reached.
     """
-    n = particles // groups
-    item = np.dtype(dtype).itemsize
-    k_cap, j_cap = _capacities(m, batches, steps, n)
-    bases = (model.depth - 1) * 2 * (k_cap + j_cap) * n * item
-    operators = (model.depth - 1) * k_cap * j_cap * 8
-    features = (4 * model.depth + 6) * M * n * item + 2 * model.depth * len(record_steps) * M * n * item
-    records = 8 * (steps + 1) * M * M * model.depth * (3 + 2 * len(record_steps))
-    return int(min(threads, groups) * (bases + operators + features) + groups * records)
+    bases, features, records = _memory_parts(model, m, M, steps, particles, groups, batches, dtype, record_steps)
+    return int(min(threads, groups) * (bases + features) + records)
 
 
 def _available_memory() -> int:
@@ -340,7 +464,7 @@ def _check_settings(particles, groups, tol, dtype, record_steps, steps) -> tuple
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
     if particles // groups < 2:
         raise ValueError(f"particles = {particles} is too few for groups = {groups}; give each group >= 2")
-    if not (isinstance(tol, (float, int)) and 0 <= tol < 1):
+    if isinstance(tol, bool) or not (isinstance(tol, (float, int)) and 0 <= tol < 1):
         raise ValueError(f"basis_tol must be a number in [0, 1), got {tol!r}")
     if dtype not in ("float64", "float32", np.float64, np.float32):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
@@ -448,66 +572,115 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
     threads = numba.config.NUMBA_NUM_THREADS if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
-    need = estimate_memory(model, m, M, steps, particles, groups, batches, dtype, record_steps, threads)
-    have = _available_memory()
+    bases, features, records = _memory_parts(model, m, M, steps, particles, groups, batches, dt, record_steps)
+    live = min(threads, groups)
+    need, have = live * (bases + features) + records, _available_memory()
     if need > 0.8 * have:
         raise ResourceError(
-            f"this run needs about {need / 2**30:.1f} GiB but {have / 2**30:.1f} GiB is available; "
+            f"this run needs about {need / 2**30:.1f} GiB at its start but {have / 2**30:.1f} GiB is available; "
             "use fewer particles, more groups (memory is per group), threads=1, fewer steps, or dtype='float32'"
         )
-    k_cap, j_cap = _capacities(m, batches, steps, cfg.particles)
-    if model.depth > 1 and max(k_cap, j_cap) > cfg.particles // 10:
-        warnings.warn(
-            f"up to {max(k_cap, j_cap)} Gaussian directions for {cfg.particles} particles per group: "
-            "the Stein estimates of Ż are noisy unless particles/groups >> directions (maths §3)",
-            stacklevel=2,
-        )
+    budget = MemoryBudget(0.8 * have - live * features - records)
+    caps = _capacities(m, batches, steps, cfg.particles)
     X_all = np.vstack([X, X_eval])
     if parametrization == "ntk":
         from .ntk import simulate_ntk
 
         return simulate_ntk(model, X, X_all, y, batches, steps, cfg, progress)
-    run_group = lambda g: _run_group(model, X, X_all, y, batches, cfg, g, k_cap, j_cap, steps, bar)
+    run_group = lambda g: _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar)
     with tqdm(total=groups * (steps + 1), disable=not progress, desc="zlimit.simulate", unit="step") as bar, \
             threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(threads, groups)) as pool:
         recs = list(pool.map(run_group, range(groups)))
     meta = {"kind": "limit", "method": "mc", "seed": int(seed), "steps": int(steps), "m": m,
             "m_eval": M - m, "particles": int(particles), "groups": int(groups), "dtype": dt.name,
             "gradient_independence": bool(gradient_independence), "basis_tol": float(basis_tol),
-            "qmc": bool(qmc)}
+            "qmc": bool(qmc),
+            "peak_basis_bytes": int(budget.peak)}
     stack = lambda name: {k: np.stack([getattr(r, name)[k] for r in recs]) for k in getattr(recs[0], name)}
-    return Run(model=model, meta=meta,
-               outputs_groups=np.stack([r.outputs for r in recs]),
-               loss_groups=np.stack([r.loss for r in recs]),
-               error_signals_groups=np.stack([r.chi for r in recs]),
-               kernels=stack("kernels"), cross=stack("cross"), record_steps=record_steps,
-               novelty=stack("novelty"))
+    run = Run(model=model, meta=meta,
+              outputs_groups=np.stack([r.outputs for r in recs]),
+              loss_groups=np.stack([r.loss for r in recs]),
+              error_signals_groups=np.stack([r.chi for r in recs]),
+              kernels=stack("kernels"), cross=stack("cross"), record_steps=record_steps,
+              novelty=stack("novelty"), bases=stack("bases"))
+    for message in _monte_carlo_warnings(run, np.stack([r.spread for r in recs]), cfg.particles):
+        warnings.warn(message, MonteCarloWarning, stacklevel=2)
+    return run
 
 
-def _run_group(model, X, X_all, y, batches, cfg, g, k_cap, j_cap, steps, bar) -> _Recorder:
+def _monte_carlo_warnings(run: Run, spread: np.ndarray, n: int) -> list[str]:
+    """Warnings for Monte Carlo trouble (maths §3), each naming the step and what to change.
+
+    * Directions: a basis of K directions for n particles per group makes Stein
+      estimates noisy once K/n is not small; warn past K > n/10.
+    * Drift: at step t, the groups' estimates of E[(Z^{h^l_t})²] (mean over training
+      inputs) should differ by sampling noise propagated through training. Warn when
+      their variance exceeds ``DRIFT_LIMIT`` times the sampling variance of one group,
+      spread/n: the groups are then following different trajectories.
+
+    Parameters
+    ----------
+    spread : (G, L, T+1) per-particle variance of (Z^{h^l_t})², averaged over training inputs.
+    """
+    out = []
+    for key in sorted(k for k in run.bases if k.startswith("size_")):
+        size = run.bases[key]
+        over = np.argwhere(size > n / 10)
+        if over.size:
+            out.append(f"the {key[5:8]} Gaussian basis of W^{key[8:]} held {int(size.max())} directions for {n} "
+                       f"particles per group (from step {int(over[:, 1].min())}): Stein estimates are noisy unless "
+                       "particles/groups >> directions; use more particles, fewer groups or a larger basis_tol")
+    if run.groups < 2:
+        return out
+    m = run.m
+    for l in range(1, run.model.depth + 1):
+        norms = np.einsum("gtaa->gta", run.kernels[f"h{l}"][:, :, :m, :m]).mean(axis=2)  # (G, T+1)
+        ratio = norms.var(axis=0, ddof=1) / (spread[:, l - 1].mean(axis=0) / n / m)
+        bad = np.flatnonzero(ratio > DRIFT_LIMIT)
+        if bad.size:
+            out.append(f"the groups' layer-{l} feature norms drift apart from step {int(bad[0])} "
+                       f"({ratio[bad[0]]:.0f}x the sampling variance): Monte Carlo errors grow through training; "
+                       "use more particles per group")
+    return out
+
+
+def _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar) -> _Recorder:
     """Simulate group g over all steps and record its trajectory."""
     m, M = X.shape[0], X_all.shape[0]
-    state = _Group(model, X, X_all, cfg, g, k_cap, j_cap)
+    state = _Group(model, X, X_all, cfg, g, caps, budget)
     rec = _Recorder(model.depth, steps, m, M, cfg.record_steps)
-    for t in range(steps + 1):
-        hs, xs, dxs, novelty = state.forward(t)
-        f = state.readout(xs[-1])
-        if not np.all(np.isfinite(f)):
-            raise DivergenceError(
-                f"f̊ became non-finite at step {t} (group {g}); the run diverges: use a smaller lr "
-                f"(now {model.lr}) or lr_mult"
-            )
-        rec.outputs[t], rec.loss[t] = f, total_loss(model, f[:m], y)
-        rec.features(t, hs, xs)
-        rec.novel(t, novelty)
-        bar.update(1)
-        if t == steps:
-            break
+    try:
+        for t in range(steps + 1):
+            _step(state, rec, t, steps, model, y, batches, cfg, g)
+            bar.update(1)
+    except ResourceError as exc:
+        raise ResourceError(f"{exc} (group {g}, step {t})") from None
+    finally:
+        budget.release(sum(layer.nbytes for layer in state.hidden))
+    return rec
+
+
+def _step(state: _Group, rec: _Recorder, t: int, steps: int, model: MLP, y, batches, cfg: _Config,
+          g: int) -> None:
+    """Step t of one group: forward pass and f̊_t, then (t < T) backward pass and update."""
+    m = state.m
+    hs, xs, dxs, novelty, dropped = state.forward(t)
+    f = state.readout(xs[-1])
+    loss = total_loss(model, f[:m], y)
+    if not (np.all(np.isfinite(f)) and np.isfinite(loss)):
+        raise DivergenceError(
+            f"f̊ or the loss became non-finite at step {t} (group {g}); the run diverges: use a smaller lr "
+            f"(now {model.lr}) or lr_mult"
+        )
+    rec.outputs[t], rec.loss[t] = f, loss
+    rec.features(t, hs, xs)
+    rec.novel(t, novelty, dropped)
+    if t < steps:
         batch = batches[t]
         chi = error_signal(model, f[:m], y, batch)  # χ̊_{t,i}
         rec.chi[t] = chi
-        dhs, bnovelty = state.backward(batch, dxs)
+        dhs, bnovelty, bdropped = state.backward(batch, dxs)
         rec.gradients(t, batch, dhs)
-        rec.novel(t, bnovelty, batch)
+        rec.novel(t, bnovelty, bdropped, batch)
         state.update(batch, chi, xs[-1], dhs[0])
-    return rec
+    rec.check_bases(t, state.hidden, t % cfg.check_every == 0 or t == steps)

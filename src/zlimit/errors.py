@@ -1,7 +1,7 @@
 """Exceptions that tell the user what to change."""
 from __future__ import annotations
 
-__all__ = ["DivergenceError", "ResourceError"]
+__all__ = ["DivergenceError", "MonteCarloWarning", "NumericalError", "ResourceError"]
 
 
 class DivergenceError(FloatingPointError):
@@ -10,3 +10,11 @@ class DivergenceError(FloatingPointError):
 
 class ResourceError(MemoryError):
     """A run would need more memory than the machine has; the message says how to reduce it."""
+
+
+class NumericalError(ArithmeticError):
+    """A run's numerics broke an invariant (e.g. a basis lost orthogonality); the message says which and where."""
+
+
+class MonteCarloWarning(UserWarning):
+    """The Monte Carlo estimates of a run may be unreliable; the message names the step and what to change."""

@@ -11,24 +11,33 @@ normals, (b, N) for a batch of b vectors.
 """
 from __future__ import annotations
 
+import math
+import threading
+
 import numpy as np
 
+from .errors import ResourceError
 from .kernels import fill_normals, stream_key
 
-__all__ = ["GaussianBasis", "orthonormalise"]
+__all__ = ["GaussianBasis", "MemoryBudget", "orthonormalise"]
 
 
-#: rows whose residual is below this fraction of their norm get a second projection
-REORTHOGONALISE_BELOW = 1e-4
+#: Kahan–Parlett test (maths §3): a row is projected again unless ‖ρ‖ > ‖x‖/√2
+REORTHOGONALISE_BELOW = 1 / math.sqrt(2)
+
+#: the largest orthogonality error max|UUᵀ/N − I| a run accepts, by storage dtype
+ORTHOGONALITY_LIMIT = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-4}
 
 
 def _cgs2(basis: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Project the rows of X off the span of orthonormal ``basis`` rows.
 
-    Classical Gram–Schmidt, with a second projection ("twice is enough") for the rows
-    that cancelled heavily. One pass leaves a residual ρ whose direction is off
-    orthogonal by about ε‖x‖/‖ρ‖; below ‖ρ‖/‖x‖ = 1e-4 that exceeds 1e-12 and the row
-    is projected again, which brings it back to round-off.
+    Classical Gram–Schmidt with the Kahan–Parlett test ("twice is enough", maths §3):
+    one pass leaves an orthogonality error of about E‖x‖/‖ρ‖ for a basis error E, so
+    a row is projected a second time unless ‖ρ‖ > ‖x‖/√2. Late in training nearly
+    every row cancels heavily and gets both passes; skipping the second one lets E
+    compound by ‖x‖/‖ρ‖ per vector (the basis of W² lost orthogonality within 20 steps
+    on the paper's problem with a 1e-4 threshold).
 
     Returns
     -------
@@ -49,7 +58,7 @@ def _cgs2(basis: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return C, R
 
 
-def orthonormalise(R: np.ndarray, tol: float, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def orthonormalise(R: np.ndarray, tol: float, scale: np.ndarray) -> tuple[np.ndarray, ...]:
     """Modified Gram–Schmidt of the rows of R among themselves, in order.
 
     Row j gets a new direction when its residual norm exceeds ``tol * scale[j]``.
@@ -65,12 +74,14 @@ def orthonormalise(R: np.ndarray, tol: float, scale: np.ndarray) -> tuple[np.nda
     Q : (k, N) new orthonormal directions, k <= b
     C : (k, b) coordinates of each row of R on Q (upper triangular in the kept rows)
     rho : (b,) residual norm ‖ρ_j‖ of each row before normalisation (maths §3)
+    opened : (b,) bool, the rows that opened a direction
     """
     b, n = R.shape
     R = R.copy()
     Q = np.empty_like(R)
     C = np.zeros((b, b), dtype=np.float64)
     rho = np.zeros(b)
+    opened = np.zeros(b, dtype=bool)
     k = 0
     for j in range(b):
         r = R[j]
@@ -83,8 +94,38 @@ def orthonormalise(R: np.ndarray, tol: float, scale: np.ndarray) -> tuple[np.nda
         if rho[j] > tol * scale[j] and rho[j] > 0.0:
             Q[k] = r / rho[j]
             C[k, j] = rho[j]
+            opened[j] = True
             k += 1
-    return Q[:k], C[:k], rho
+    return Q[:k], C[:k], rho, opened
+
+
+class MemoryBudget:
+    """Bytes that the growing bases of a run may hold together, shared by its threads.
+
+    Bases start small and grow as directions are added (a converged run stops adding
+    them), so the memory a run needs is known only as it runs. Every growth reserves
+    its bytes here first; past ``limit`` the run stops with :class:`ResourceError`
+    before the machine runs out. ``used`` and ``peak`` are in bytes.
+    """
+
+    def __init__(self, limit: float):
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, nbytes: int) -> None:
+        with self._lock:
+            if self.used + nbytes > self.limit:
+                raise ResourceError(
+                    f"the Gaussian bases outgrew the memory this run may use ({self.limit / 2**30:.1f} GiB): "
+                    "use fewer particles per group, threads=1, fewer steps, a larger basis_tol or dtype='float32'")
+            self.used += nbytes
+            self.peak = max(self.peak, self.used)
+
+    def release(self, nbytes: int) -> None:
+        with self._lock:
+            self.used -= nbytes
 
 
 class GaussianBasis:
@@ -103,16 +144,44 @@ class GaussianBasis:
     dtype : numpy dtype of the stored basis and normals.
     key : tuple of int
         Labels of this process's random streams (seed, group, layer, side).
+    budget : MemoryBudget, optional
+        Where storage growth is reserved (unlimited when None).
+    initial : int
+        Directions allocated up front; storage grows by half when they run out.
     """
 
-    def __init__(self, particles: int, capacity: int, sigma: float, tol: float, dtype, key: tuple[int, ...]):
+    def __init__(self, particles: int, capacity: int, sigma: float, tol: float, dtype, key: tuple[int, ...],
+                 budget: MemoryBudget | None = None, initial: int = 64):
         self.n = particles
+        self.capacity = capacity
         self.sigma = sigma
         self.tol = tol
         self.key = key
-        self.basis = np.empty((capacity, particles), dtype=dtype)
-        self.normals = np.empty((capacity, particles), dtype=dtype)
+        self.budget = budget if budget is not None else MemoryBudget(math.inf)
+        rows = min(capacity, initial)
+        self.budget.reserve(2 * rows * particles * np.dtype(dtype).itemsize)
+        self.basis = np.empty((rows, particles), dtype=dtype)
+        self.normals = np.empty((rows, particles), dtype=dtype)
         self.size = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the basis and its normals."""
+        return self.basis.nbytes + self.normals.nbytes
+
+    def _grow(self, rows: int) -> None:
+        """Make room for ``rows`` directions: storage grows by half, within the budget."""
+        if rows > self.capacity:
+            raise RuntimeError("Gaussian basis capacity exceeded; this is a bug in the capacity estimate")
+        if rows <= self.basis.shape[0]:
+            return
+        new = min(self.capacity, max(rows, self.basis.shape[0] * 3 // 2))
+        self.budget.reserve(2 * (new - self.basis.shape[0]) * self.n * self.basis.itemsize)
+        for name in ("basis", "normals"):
+            old = getattr(self, name)
+            grown = np.empty((new, self.n), dtype=old.dtype)
+            grown[: self.size] = old[: self.size]
+            setattr(self, name, grown)
 
     # ----------------------------------------------------------------- views
     @property
@@ -145,19 +214,33 @@ class GaussianBasis:
         -------
         C : (K', b) coordinates of every row on the updated basis u_1..u_K'
         rho : (b,) residual norms ‖ρ‖
+        dropped : (b,) bool, the rows whose residual was nonzero but got no direction
+            (their ρ is left out of Ẑ: the truncation of ``tol``)
         """
-        b = X.shape[0]
         K = self.size
         scale = np.sqrt(np.einsum("ip,ip->i", X, X) / self.n)
         C_old, R = _cgs2(self.u, X)
-        Q, C_new, rho = orthonormalise(R, self.tol, scale)
+        Q, C_new, rho, opened = orthonormalise(R, self.tol, scale)
         k = Q.shape[0]
-        if K + k > self.basis.shape[0]:
-            raise RuntimeError("Gaussian basis capacity exceeded; this is a bug in the capacity estimate")
+        self._grow(K + k)
         self.basis[K:K + k] = Q
         self._fresh_normals(self.normals[K:K + k], range(K, K + k))
         self.size = K + k
-        return np.vstack([C_old, C_new]), rho
+        dropped = (rho > 0) & ~opened
+        return np.vstack([C_old, C_new]), rho, dropped
+
+    def orthogonality_error(self, rows: int = 16) -> float:
+        """max |U_S Uᵀ/N − I_S| over the ``rows`` newest directions S (maths §3 invariant).
+
+        Costs ``rows``·K·N flops; the newest rows are the ones a loss of orthogonality
+        reaches first.
+        """
+        if self.size == 0:
+            return 0.0
+        S = self.u[max(0, self.size - rows):]
+        E = (S @ self.u.T).astype(np.float64) / self.n
+        E[:, self.size - S.shape[0]:] -= np.eye(S.shape[0])
+        return float(np.abs(E).max())
 
     def sample(self, C: np.ndarray) -> np.ndarray:
         """Ẑ = σ Σ_k c_k g_k for coordinates C of shape (K, b); returns (b, N).
@@ -194,7 +277,7 @@ class GaussianBasis:
         """
         scale = np.sqrt(np.einsum("ip,ip->i", X, X) / self.n)
         C, R = _cgs2(self.u, X)
-        Q, C_new, rho = orthonormalise(R, self.tol, scale)
+        Q, C_new, rho, _ = orthonormalise(R, self.tol, scale)
         Zhat = self.sample(C)
         if Q.shape[0]:
             extra = np.empty_like(Q)

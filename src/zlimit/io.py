@@ -12,6 +12,7 @@ read with ``allow_pickle=False``). Entries:
 ``kernels/{kind}{l}``       ``Run.kernels`` entries, e.g. ``kernels/h1``
 ``cross/{kind}{l}``         ``Run.cross`` entries, e.g. ``cross/x2``
 ``novelty/{side}{l}``       ``Run.novelty`` entries, e.g. ``novelty/fwd2``
+``bases/{stat}_{side}{l}``  ``Run.bases`` entries, e.g. ``bases/size_fwd2``
 ``meta/{i}``                numpy arrays and numpy scalars found in ``Run.meta``
 ``__meta__``                0-d unicode array holding one JSON (ASCII) document
 ==========================  ===================================================
@@ -22,7 +23,7 @@ document holds::
     {"format": "zlimit-run", "format_version": 1, "zlimit_version": "...",
      "model": MLP.describe(), "custom": {"activation": bool, "loss": bool},
      "record_steps": [...], "meta": <Run.meta, encoded>,
-     "kernels": [keys], "cross": [keys], "novelty": [keys]}
+     "kernels": [keys], "cross": [keys], "novelty": [keys], "bases": [keys]}
 
 ``Run.meta`` may hold None, bool, int, float (NaN and inf included), str, lists,
 tuples, dicts (any keys of these types) and numpy arrays or scalars; tuples, non-str
@@ -59,7 +60,7 @@ FORMAT = "zlimit-run"
 FORMAT_VERSION = 1
 
 _META = "__meta__"
-_DICTS = ("kernels", "cross", "novelty")
+_DICTS = ("kernels", "cross", "novelty", "bases")
 _FIELDS = ("outputs_groups", "loss_groups", "error_signals_groups")
 _KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _TAGS = ("__zlimit_tuple__", "__zlimit_dict__", "__zlimit_array__", "__zlimit_scalar__")
@@ -365,6 +366,7 @@ def load(path, model: MLP | None = None) -> Run:
         cross={k: entries[f"cross/{k}"] for k in keys["cross"]},
         record_steps=record_steps,
         novelty={k: entries[f"novelty/{k}"] for k in keys["novelty"]},
+        bases={k: entries[f"bases/{k}"] for k in keys["bases"]},
     )
 
 
@@ -426,6 +428,8 @@ def to_xarray(run: Run):
         data[f"cross_{key}"] = (("group", "record_step", "step", "input", "input2"), value)
     for key, value in run.novelty.items():
         data[f"novelty_{key}"] = (("group", "step", "input"), value)
+    for key, value in run.bases.items():
+        data[f"basis_{key}"] = (("group", "step"), value)
     try:
         meta = json.dumps(run.meta, ensure_ascii=True, default=_plain)
     except (TypeError, ValueError):  # e.g. tuple dict keys

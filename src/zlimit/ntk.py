@@ -18,6 +18,8 @@ the mean over initialisations.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -84,14 +86,15 @@ def simulate_ntk(model: MLP, X: np.ndarray, X_all: np.ndarray, y: np.ndarray, ba
                  cfg, progress: bool) -> Run:
     """Run the NTK limit group by group (called by :func:`zlimit.simulate`)."""
     from .engine import _Group
+    from .gaussian import MemoryBudget
 
     m, M, T = X.shape[0], X_all.shape[0], steps
     K1 = X_all @ X_all.T / X.shape[1]
     R = len(cfg.record_steps)
     per_group = []
     for g in tqdm(range(cfg.groups), disable=not progress, desc="zlimit.simulate (ntk)", unit="group"):
-        state = _Group(model, X, X_all, cfg, g, k_cap=M, j_cap=1)
-        hs, xs, dxs, _ = state.forward(0)
+        state = _Group(model, X, X_all, cfg, g, caps=(M, 1, M), budget=MemoryBudget(math.inf))
+        hs, xs, dxs, _, _ = state.forward(0)
         theta, pis = ntk_gram(model, K1, xs, dxs)
         outputs, loss, chi = kernel_trajectory(model, theta, y, batches, T)
         kernels, cross = {}, {}

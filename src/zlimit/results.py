@@ -49,6 +49,12 @@ class Run:
         Limit runs only: ``"fwd{l}"``/``"bwd{l}"`` -> ndarray (G, T+1, M) of residual
         norms ‖ρ‖ of each vector added to the Gaussian process of W^l (maths §3);
         NaN where no vector was added.
+    bases : dict
+        Limit runs only, per Gaussian process ``{side}{l}`` (``fwd2``, ``bwd2``, ...), each
+        (G, T+1): ``size_{side}{l}`` directions held after step t; ``dropped_{side}{l}``
+        vectors at step t whose nonzero residual got no direction (‖ρ‖ ≤ basis_tol·‖x‖)
+        and ``dropped_mass_{side}{l}`` their Σ‖ρ‖², the truncation of maths §3;
+        ``orthogonality_{side}{l}`` max|UUᵀ/N − I| where it was checked (NaN elsewhere).
     """
 
     model: MLP
@@ -60,6 +66,7 @@ class Run:
     cross: dict[str, np.ndarray] = field(default_factory=dict)
     record_steps: tuple[int, ...] = (0,)
     novelty: dict[str, np.ndarray] = field(default_factory=dict)
+    bases: dict[str, np.ndarray] = field(default_factory=dict)
 
     # -------------------------------------------------------------------- I/O
     def save(self, path) -> None:
