@@ -206,31 +206,109 @@ def test_paper_figure_tiny(tmp_path):
               "--particles", "800", "--groups", "2", "--quiet", "--out", "pf", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "pf"
-    for name in ("feature_change.png", "min_eigenvalue.png"):
+    for name in ("feature_change.png", "min_eigenvalue.png", "heldout_mse.png"):
         assert (out / name).read_bytes()[:8] == PNG
     import pandas as pd
 
     rec = pd.read_csv(out / "paper_figure.csv")
-    assert len(rec) == 4 * 2 * 2 * 2 + 2 * 2
+    assert len(rec) == 4 * 2 * 5 + 5  # (4 parametrizations × 2 widths + limit) × 5 numbers
     assert set(rec["parametrization"]) == {"mup", "sp", "ntp", "ip", "mup-limit"}
     doc = json.loads((out / "paper_figure.json").read_text())
-    assert doc["settings"]["widths"] == [8, 16] and len(doc["records"]) == len(rec)
-    assert "mup-limit" in proc.stdout and "λmin" in proc.stdout
-    # one number against the library: μP, width 16, seed 0, layer 2
+    s = doc["settings"]
+    assert s["widths"] == [8, 16] and len(doc["records"]) == len(rec)
+    assert (s["activation"], s["lr"], s["steps"], s["m"], s["m_eval"]) == ("silu", 0.1, 2, 10, 10)
+    assert s["timings"]["finite_s"] > 0 and s["timings"]["limit_s"] > 0
+    assert "mup-limit" in proc.stdout and "λmin" in proc.stdout and "held-out MSE" in proc.stdout
+    assert re.search(r"Time: finite nets \d+\.\d s, limit \d+\.\d s", proc.stdout)
+    # numbers against the library: μP, width 16, seed 0 (layer 2 and the held-out inputs)
     from zlimit import diagnostics
     from zlimit.finite import train_finite
 
     X, y = datasets.digits(per_class=5)
-    model = zlimit.MLP(depth=3, activation="silu", lr=0.5, init_std=math.sqrt(2))
-    run = train_finite(model, X, y, width=16, steps=2, seed=0, parametrization="mup", record_steps=(0, 2))
-    row = rec[(rec["parametrization"] == "mup") & (rec["width"] == 16) & (rec["layer"] == 2)]
-    fc = row[row["quantity"] == "feature_change"]["value"].item()
-    assert fc == pytest.approx(run.feature_change(2, "h")[2].mean(), rel=1e-12)
-    lam = row[row["quantity"] == "min_eigenvalue"]["value"].item()
+    X_eval, y_eval = datasets.digits(per_class=5, exclude=X)
+    model = zlimit.MLP(depth=3, activation="silu", lr=0.1, init_std=math.sqrt(2))
+    run = train_finite(model, X, y, width=16, steps=2, seed=0, X_eval=X_eval, parametrization="mup",
+                       record_steps=(0, 2))
+    row = rec[(rec["parametrization"] == "mup") & (rec["width"] == 16)]
+    value = lambda q, layer: row[(row["quantity"] == q) & (row["layer"] == layer)]["value"].item()
+    assert value("feature_change", 2) == pytest.approx(run.feature_change(2, "h")[2, :10].mean(), rel=1e-12)
+    mse = row[row["quantity"] == "heldout_mse"]
+    assert mse["layer"].isna().item() and mse["seeds"].item() == 1
+    assert mse["value"].item() == pytest.approx(np.mean((run.outputs[2, 10:] - y_eval) ** 2), rel=1e-12)
     G = diagnostics.space_time_gram(run, 2, "h", steps=(0, 2))
     # 20 vectors in 16 dimensions: rank <= 16, so the smallest eigenvalue is 0 up to round-off
+    lam = value("min_eigenvalue", 2)
     assert lam == pytest.approx(diagnostics.min_eigenvalue(G, normalize=True).value, abs=1e-12)
     assert abs(lam) < 1e-10
+
+
+def test_paper_figure_limit_only(tmp_path):
+    """``--widths ""``: no finite nets, only the n = ∞ μP point, with the chosen activation and lr."""
+    proc = zl("paper-figure", "--widths", "", "--steps", "3", "--particles", "4000", "--groups", "2",
+              "--activation", "tanh", "--lr", "0.2", "--quiet", "--out", "pf", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "limit only" in proc.stdout and "depth 3 tanh, lr 0.2, 3 steps" in proc.stdout
+    out = tmp_path / "pf"
+    for name in ("feature_change.png", "min_eigenvalue.png", "heldout_mse.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+    doc = json.loads((out / "paper_figure.json").read_text())
+    s = doc["settings"]
+    assert (s["widths"], s["activation"], s["lr"], s["steps"], s["particles"], s["groups"]) == \
+        ([], "tanh", 0.2, 3, 4000, 2)
+    assert 0 <= s["timings"]["finite_s"] < s["timings"]["limit_s"]  # no finite net was trained
+    rec = {(r["quantity"], r["layer"]): r for r in doc["records"]}
+    assert len(rec) == len(doc["records"]) == 5
+    assert {r["parametrization"] for r in doc["records"]} == {"mup-limit"}
+    assert all(r["width"] == "inf" and math.isfinite(r["value"]) and r["se"] > 0 for r in doc["records"])
+    # the held-out MSE against the library (same seed, same bits): f̊_0 = 0 exactly, so at
+    # step 0 the MSE is mean(y_eval²) = 1; three steps of training lower it
+    X, y = datasets.digits(per_class=5)
+    X_eval, y_eval = datasets.digits(per_class=5, exclude=X)
+    model = zlimit.MLP(depth=3, activation="tanh", lr=0.2, init_std=math.sqrt(2))
+    lim = zlimit.simulate(model, X, y, steps=3, particles=4000, groups=2, X_eval=X_eval, record_steps=(0, 3),
+                          progress=False)
+    f = lim.outputs_groups[:, :, 10:]  # (G, T+1, m_eval)
+    assert np.all(f[:, 0] == 0.0) and np.mean((f[:, 0] - y_eval) ** 2) == np.mean(y_eval ** 2) == 1.0
+    mse = rec[("heldout_mse", None)]
+    assert mse["value"] == pytest.approx(np.mean((f[:, 3].mean(axis=0) - y_eval) ** 2), rel=1e-12)
+    per_group = ((f[:, 3] - y_eval) ** 2).mean(axis=1)
+    assert mse["se"] == pytest.approx(per_group.std(ddof=1) / math.sqrt(2), rel=1e-12)
+    assert 0.3 < mse["value"] < 1.0
+    assert rec[("feature_change", 2)]["value"] == pytest.approx(lim.feature_change(2, "h")[3, :10].mean(),
+                                                                rel=1e-12)
+
+
+@pytest.mark.parametrize("option, value, fragment", [
+    ("--activation", "gelu", "invalid choice: 'gelu'"),
+    ("--lr", "0", "expected a positive number"),
+    ("--lr", "-0.1", "expected a positive number"),
+    ("--steps", "0", "expected an integer >= 1"),
+    ("--widths", "8,0", "integers >= 1"),
+])
+def test_paper_figure_bad_options_exit_2(tmp_path, option, value, fragment):
+    proc = zl("paper-figure", f"{option}={value}", "--out", "pf", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert option in last and fragment in last, last
+    assert not (tmp_path / "pf").exists()
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(activation="gelu"), r"activation must be one of silu, tanh, relu \(the paper's\), got 'gelu'"),
+    (dict(lr=0), r"lr must be a positive number such as 0.1"),
+    (dict(lr=-0.5), r"lr must be a positive number"),
+    (dict(lr=float("nan")), r"lr must be a positive number"),
+    (dict(steps=0), r"steps must be an integer >= 1 such as 1000"),
+    (dict(steps=2.0), r"steps must be an integer"),
+    (dict(widths=(8, 0)), r"widths must be integers >= 1 \(or none, for the limit only\)"),
+    (dict(eval_per_class=0), r"eval_per_class must be an integer >= 1"),
+    (dict(path="somewhere"), r"--path is only for --data cifar10"),
+])
+def test_paper_figure_validation(kw, match):
+    from zlimit.demo import paper_figure
+
+    with pytest.raises(ValueError, match=match):
+        paper_figure(progress=False, **kw)
 
 
 # ---------------------------------------------------------------------- errors

@@ -100,6 +100,24 @@ def test_digits_rows_are_normalised_images_of_the_right_classes():
     assert np.all((_unit(swapped[:6]) @ imgs8.T).max(axis=1) > 1 - 1e-12)
 
 
+def test_digits_exclude_gives_held_out_images():
+    from sklearn.datasets import load_digits
+
+    X, y = digits(classes=(0, 1), per_class=5)
+    E, ye = digits(classes=(0, 1), per_class=40, exclude=X)
+    np.testing.assert_array_equal(ye, [-1.0] * 40 + [1.0] * 40)
+    assert np.max(_unit(E) @ _unit(X).T) < 1 - 1e-10  # no training image drawn again
+    assert np.array_equal(digits(classes=(0, 1), per_class=5)[0], X)  # exclude=None: unchanged draws
+    # every image of class 0 but one excluded: that one is all that is left
+    imgs = load_digits().data[load_digits().target == 0]
+    last, _ = digits(classes=(0, 1), per_class=1, exclude=imgs[1:])
+    assert np.max(_unit(last[:1]) @ _unit(imgs[:1]).T) > 1 - 1e-12
+    with pytest.raises(ValueError, match="has only 0 examples"):
+        digits(classes=(0, 1), per_class=1, exclude=imgs)
+    with pytest.raises(ValueError, match=r"exclude must be images of shape \(k, 64\)"):
+        digits(exclude=np.ones((2, 63)))
+
+
 @pytest.mark.parametrize("kw, msg", [
     (dict(classes=(1, 1)), "distinct"),
     (dict(classes=(0, 10)), "unknown class"),

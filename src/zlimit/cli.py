@@ -6,7 +6,8 @@ Commands::
     zlimit simulate CONFIG.toml [--out DIR]
     zlimit compare CONFIG.toml [--out DIR]
     zlimit paper-figure --data digits|cifar10 [--path DIR] [--steps T] [--widths 8,64,512,4096]
-                        [--seeds S] [--particles N] [--groups G] [--lr ETA] [--out DIR]
+                        [--seeds S] [--particles N] [--groups G] [--lr ETA]
+                        [--activation silu|tanh|relu] [--out DIR]
 
 Every command takes ``--quiet`` (no progress bars) and ``--debug`` (full tracebacks).
 Configuration files are described in :mod:`zlimit.config`.
@@ -40,6 +41,11 @@ def _int_list(text: str) -> list[int]:
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
     return values
+
+
+def _widths(text: str) -> list[int]:
+    """Comma-separated widths; empty for none (``paper-figure --widths ""``: the limit only)."""
+    return _int_list(text) if text.strip() else []
 
 
 def _positive_int(text: str) -> int:
@@ -165,13 +171,16 @@ def cmd_paper_figure(args) -> int:
         raise ValueError("--path is only for --data cifar10")
     out = _out_dir(args.out)
     result = paper_figure(data=args.data, path=args.path, steps=args.steps, widths=args.widths, seeds=args.seeds,
-                          particles=args.particles, groups=args.groups, lr=args.lr, out_dir=out,
-                          progress=not args.quiet)
-    s = result.settings
-    _say(f"zlimit paper-figure: {s['data']}, {s['m']} samples, depth 3 SiLU, lr {s['lr']}, {s['steps']} steps; "
-         f"widths {s['widths']} × {s['seeds']} seed(s); μP limit with {s['particles']} particles")
-    _say("Feature change Δh = ‖h_T − h_0‖/‖h_0‖ and λmin of the normalised Gram of (h_0, h_T):")
+                          particles=args.particles, groups=args.groups, lr=args.lr, activation=args.activation,
+                          out_dir=out, progress=not args.quiet)
+    s, t = result.settings, result.settings["timings"]
+    nets = f"widths {s['widths']} × {s['seeds']} seed(s)" if s["widths"] else "limit only (no finite nets)"
+    _say(f"zlimit paper-figure: {s['data']}, {s['m']} samples ({s['m_eval']} held out), depth 3 {s['activation']}, "
+         f"lr {s['lr']}, {s['steps']} steps; {nets}; μP limit with {s['particles']} particles in {s['groups']} groups")
+    _say("Feature change Δh = ‖h_T − h_0‖/‖h_0‖, λmin of the normalised Gram of (h_0, h_T) and the "
+         "held-out MSE of f_T:")
     _say(result.summary())
+    _say(f"Time: finite nets {t['finite_s']:.1f} s, limit {t['limit_s']:.1f} s")
     _say("Wrote:\n" + "\n".join(f"  {p}" for p in result.files))
     return 0
 
@@ -210,22 +219,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = sub.add_parser("paper-figure", parents=[common],
-                       help="feature change and linear independence vs width (paper Figs. 1-2)",
-                       description="Chen et al. (2025) Figures 1-2 setup: 3 hidden layers, SiLU, 10 samples of two "
-                                   "classes; μP/SP/NTP/IP networks over widths and the infinite-width μP limit.")
+                       help="feature change, linear independence and held-out error vs width (paper Figs. 1-2)",
+                       description="Chen et al. (2025) Figures 1-2, Appendix A: 3 hidden layers (σ = √2), 10 samples "
+                                   "of two classes, lr 0.1, 1000 steps; μP/SP/NTP/IP networks over widths and the "
+                                   "infinite-width μP limit, with the MSE on held-out samples.")
     p.add_argument("--data", choices=("digits", "cifar10"), default="digits", help="data set (default: digits)")
     p.add_argument("--path", metavar="DIR", help="CIFAR-10 folder (cifar-10-batches-py), for --data cifar10")
-    p.add_argument("--steps", type=_positive_int, default=10, metavar="T", help="SGD steps (default: %(default)s)")
-    p.add_argument("--widths", type=_int_list, default=[8, 64, 512, 4096], metavar="W1,W2,...",
-                   help="finite widths (default: 8,64,512,4096)")
+    p.add_argument("--steps", type=_positive_int, default=1000, metavar="T",
+                   help="SGD steps (default: %(default)s, the paper's)")
+    p.add_argument("--widths", type=_widths, default=[8, 64, 512, 4096], metavar="W1,W2,...",
+                   help='finite widths (default: 8,64,512,4096); --widths "" runs the limit only')
     p.add_argument("--seeds", type=_positive_int, default=2, metavar="S", help="seeds per width (default: %(default)s)")
-    p.add_argument("--particles", type=_positive_int, default=32_000, metavar="N",
-                   help="particles of the limit (default: %(default)s)")
-    p.add_argument("--groups", type=_positive_int, default=4, metavar="G",
-                   help="particle groups of the limit (default: %(default)s; the Monte Carlo noise of the "
+    p.add_argument("--particles", type=_positive_int, metavar="N",
+                   help="particles of the limit (default: the engine's)")
+    p.add_argument("--groups", type=_positive_int, metavar="G",
+                   help="particle groups of the limit (default: the engine's; the Monte Carlo noise of the "
                         "smallest eigenvalue shrinks with particles per group)")
-    p.add_argument("--lr", type=_positive_float, default=0.5, metavar="ETA",
-                   help="base learning rate (default: %(default)s)")
+    p.add_argument("--lr", type=_positive_float, default=0.1, metavar="ETA",
+                   help="base learning rate (default: %(default)s, the paper's)")
+    p.add_argument("--activation", choices=("silu", "tanh", "relu"), default="silu",
+                   help="activation (default: %(default)s)")
     p.add_argument("--out", default="zlimit-paper-figure", metavar="DIR", help="output folder (default: %(default)s)")
     p.set_defaults(func=cmd_paper_figure)
     return parser

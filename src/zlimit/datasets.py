@@ -126,7 +126,7 @@ def _check_classes(classes, allowed, what: str) -> tuple:
     return classes
 
 
-def digits(classes=(0, 1), per_class: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def digits(classes=(0, 1), per_class: int = 5, seed: int = 0, exclude=None) -> tuple[np.ndarray, np.ndarray]:
     """Two classes of scikit-learn's 8×8 handwritten digits (bundled, no download).
 
     ``per_class`` random images of each class are drawn without replacement,
@@ -140,6 +140,10 @@ def digits(classes=(0, 1), per_class: int = 5, seed: int = 0) -> tuple[np.ndarra
         Images per class, 1 <= per_class <= the number of images of that class (≈ 180).
     seed : int
         Seed of ``np.random.default_rng`` for the choice of images.
+    exclude : array_like, shape (k, 64), optional
+        Images never to draw, as rows returned by an earlier call (an image matches
+        when it is parallel to a row): ``digits(exclude=X_train)`` gives a held-out
+        set disjoint from ``X_train``.
 
     Returns
     -------
@@ -152,7 +156,7 @@ def digits(classes=(0, 1), per_class: int = 5, seed: int = 0) -> tuple[np.ndarra
     ImportError
         scikit-learn is not installed (``pip install zlimit[data]``).
     ValueError
-        Bad classes, per_class or seed.
+        Bad classes, per_class, seed or exclude.
     """
     classes = _check_classes(classes, range(10), "digits 0..9")
     try:
@@ -168,9 +172,17 @@ def digits(classes=(0, 1), per_class: int = 5, seed: int = 0) -> tuple[np.ndarra
             "zlimit.datasets.digits needs scikit-learn; install it with: pip install zlimit[data]"
         ) from exc
     bunch = load_digits()
+    data, labels = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
+    if exclude is not None:
+        exclude = np.asarray(exclude, dtype=np.float64)
+        if exclude.ndim != 2 or exclude.shape[1] != data.shape[1]:
+            raise ValueError(f"exclude must be images of shape (k, 64) such as an earlier digits() X, "
+                             f"got shape {exclude.shape}")
+        cos = _normalise_rows(data) @ _normalise_rows(exclude).T / data.shape[1]
+        labels = np.where(np.any(cos > 1.0 - 1e-10, axis=1), -1, labels)  # -1: no class
     rng = np.random.default_rng(seed)
-    idx = _pick(np.asarray(bunch.target), classes, per_class, rng, classes)
-    X = _normalise_rows(np.asarray(bunch.data, dtype=np.float64)[idx])
+    idx = _pick(labels, classes, per_class, rng, classes)
+    X = _normalise_rows(data[idx])
     y = np.repeat([-1.0, 1.0], per_class)
     _warn_if_parallel(X)
     return X, y

@@ -4,13 +4,16 @@
 width and the infinite-width limit with Monte Carlo error bars, a coordinate-check
 table and figures.
 
-:func:`paper_figure` is ``zlimit paper-figure``: the setup of Figures 1–2 of Chen,
-Yang, Zhao & Gu (2025) — 3 hidden layers, SiLU, 10 images of two classes, finite
-networks in μP, SP, NTP and IP over widths — measuring in layers 1 and 2
+:func:`paper_figure` is ``zlimit paper-figure``: the experiment of Figures 1–2 of Chen,
+Yang, Zhao & Gu (2025, Appendix A) — 3 hidden layers with σ = √2, SiLU (or tanh, ReLU),
+10 images of two classes, lr 0.1, 1000 steps; finite networks in μP, SP, NTP and IP
+over widths — measuring
 
-* the relative feature change ‖h_T − h_0‖ / ‖h_0‖ (mean over the training inputs);
+* the relative feature change ‖h_T − h_0‖ / ‖h_0‖ in layers 1 and 2 (mean over the
+  training inputs);
 * the smallest eigenvalue of the normalised space-time Gram of the features
-  {h_0(ξ_i), h_T(ξ_i)} (Theorem 4.5: linear independence in μP),
+  {h_0(ξ_i), h_T(ξ_i)} in layers 1 and 2 (Theorem 4.5: linear independence in μP);
+* the mean squared error of f_T on held-out images of the same classes,
 
 with the infinite-width μP value (:func:`zlimit.engine.simulate`,
 ``record_steps=(0, T)``) as the n = ∞ point.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,7 +33,8 @@ from tqdm.auto import tqdm
 
 from .model import MLP
 
-__all__ = ["run_demo", "demo_settings", "coord_table", "paper_figure", "PaperFigure", "PARAMETRIZATIONS"]
+__all__ = ["run_demo", "demo_settings", "coord_table", "paper_figure", "PaperFigure", "PARAMETRIZATIONS",
+           "PAPER_ACTIVATIONS"]
 
 PARAMETRIZATIONS = ("mup", "sp", "ntp", "ip")
 _LABELS = {"mup": "μP", "sp": "SP", "ntp": "NTP", "ip": "IP"}
@@ -157,6 +162,11 @@ def run_demo(out_dir, quick: bool = False, progress: bool = True) -> str:
 
 
 # ---------------------------------------------------------------------- paper figure
+PAPER_ACTIVATIONS = ("silu", "tanh", "relu")
+_QUANTITIES = (("feature_change", 1), ("feature_change", 2), ("min_eigenvalue", 1), ("min_eigenvalue", 2),
+               ("heldout_mse", None))
+
+
 @dataclass
 class PaperFigure:
     """Result of :func:`paper_figure`.
@@ -166,12 +176,17 @@ class PaperFigure:
     records : list of dict
         One per (parametrization, width, layer, quantity): keys ``parametrization``
         ("mup", "sp", "ntp", "ip", or "mup-limit" for n = ∞), ``width`` (inf for the
-        limit), ``layer``, ``quantity`` ("feature_change" or "min_eigenvalue"),
-        ``value``, ``se`` (over seeds, or over particle groups for the limit; NaN with
-        one seed), ``low``, ``high`` (95% interval) and ``seeds``.
+        limit), ``layer`` (1 or 2; None for "heldout_mse"), ``quantity``
+        ("feature_change", "min_eigenvalue" or "heldout_mse"), ``value``, ``se`` (over
+        seeds, or over particle groups for the limit; NaN with one seed), ``low``,
+        ``high`` (95% interval) and ``seeds``. Finite values are means over seeds;
+        limit values are pooled over all particles (the held-out MSE is that of the
+        pooled f̊_T), their ``se`` from the spread of the groups.
     settings : dict
+        The run's settings, with ``timings`` = {"finite_s": ..., "limit_s": ...},
+        the seconds spent on the finite networks (all of them) and on the limit.
     limit : Run
-        The infinite-width μP run.
+        The infinite-width μP run (training inputs first, then the held-out ones).
     figures : dict
         file name -> matplotlib Figure.
     files : list of str
@@ -184,17 +199,16 @@ class PaperFigure:
     figures: dict = field(default_factory=dict)
     files: list = field(default_factory=list)
 
-    def select(self, quantity: str, layer: int, parametrization: str) -> list:
+    def select(self, quantity: str, layer: int | None, parametrization: str) -> list:
+        """The records of one quantity, layer and parametrization, by increasing width."""
         return sorted((r for r in self.records if r["quantity"] == quantity and r["layer"] == layer
                        and r["parametrization"] == parametrization), key=lambda r: r["width"])
 
     def summary(self) -> str:
-        """Text table: rows parametrization × width, columns the four numbers."""
-        cols = [(q, l) for q in ("feature_change", "min_eigenvalue") for l in (1, 2)]
-        names = [f"{'Δh' if q == 'feature_change' else 'λmin'} layer {l}" for q, l in cols]
-        index: dict = {}
-        for r in self.records:
-            index[(r["parametrization"], r["width"], r["quantity"], r["layer"])] = r
+        """Text table: rows parametrization × width, columns the five numbers."""
+        names = [f"{'Δh' if q == 'feature_change' else 'λmin'} layer {l}" if l else "held-out MSE"
+                 for q, l in _QUANTITIES]
+        index = {(r["parametrization"], r["width"], r["quantity"], r["layer"]): r for r in self.records}
         keys = sorted({(p, w) for p, w, _, _ in index},
                       key=lambda k: (list(PARAMETRIZATIONS + ("mup-limit",)).index(k[0]), k[1]))
         wcol = 22
@@ -202,7 +216,7 @@ class PaperFigure:
         lines = [head, "-" * len(head)]
         for p, w in keys:
             cells = []
-            for q, l in cols:
+            for q, l in _QUANTITIES:
                 r = index.get((p, w, q, l))
                 cells.append("" if r is None else (f"{r['value']:.3g}" + (f" ± {r['se']:.2g}" if math.isfinite(r["se"]) else "")))
             wname = "∞" if math.isinf(w) else str(int(w))
@@ -222,7 +236,12 @@ def _mean_se(values: list[float], level: float = 0.95) -> dict:
     return {"value": mean, "se": se, "low": mean - q * se, "high": mean + q * se}
 
 
-def _finite_measures(run, layers, T: int, m: int) -> dict:
+def _heldout_mse(outputs: np.ndarray, y_eval: np.ndarray) -> np.ndarray:
+    """Mean of (f − y)² over the held-out inputs (last axis of ``outputs``)."""
+    return ((outputs - y_eval) ** 2).mean(axis=-1)
+
+
+def _finite_measures(run, layers, T: int, m: int, y_eval: np.ndarray) -> dict:
     from . import diagnostics
 
     out = {}
@@ -230,37 +249,68 @@ def _finite_measures(run, layers, T: int, m: int) -> dict:
         out[("feature_change", l)] = float(run.feature_change(l, "h")[T, :m].mean())
         G = diagnostics.space_time_gram(run, l, "h", steps=(0, T))
         out[("min_eigenvalue", l)] = diagnostics.min_eigenvalue(G, normalize=True).value
+    out[("heldout_mse", None)] = float(_heldout_mse(run.outputs[T, m:], y_eval))
     return out
 
 
-def _limit_measures(run, layers, T: int, m: int) -> dict:
+def _limit_measures(run, layers, T: int, m: int, y_eval: np.ndarray) -> dict:
     """Pooled values with per-group standard errors and t intervals."""
     from scipy import stats
 
     from . import diagnostics
 
-    out = {}
     G = run.groups
     q = float(stats.t.ppf(0.975, G - 1)) if G > 1 else math.nan
+
+    def interval(value: float, per_group: np.ndarray) -> dict:
+        if G < 2:
+            return {"value": value, "se": math.nan, "low": value, "high": value}
+        se = float(per_group.std(ddof=1) / math.sqrt(G))
+        return {"value": value, "se": se, "low": value - q * se, "high": value + q * se}
+
+    out = {}
     for l in layers:
-        value = float(run.feature_change(l, "h")[T, :m].mean())
         diag = np.einsum("gtaa->gta", run.kernel_groups(l, "h"))[:, :, :m]
         c0 = np.einsum("gtaa->gta", run.cross_kernel_groups(l, "h", 0))[:, :, :m]
         per = np.sqrt(np.maximum(diag[:, T] - 2 * c0[:, T] + diag[:, 0], 0) / diag[:, 0]).mean(axis=1)
-        se = float(per.std(ddof=1) / math.sqrt(G)) if G > 1 else math.nan
-        out[("feature_change", l)] = {"value": value, "se": se,
-                                      "low": value - q * se if G > 1 else value,
-                                      "high": value + q * se if G > 1 else value}
+        out[("feature_change", l)] = interval(float(run.feature_change(l, "h")[T, :m].mean()), per)
         est = diagnostics.min_eigenvalue(diagnostics.space_time_gram(run, l, "h", steps=(0, T)), normalize=True)
         out[("min_eigenvalue", l)] = {"value": est.value, "se": est.se, "low": est.low, "high": est.high}
+    f = run.outputs_groups[:, T, m:]  # (G, m_eval): f̊_T per group on the held-out inputs
+    out[("heldout_mse", None)] = interval(float(_heldout_mse(f.mean(axis=0), y_eval)), _heldout_mse(f, y_eval))
     return out
 
 
-def paper_figure(data: str = "digits", path=None, steps: int = 10, widths: Sequence[int] = (8, 64, 512, 4096),
-                 seeds: int = 2, particles: int = 32_000, groups: int = 4, lr: float = 0.5,
-                 parametrizations: Sequence[str] = PARAMETRIZATIONS, classes=None, per_class: int = 5,
-                 out_dir=None, progress: bool = True) -> PaperFigure:
-    """Feature change and linear independence vs width: the paper's Figures 1–2 setup.
+def _paper_data(data: str, path, classes, per_class: int, eval_per_class: int):
+    """Training and held-out inputs: X, y, X_eval, y_eval."""
+    from . import datasets
+
+    if data == "digits":
+        if path is not None:
+            raise ValueError("--path is only for --data cifar10 (digits ship with scikit-learn)")
+        X, y = datasets.digits(classes=classes or (0, 1), per_class=per_class)
+        return (X, y) + datasets.digits(classes=classes or (0, 1), per_class=eval_per_class, exclude=X)
+    if data == "cifar10":
+        if path is None:
+            raise ValueError("--data cifar10 needs --path DIR, the extracted 'cifar-10-batches-py' folder")
+        classes = classes or ("airplane", "automobile")
+        return (datasets.cifar10(path, classes=classes, per_class=per_class)
+                + datasets.cifar10(path, classes=classes, per_class=eval_per_class, split="test"))
+    raise ValueError(f"data must be 'digits' or 'cifar10', got {data!r}")
+
+
+def _is_int(value, low: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
+
+
+def paper_figure(data: str = "digits", path=None, steps: int = 1000, widths: Sequence[int] = (8, 64, 512, 4096),
+                 seeds: int = 2, particles: int | None = None, groups: int | None = None, lr: float = 0.1,
+                 activation: str = "silu", parametrizations: Sequence[str] = PARAMETRIZATIONS, classes=None,
+                 per_class: int = 5, eval_per_class: int = 5, out_dir=None, progress: bool = True) -> PaperFigure:
+    """Feature change, linear independence and held-out error vs width: the paper's Figures 1–2.
+
+    The defaults are the paper's Appendix A: digits, 10 training samples, 3 hidden
+    layers with σ = √2, SiLU, lr 0.1, 1000 full-batch SGD steps on the squared loss.
 
     Parameters
     ----------
@@ -270,97 +320,119 @@ def paper_figure(data: str = "digits", path=None, steps: int = 10, widths: Seque
     path : str, optional
         The CIFAR-10 folder (``data="cifar10"`` only).
     steps : int
-        T, full-batch SGD steps on the squared loss.
+        T >= 1, full-batch SGD steps on the squared loss.
     widths : sequence of int
+        Widths of the finite networks; empty for the infinite-width μP limit only.
     seeds : int
         Seeds per (parametrization, width).
-    particles, groups : int
-        Of the infinite-width μP run.
+    particles, groups : int, optional
+        Of the infinite-width μP run; None leaves :func:`zlimit.engine.simulate`'s defaults.
     lr : float
-        Base learning rate η (per-layer rates of maths §5 for each parametrization).
+        Base learning rate η > 0 (per-layer rates of maths §5 for each parametrization).
+    activation : {"silu", "tanh", "relu"}
+        The paper's three activations.
     parametrizations : sequence of str
+        Among "mup", "sp", "ntp", "ip" (finite networks).
+    classes : pair, optional
+        The two classes (digits 0..9 or CIFAR-10 names).
+    per_class : int
+        Training images per class.
+    eval_per_class : int
+        Held-out images per class, never trained on: other digits of the same classes
+        (``datasets.digits(exclude=...)``), or CIFAR-10 test images. Their mean squared
+        error (f_T − y)² is the quantity "heldout_mse".
     out_dir : path, optional
         Where to write ``feature_change.png``, ``min_eigenvalue.png``,
-        ``paper_figure.csv`` and ``paper_figure.json``.
+        ``heldout_mse.png``, ``paper_figure.csv`` and ``paper_figure.json``.
     progress : bool
 
     Returns
     -------
     PaperFigure
+
+    Raises
+    ------
+    ValueError
+        Bad data, path, steps, widths, seeds, lr, activation, parametrizations or
+        per-class counts.
     """
-    from . import datasets
     from .engine import simulate
     from .finite import train_finite
 
-    if data == "digits":
-        if path is not None:
-            raise ValueError("--path is only for --data cifar10 (digits ship with scikit-learn)")
-        X, y = datasets.digits(classes=classes or (0, 1), per_class=per_class)
-    elif data == "cifar10":
-        if path is None:
-            raise ValueError("--data cifar10 needs --path DIR, the extracted 'cifar-10-batches-py' folder")
-        X, y = datasets.cifar10(path, classes=classes or ("airplane", "automobile"), per_class=per_class)
-    else:
-        raise ValueError(f"data must be 'digits' or 'cifar10', got {data!r}")
+    if activation not in PAPER_ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(PAPER_ACTIVATIONS)} (the paper's), got {activation!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number such as 0.1 (the paper's), got {lr!r}")
     for p in parametrizations:
         if p not in PARAMETRIZATIONS:
             raise ValueError(f"parametrizations must be among {PARAMETRIZATIONS}, got {p!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+    if not _is_int(steps, 1):
+        raise ValueError(f"steps must be an integer >= 1 such as 1000 (the paper's), got {steps!r}")
+    if not _is_int(seeds, 1):
         raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
+    if not _is_int(eval_per_class, 1):
+        raise ValueError(f"eval_per_class must be an integer >= 1 (held-out images per class), got {eval_per_class!r}")
     widths = sorted(int(w) for w in widths)
-    if not widths or widths[0] < 1:
-        raise ValueError(f"widths must be integers >= 1, got {widths}")
+    if widths and widths[0] < 1:
+        raise ValueError(f"widths must be integers >= 1 (or none, for the limit only), got {widths}")
+    X, y, X_eval, y_eval = _paper_data(data, path, classes, per_class, eval_per_class)
     T, m, layers = int(steps), X.shape[0], (1, 2)
-    model = MLP(depth=3, activation="silu", lr=lr, init_std=math.sqrt(2.0))
-    settings = {"data": data, "m": m, "d": X.shape[1], "depth": 3, "activation": "silu", "lr": lr,
-                "init_std": math.sqrt(2.0), "loss": "mse", "steps": T, "widths": widths, "seeds": int(seeds),
-                "particles": particles, "groups": groups, "parametrizations": list(parametrizations)}
+    model = MLP(depth=3, activation=activation, lr=lr, init_std=math.sqrt(2.0))
+    settings = {"data": data, "m": m, "m_eval": X_eval.shape[0], "d": X.shape[1], "depth": 3,
+                "activation": activation, "lr": lr, "init_std": math.sqrt(2.0), "loss": "mse", "steps": T,
+                "widths": widths, "seeds": int(seeds), "parametrizations": list(parametrizations) if widths else []}
 
     records = []
-    jobs = [(p, w, s) for p in parametrizations for w in widths for s in range(int(seeds))]
+    jobs = [(p, w, s) for p in settings["parametrizations"] for w in widths for s in range(int(seeds))]
     per: dict = {}
+    start = time.perf_counter()
     for p, w, s in tqdm(jobs, disable=not progress, desc="zlimit.paper-figure (finite nets)", unit="net"):
-        run = train_finite(model, X, y, width=w, steps=T, seed=s, parametrization=p, record_steps=(0, T))
-        for key, v in _finite_measures(run, layers, T, m).items():
+        run = train_finite(model, X, y, width=w, steps=T, seed=s, X_eval=X_eval, parametrization=p,
+                           record_steps=(0, T))
+        for key, v in _finite_measures(run, layers, T, m, y_eval).items():
             per.setdefault((p, w) + key, []).append(v)
+    finite_s = time.perf_counter() - start
     for (p, w, q, l), values in per.items():
         records.append({"parametrization": p, "width": float(w), "layer": l, "quantity": q,
                         **_mean_se(values), "seeds": len(values)})
-    limit = simulate(model, X, y, steps=T, particles=particles, groups=groups, record_steps=(0, T),
-                     progress=progress)
-    for (q, l), est in _limit_measures(limit, layers, T, m).items():
+    given = {k: v for k, v in (("particles", particles), ("groups", groups)) if v is not None}
+    start = time.perf_counter()
+    limit = simulate(model, X, y, steps=T, X_eval=X_eval, record_steps=(0, T), progress=progress, **given)
+    limit_s = time.perf_counter() - start
+    for (q, l), est in _limit_measures(limit, layers, T, m, y_eval).items():
         records.append({"parametrization": "mup-limit", "width": math.inf, "layer": l, "quantity": q,
                         **est, "seeds": 0})
+    settings.update(particles=limit.meta["particles"], groups=limit.groups,
+                    timings={"finite_s": finite_s, "limit_s": limit_s})
     result = PaperFigure(records=records, settings=settings, limit=limit)
-    result.figures = _paper_plots(result, parametrizations)
+    result.figures = _paper_plots(result)
     if out_dir is not None:
         result.files = _write_paper(result, Path(out_dir))
     return result
 
 
-def _paper_plots(result: PaperFigure, parametrizations) -> dict:
+def _paper_plots(result: PaperFigure) -> dict:
     from . import plot
 
-    figures = {}
-    titles = {"feature_change": ("feature change ‖h_T − h_0‖/‖h_0‖", "‖h_T − h_0‖ / ‖h_0‖", False),
-              "min_eigenvalue": ("λ_min of the normalised Gram of (h_0, h_T)", "λ_min", True)}
+    s = result.settings
+    panels = {"feature_change": ("feature change ‖h_T − h_0‖/‖h_0‖", "‖h_T − h_0‖ / ‖h_0‖", False, (1, 2)),
+              "min_eigenvalue": ("λ_min of the normalised Gram of (h_0, h_T)", "λ_min", True, (1, 2)),
+              "heldout_mse": (f"held-out MSE of f_T ({s['m_eval']} inputs)", "mean (f_T − y)²", False, (None,))}
     band = lambda r, sign: r["value"] + sign * (r["se"] if math.isfinite(r["se"]) else 0.0)
-    for q, (title, ylabel, logy) in titles.items():
-        fig, axes = plot._figure(1, 2, size=(4.6, 3.6))
-        for k, l in enumerate((1, 2)):
+    figures = {}
+    for q, (title, ylabel, logy, layers) in panels.items():
+        fig, axes = plot._figure(1, len(layers), size=(4.6, 3.6))
+        for k, l in enumerate(layers):
             curves = {}
-            for p in parametrizations:
-                rs = result.select(q, l, p)
-                lim = result.select(q, l, "mup-limit") if p == "mup" else []
-                rs = rs + lim
-                curves[_LABELS[p] + (" (∞: limit)" if lim else "")] = {
+            for p in dict.fromkeys([*s["parametrizations"], "mup"]):  # μP carries the limit
+                rs = result.select(q, l, p) + (result.select(q, l, "mup-limit") if p == "mup" else [])
+                curves[_LABELS[p] + (" (∞: limit)" if p == "mup" else "")] = {
                     "x": [r["width"] for r in rs], "value": [r["value"] for r in rs],
                     "low": [band(r, -1) for r in rs], "high": [band(r, +1) for r in rs]}
-            plot.vs_width(curves, ylabel=ylabel, title=f"layer {l}", logy=logy, ax=axes[0, k])
-        fig.suptitle(f"{title} after T = {result.settings['steps']} steps ({result.settings['data']}, "
-                     f"{result.settings['m']} samples; bands ± 1 se)", fontsize=10)
+            plot.vs_width(curves, ylabel=ylabel, title="" if l is None else f"layer {l}", logy=logy, ax=axes[0, k])
+        fig.suptitle(f"{title} after T = {s['steps']} steps\n(depth 3 {s['activation']}, lr {s['lr']}, "
+                     f"{s['data']}, {s['m']} samples; bands ± 1 se)", fontsize=10)
         figures[f"{q}.png"] = fig
     return figures
 
