@@ -214,8 +214,8 @@ class GaussianBasis:
         -------
         C : (K', b) coordinates of every row on the updated basis u_1..u_K'
         rho : (b,) residual norms ‖ρ‖
-        dropped : (b,) bool, the rows whose residual was nonzero but got no direction
-            (their ρ is left out of Ẑ: the truncation of ``tol``)
+        dropped : (b,) (‖ρ‖/‖x‖)² of the rows whose nonzero residual got no direction
+            (their ρ is left out of Ẑ: the truncation of ``tol``), 0 for the others
         """
         K = self.size
         scale = np.sqrt(np.einsum("ip,ip->i", X, X) / self.n)
@@ -226,7 +226,8 @@ class GaussianBasis:
         self.basis[K:K + k] = Q
         self._fresh_normals(self.normals[K:K + k], range(K, K + k))
         self.size = K + k
-        dropped = (rho > 0) & ~opened
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dropped = np.where((rho > 0) & ~opened, (rho / scale) ** 2, 0.0)
         return np.vstack([C_old, C_new]), rho, dropped
 
     def orthogonality_error(self, rows: int = 16) -> float:

@@ -53,7 +53,7 @@ class Run:
         Limit runs only, per Gaussian process ``{side}{l}`` (``fwd2``, ``bwd2``, ...), each
         (G, T+1): ``size_{side}{l}`` directions held after step t; ``dropped_{side}{l}``
         vectors at step t whose nonzero residual got no direction (‖ρ‖ ≤ basis_tol·‖x‖)
-        and ``dropped_mass_{side}{l}`` their Σ‖ρ‖², the truncation of maths §3;
+        and ``dropped_mass_{side}{l}`` their Σ(‖ρ‖/‖x‖)², the truncation of maths §3;
         ``orthogonality_{side}{l}`` max|UUᵀ/N − I| where it was checked (NaN elsewhere).
     """
 
