@@ -115,25 +115,16 @@ class _HiddenLayer:
         dropped : (m,) (‖ρ‖/‖x‖)² of training rows whose residual got no direction, else 0
         """
         K0 = self.fwd.size
-        C_train, rho_train, dropped = self.fwd.add(x[:m])
+        h, C, rho, dropped = self.fwd.add(x, m, eval_labels)
         self._opened_forward(K0)
-        parts, coords, rho = [self.fwd.sample(C_train)], [C_train], [rho_train]
-        if x.shape[0] > m:
-            K = self.fwd.size
-            Zhat, C_eval, rho_eval = self.fwd.sample_detached(x[m:], eval_labels)
-            parts.append(Zhat)
-            coords.append(C_eval[:K])
-            rho.append(rho_eval)
-        C = np.hstack(coords)
-        self.coords_x = C_train
+        self.coords_x = C[:, :m]
         J = self.bwd.size
         D = -self.eta * _padded_product(self.A, C, J)  # update term, on the backward basis
         if self.stein:  # Ż^{W x} = σ Σ_j Z^{v_j} E[γ_j Z^x], backward vectors of steps < t
             D += self.sigma * (self.bwd.stein(x) - _padded_product(self.S_bf, C, J))
-        h = np.vstack(parts)
         if self.bwd.size:
             h += self.bwd.combine(D)
-        return h, np.concatenate(rho), dropped
+        return h, rho, dropped
 
     def backward(self, dh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Z^{dx^{l-1}_t(ξ_i)} = Ẑ^{W^{lT} dh} + Ż^{W^{lT} dh} − η_l Σ χ Z^{x_s} E[Z^{dh_s} Z^{dh}] (maths §2).
@@ -149,14 +140,14 @@ class _HiddenLayer:
         dropped : (b,) (‖ρ‖/‖x‖)² of rows whose residual got no direction, else 0
         """
         J0 = self.bwd.size
-        Cb, rho, dropped = self.bwd.add(dh)
+        Zhat, Cb, rho, dropped = self.bwd.add(dh)
         self._opened_backward(J0)
         self.coords_dh = Cb
         K = self.fwd.size
         E = -self.eta * _padded_product(self.A.T, Cb, K)  # update term, on the forward basis
         if self.stein:  # Ż^{W^T y} = σ Σ_k Z^{u_k} E[g_k Z^y], forward vectors of steps <= t
             E += self.sigma * (self.fwd.stein(dh) - _padded_product(self.S_fb, Cb, K))
-        dx = self.bwd.sample(Cb) + self.fwd.combine(E)
+        dx = Zhat + self.fwd.combine(E)
         return dx, rho, dropped
 
     def _opened_forward(self, K0: int) -> None:

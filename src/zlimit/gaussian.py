@@ -199,36 +199,59 @@ class GaussianBasis:
             fill_normals(row, stream_key(*self.key, label))
 
     # ---------------------------------------------------------------- adding
-    def add(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Add the rows of X to the process; return their coordinates and novelty.
+    def add(self, X: np.ndarray, m: int | None = None, labels=None) -> tuple[np.ndarray, ...]:
+        """Add the first m rows of X to the process and sample Ẑ for all rows.
 
         Implements the sampling step of maths §3: c_k = E[Z^x Z^{u_k}],
         ρ = Z^x − Σ c_k Z^{u_k}, and a new direction u_{K+1} = ρ/‖ρ‖ with a fresh
-        normal when ‖ρ‖ exceeds the tolerance.
+        normal when ‖ρ‖ exceeds the tolerance; Ẑ = σ (Σ_k c_k g_k + ‖ρ‖ g_{K+1}).
+        Rows after the first m (evaluation inputs) are observed, not added: their
+        residuals get temporary directions with fresh normals from the streams
+        ``labels``, so their Ẑ has the exact joint law with every basis vector while
+        nothing later reads the temporary normals. All rows share one projection
+        on the existing basis (the costly pass over it).
 
         Parameters
         ----------
         X : (b, N) vectors Z^x.
+        m : rows to add (default all).
+        labels : stream labels of the temporary directions (b − m of them at most).
 
         Returns
         -------
+        Zhat : (b, N) Ẑ of every row
         C : (K', b) coordinates of every row on the updated basis u_1..u_K'
-        rho : (b,) residual norms ‖ρ‖
-        dropped : (b,) (‖ρ‖/‖x‖)² of the rows whose nonzero residual got no direction
-            (their ρ is left out of Ẑ: the truncation of ``tol``), 0 for the others
+        rho : (b,) residual norms ‖ρ‖ (observed rows: against the basis and the
+            observed rows before them)
+        dropped : (m,) (‖ρ‖/‖x‖)² of the added rows whose nonzero residual got no
+            direction (their ρ is left out of Ẑ: the truncation of ``tol``), 0 for the others
         """
-        K = self.size
+        b = X.shape[0]
+        m = b if m is None else m
+        K0 = self.size
         scale = np.sqrt(np.einsum("ip,ip->i", X, X) / self.n)
         C_old, R = _cgs2(self.u, X)
-        Q, C_new, rho, opened = orthonormalise(R, self.tol, scale)
+        Q, C_new, rho, opened = orthonormalise(R[:m], self.tol, scale[:m])
         k = Q.shape[0]
-        self._grow(K + k)
-        self.basis[K:K + k] = Q
-        self._fresh_normals(self.normals[K:K + k], range(K, K + k))
-        self.size = K + k
+        self._grow(K0 + k)
+        self.basis[K0:K0 + k] = Q
+        self._fresh_normals(self.normals[K0:K0 + k], range(K0, K0 + k))
+        self.size = K0 + k
         with np.errstate(invalid="ignore", divide="ignore"):
-            dropped = np.where((rho > 0) & ~opened, (rho / scale) ** 2, 0.0)
-        return np.vstack([C_old, C_new]), rho, dropped
+            dropped = np.where((rho > 0) & ~opened, (rho / scale[:m]) ** 2, 0.0)
+        C = np.vstack([C_old, np.zeros((k, b))])
+        C[K0:, :m] = C_new
+        if b == m:
+            return self.sample(C), C, rho, dropped
+        C_obs, R_obs = _cgs2(Q, R[m:])  # the observed rows against the new directions
+        C[K0:, m:] = C_obs
+        Q_tmp, C_tmp, rho_obs, _ = orthonormalise(R_obs, self.tol, scale[m:])
+        Zhat = self.sample(C)
+        if Q_tmp.shape[0]:
+            extra = np.empty_like(Q_tmp)
+            self._fresh_normals(extra, labels[: Q_tmp.shape[0]])
+            Zhat[m:] += self.sigma * (C_tmp.T @ extra)
+        return Zhat, C, np.concatenate([rho, rho_obs]), dropped
 
     def orthogonality_error(self, rows: int = 16) -> float:
         """max |U_S Uᵀ/N − I_S| over the ``rows`` newest directions S (maths §3 invariant).
@@ -261,27 +284,3 @@ class GaussianBasis:
     def combine(self, D: np.ndarray) -> np.ndarray:
         """Σ_k D_kj Z^{u_k} for D of shape (K, b); returns (b, N), in the storage dtype."""
         return D.T.astype(self.basis.dtype, copy=False) @ self.u
-
-    def sample_detached(self, X: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray]:
-        """Ẑ for vectors that must not enter the basis (evaluation inputs).
-
-        The rows of X are projected on the basis; their residuals get temporary
-        directions with fresh normals drawn from the streams ``labels``. The law of
-        (Ẑ of these rows, Ẑ of every basis vector) is the exact joint law, while
-        nothing later reads the temporary normals.
-
-        Returns
-        -------
-        Zhat : (b, N)
-        C : (K, b) coordinates on the basis (for the update operator)
-        rho : (b,) residual norms against the basis and the earlier rows
-        """
-        scale = np.sqrt(np.einsum("ip,ip->i", X, X) / self.n)
-        C, R = _cgs2(self.u, X)
-        Q, C_new, rho, _ = orthonormalise(R, self.tol, scale)
-        Zhat = self.sample(C)
-        if Q.shape[0]:
-            extra = np.empty_like(Q)
-            self._fresh_normals(extra, labels[: Q.shape[0]])
-            Zhat += self.sigma * (C_new.T @ extra)
-        return Zhat, C, rho
