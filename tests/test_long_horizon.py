@@ -218,3 +218,39 @@ def test_reported_dropped_mass_bounds_the_truncation_error():
     fine = _truncated_linear(1e-3)
     excess, bound = _truncation_excess(fine, exact)
     assert bound[-1] < 1e-2 and np.all(excess <= 0)
+
+
+# ------------------------------------------------------- resources and warnings
+def test_memory_follows_the_bases_not_the_horizon():
+    """The start-up estimate no longer counts m(T+1) directions: the paper's 1000 steps
+    at 10^5 particles fit in 24 GiB (zlimit 0.1 asked for about 80 GB and refused)."""
+    X, y, model = _paper_problem()
+    batches = [np.arange(10)] * 1000
+    need = zlimit.estimate_memory(model, 10, 20, 1000, 100_000, 8, batches, threads=2)
+    assert 0 < need < 2 * 2**30  # full capacity, 2·2·(10 010 + 10 000) directions, was 17 GB
+
+
+def test_bases_outgrowing_memory_raise_with_the_step(monkeypatch):
+    """Growth is checked as it happens: a budget that fits the start but not 40 steps of
+    directions stops the run with ResourceError naming the group and step."""
+    X, y, model = _paper_problem()
+    kw = dict(steps=40, particles=4000, groups=1, basis_tol=1e-6, progress=False, threads=1)
+    need = zlimit.estimate_memory(model, 10, 10, 40, 4000, 1, [np.arange(10)] * 40)
+    monkeypatch.setattr(engine, "_available_memory", lambda: int(need / 0.8) + 4 * 2**20)
+    with pytest.raises(zlimit.ResourceError, match=r"outgrew .* \(group 0, step \d+\)"):
+        zlimit.simulate(model, X, y, **kw)
+
+
+def test_non_finite_features_raise_even_when_outputs_stay_finite():
+    """relu(NaN) = 0, so f̊ stays finite while features blow up (reliability issue,
+    reproducer 1): the engine stops at the first non-finite feature or loss."""
+    X, y = zlimit.datasets.gaussian(m=4, d=4, seed=0)
+    model = zlimit.MLP(depth=2, activation="relu", lr=1e3)
+    with pytest.raises(zlimit.DivergenceError, match=r"non-finite at step \d+"):
+        zlimit.simulate(model, X, y, steps=10, particles=4000, groups=4, progress=False)
+
+
+def test_bases_large_against_particles_warn_with_the_step():
+    X, y, model = _paper_problem()
+    with pytest.warns(zlimit.MonteCarloWarning, match=r"directions for 500 particles per group \(from step \d+\)"):
+        zlimit.simulate(model, X, y, steps=6, particles=1000, groups=2, progress=False)

@@ -230,10 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--widths", type=_widths, default=[8, 64, 512, 4096], metavar="W1,W2,...",
                    help='finite widths (default: 8,64,512,4096); --widths "" runs the limit only')
     p.add_argument("--seeds", type=_positive_int, default=2, metavar="S", help="seeds per width (default: %(default)s)")
-    p.add_argument("--particles", type=_positive_int, metavar="N",
-                   help="particles of the limit (default: the engine's)")
-    p.add_argument("--groups", type=_positive_int, metavar="G",
-                   help="particle groups of the limit (default: the engine's; the Monte Carlo noise of the "
+    p.add_argument("--particles", type=_positive_int, default=32_000, metavar="N",
+                   help="particles of the limit (default: %(default)s, under 5 minutes for 1000 steps on 2 cores)")
+    p.add_argument("--groups", type=_positive_int, default=4, metavar="G",
+                   help="particle groups of the limit (default: %(default)s; the Monte Carlo noise of the "
                         "smallest eigenvalue shrinks with particles per group)")
     p.add_argument("--lr", type=_positive_float, default=0.1, metavar="ETA",
                    help="base learning rate (default: %(default)s, the paper's)")

@@ -323,8 +323,9 @@ class _Recorder:
     ``bases`` holds, per Gaussian process ``{side}{l}`` and step: ``size_`` (directions
     held after the step), ``dropped_`` (vectors whose nonzero residual got no
     direction), ``dropped_mass_`` (their Σ(‖ρ‖/‖x‖)²) and ``orthogonality_`` (max|UUᵀ/N − I|
-    where it was checked, NaN elsewhere). ``spread`` holds, per layer, the mean over
-    training inputs of the per-particle variance of (Z^{h^l_t})², for the drift check.
+    where it was checked, NaN elsewhere). ``spread`` holds, per layer and step, the
+    per-particle variance of the mean over training inputs of (Z^{h^l_t})², for the
+    drift check.
     """
 
     def __init__(self, depth: int, steps: int, m: int, M: int, record_steps: tuple[int, ...]):
@@ -355,7 +356,7 @@ class _Recorder:
     def features(self, t: int, hs: list, xs: list) -> None:
         """E[Z Z'] at step t, and against the kept steps s <= t."""
         for l, h in enumerate(hs):
-            self.spread[l, t] = np.var(h[: self.m] ** 2, axis=1).mean()
+            self.spread[l, t] = np.var((h[: self.m] ** 2).mean(axis=0))
         for l, (h, x) in enumerate(zip(hs, xs), start=1):
             for kind, v in (("h", h), ("x", x)):
                 key = f"{kind}{l}"
@@ -504,12 +505,16 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
     gradient_independence : bool
         Ablation: drop every Ż term (maths §2), i.e. assume gradient independence.
     basis_tol : float, optional
-        A vector whose residual ‖ρ‖ is below basis_tol·‖x‖ adds no Gaussian direction.
-        Default 1e-6 for float64 and 1e-2 for float32, whose round-off otherwise
-        enters as spurious directions (measured on S1-like runs: float32 at 1e-6 is
-        6 se off float64, at 1e-2 within 1 se). Larger values trade a small bias for
-        speed: at 1e-3, float64 keeps 142 instead of 310 forward directions over 30
-        steps, runs 1.8x faster, and moves f̊ by 0.4 se (``benchmarks/options.py``).
+        A vector whose residual ‖ρ‖ is at most basis_tol·‖x‖ adds no Gaussian
+        direction (its ρ is dropped from Ẑ; ``Run.bases`` reports how many vectors
+        and their Σ(‖ρ‖/‖x‖)² per basis and step). Default 1e-3 for float64 and 1e-2
+        for float32, whose round-off otherwise enters as spurious directions. Once
+        training converges the features stop moving and no directions are added, so
+        the cost of a step stops growing. Measured on the paper's problem (digits,
+        depth-3 SiLU, lr 0.1, docs/performance.md): at 1e-3 the bases hold at most 270
+        directions after 1000 steps, and λ_min of the layer-2 space-time Gram is within
+        1 % of the untruncated value (1e-6) at T = 100; 1e-2 halves the directions and
+        lowers that λ_min by 5 %.
     record_steps : sequence of int
         Steps whose features are kept to give cross-step kernels (0 is always kept).
     threads : int, optional
@@ -527,16 +532,28 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
     -------
     Run
         ``outputs`` (T+1, M) f̊_t with ``outputs_se``, ``loss``, ``error_signals``,
-        ``kernel(l, kind)`` and ``novelty`` (maths §3).
+        ``kernel(l, kind)``, ``novelty`` and ``bases`` (maths §3); ``meta`` has
+        ``peak_basis_bytes``.
 
     Raises
     ------
     ValueError
         For invalid data or settings.
     ResourceError
-        When the run would need more memory than the machine has.
+        When the run would need more memory than the machine has: at the start, or
+        when the growing bases would pass 80 % of the memory available at the start
+        (the message names the group and step).
     DivergenceError
-        When f̊ becomes non-finite.
+        When f̊, the loss or a feature becomes non-finite.
+    NumericalError
+        When a basis loses orthogonality (checked every ``CHECK_EVERY`` steps).
+
+    Warns
+    -----
+    MonteCarloWarning
+        When a basis holds more than a tenth as many directions as a group has
+        particles, or when the groups' feature norms drift apart much faster than
+        sampling noise allows (each names the step and what to change).
 
     Examples
     --------
@@ -598,24 +615,41 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
               error_signals_groups=np.stack([r.chi for r in recs]),
               kernels=stack("kernels"), cross=stack("cross"), record_steps=record_steps,
               novelty=stack("novelty"), bases=stack("bases"))
-    for message in _monte_carlo_warnings(run, np.stack([r.spread for r in recs]), cfg.particles):
+    drift = _drift_ratios(run, np.stack([r.spread for r in recs]), cfg.particles)
+    run.meta["drift_ratio"] = [float(np.nanmax(r)) if r.size else math.nan for r in drift]
+    for message in _monte_carlo_warnings(run, drift, cfg.particles):
         warnings.warn(message, MonteCarloWarning, stacklevel=2)
     return run
 
 
-def _monte_carlo_warnings(run: Run, spread: np.ndarray, n: int) -> list[str]:
+def _drift_ratios(run: Run, spread: np.ndarray, n: int) -> np.ndarray:
+    """Per layer and step, the variance between groups of the mean over training inputs
+    of E_N[(Z^{h^l_t})²], over the sampling variance of one group's estimate, spread/n.
+
+    About 1 at step 0; errors carried through training raise it. (L, T+1); empty
+    with fewer than 2 groups.
+
+    Parameters
+    ----------
+    spread : (G, L, T+1) per-particle variance of the mean over training inputs of (Z^{h^l_t})².
+    """
+    if run.groups < 2:
+        return np.zeros((run.model.depth, 0))
+    m = run.m
+    norms = np.stack([np.einsum("gtaa->gta", run.kernels[f"h{l}"][:, :, :m, :m]).mean(axis=2)
+                      for l in range(1, run.model.depth + 1)], axis=1)  # (G, L, T+1)
+    return norms.var(axis=0, ddof=1) / (spread.mean(axis=0) / n)
+
+
+def _monte_carlo_warnings(run: Run, drift: np.ndarray, n: int) -> list[str]:
     """Warnings for Monte Carlo trouble (maths §3), each naming the step and what to change.
 
     * Directions: a basis of K directions for n particles per group makes Stein
       estimates noisy once K/n is not small; warn past K > n/10.
     * Drift: at step t, the groups' estimates of E[(Z^{h^l_t})²] (mean over training
       inputs) should differ by sampling noise propagated through training. Warn when
-      their variance exceeds ``DRIFT_LIMIT`` times the sampling variance of one group,
-      spread/n: the groups are then following different trajectories.
-
-    Parameters
-    ----------
-    spread : (G, L, T+1) per-particle variance of (Z^{h^l_t})², averaged over training inputs.
+      their variance exceeds ``DRIFT_LIMIT`` times the sampling variance of one group
+      (:func:`_drift_ratios`): the groups then follow different trajectories.
     """
     out = []
     for key in sorted(k for k in run.bases if k.startswith("size_")):
@@ -625,12 +659,7 @@ def _monte_carlo_warnings(run: Run, spread: np.ndarray, n: int) -> list[str]:
             out.append(f"the {key[5:8]} Gaussian basis of W^{key[8:]} held {int(size.max())} directions for {n} "
                        f"particles per group (from step {int(over[:, 1].min())}): Stein estimates are noisy unless "
                        "particles/groups >> directions; use more particles, fewer groups or a larger basis_tol")
-    if run.groups < 2:
-        return out
-    m = run.m
-    for l in range(1, run.model.depth + 1):
-        norms = np.einsum("gtaa->gta", run.kernels[f"h{l}"][:, :, :m, :m]).mean(axis=2)  # (G, T+1)
-        ratio = norms.var(axis=0, ddof=1) / (spread[:, l - 1].mean(axis=0) / n / m)
+    for l, ratio in enumerate(drift, start=1):
         bad = np.flatnonzero(ratio > DRIFT_LIMIT)
         if bad.size:
             out.append(f"the groups' layer-{l} feature norms drift apart from step {int(bad[0])} "
@@ -661,7 +690,8 @@ def _step(state: _Group, rec: _Recorder, t: int, steps: int, model: MLP, y, batc
     m = state.m
     hs, xs, dxs, novelty, dropped = state.forward(t)
     f = state.readout(xs[-1])
-    loss = total_loss(model, f[:m], y)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported just below
+        loss = total_loss(model, f[:m], y)
     if not (np.all(np.isfinite(f)) and np.isfinite(loss)):
         raise DivergenceError(
             f"f̊ or the loss became non-finite at step {t} (group {g}); the run diverges: use a smaller lr "
