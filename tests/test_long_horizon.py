@@ -254,3 +254,35 @@ def test_bases_large_against_particles_warn_with_the_step():
     X, y, model = _paper_problem()
     with pytest.warns(zlimit.MonteCarloWarning, match=r"directions for 500 particles per group \(from step \d+\)"):
         zlimit.simulate(model, X, y, steps=6, particles=1000, groups=2, progress=False)
+
+
+# ------------------------------------------------ long horizon against finite nets
+@pytest.mark.slow
+def test_300_steps_match_finite_nets_of_growing_width():
+    """Depth-3 SiLU, 300 steps: the per-net deviation from the limit (outputs and the
+    layer-2 kernel at every 50th step) falls with width, at a fitted slope near the
+    n^{-1/2} of finite-width fluctuations, and the widest nets' seed mean agrees with
+    the limit within the combined errors plus the fitted O(1/n) bias."""
+    X, y, model = _silu_problem()
+    T, widths, seeds, steps = 300, (256, 512, 1024, 2048), 8, slice(0, 301, 50)
+    run = zlimit.simulate(model, X, y, steps=T, particles=64_000, groups=8, progress=False)
+    limit = np.concatenate([run.outputs[steps].ravel(), np.einsum("taa->ta", run.kernel(2, "h")[steps]).ravel()])
+    limit_se = np.concatenate([run.outputs_se[steps].ravel(),
+                               np.einsum("gtaa->gta", run.kernel_groups(2, "h")[:, steps]).std(axis=0, ddof=1).ravel()
+                               / math.sqrt(run.groups)])
+    means, ses, rms = {}, {}, []
+    for w in widths:
+        nets = []
+        for s in range(seeds):
+            net = zlimit.train_finite(model, X, y, width=w, steps=T, seed=s)
+            nets.append(np.concatenate([net.outputs[steps].ravel(), np.einsum("taa->ta", net.kernel(2, "h")[steps]).ravel()]))
+        nets = np.array(nets)
+        means[w], ses[w] = nets.mean(axis=0), nets.std(axis=0, ddof=1) / math.sqrt(seeds)
+        rms.append(np.sqrt(np.mean((nets - limit) ** 2)))
+    slope = np.polyfit(np.log(widths), np.log(rms), 1)[0]
+    assert -1.0 <= slope <= -0.3, (slope, rms)
+    wide, half = widths[-1], widths[-2]
+    q = _t_quantile(seeds, comparisons=limit.size)
+    allowed = q * np.hypot(limit_se, ses[wide]) + np.abs(means[half] - means[wide]) + q * np.hypot(ses[half], ses[wide])
+    gap = np.abs(limit - means[wide])
+    assert np.all(gap <= allowed), np.max(gap / allowed)
