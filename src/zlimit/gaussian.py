@@ -232,26 +232,38 @@ class GaussianBasis:
         scale = np.sqrt(np.einsum("ip,ip->i", X, X) / self.n)
         C_old, R = _cgs2(self.u, X)
         Q, C_new, rho, opened = orthonormalise(R[:m], self.tol, scale[:m])
-        k = Q.shape[0]
+        self._append(Q)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dropped = np.where((rho > 0) & ~opened, (rho / scale[:m]) ** 2, 0.0)
+        C = np.vstack([C_old, np.zeros((Q.shape[0], b))])
+        C[K0:, :m] = C_new
+        if b == m:
+            return self.sample(C), C, rho, dropped
+        C[K0:, m:], R_obs = _cgs2(Q, R[m:])  # the observed rows against the new directions
+        Zhat = self.sample(C)
+        residual, rho_obs = self._observe(R_obs, scale[m:], labels)
+        Zhat[m:] += residual
+        return Zhat, C, np.concatenate([rho, rho_obs]), dropped
+
+    def _append(self, Q: np.ndarray) -> None:
+        """New directions u_{K+1..K+k} = rows of Q, each with a fresh normal."""
+        K0, k = self.size, Q.shape[0]
         self._grow(K0 + k)
         self.basis[K0:K0 + k] = Q
         self._fresh_normals(self.normals[K0:K0 + k], range(K0, K0 + k))
         self.size = K0 + k
-        with np.errstate(invalid="ignore", divide="ignore"):
-            dropped = np.where((rho > 0) & ~opened, (rho / scale[:m]) ** 2, 0.0)
-        C = np.vstack([C_old, np.zeros((k, b))])
-        C[K0:, :m] = C_new
-        if b == m:
-            return self.sample(C), C, rho, dropped
-        C_obs, R_obs = _cgs2(Q, R[m:])  # the observed rows against the new directions
-        C[K0:, m:] = C_obs
-        Q_tmp, C_tmp, rho_obs, _ = orthonormalise(R_obs, self.tol, scale[m:])
-        Zhat = self.sample(C)
-        if Q_tmp.shape[0]:
-            extra = np.empty_like(Q_tmp)
-            self._fresh_normals(extra, labels[: Q_tmp.shape[0]])
-            Zhat[m:] += self.sigma * (C_tmp.T @ extra)
-        return Zhat, C, np.concatenate([rho, rho_obs]), dropped
+
+    def _observe(self, R: np.ndarray, scale: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray]:
+        """The part of Ẑ of observed rows that lies off the basis, from their residuals
+        R (b, N): σ times their own Gram–Schmidt factor times temporary normals drawn
+        from the streams ``labels``. Returns it (b, N) and the residual norms (b,)."""
+        Q, C_tmp, rho, _ = orthonormalise(R, self.tol, scale)
+        out = np.zeros_like(R)
+        if Q.shape[0]:
+            extra = np.empty_like(Q)
+            self._fresh_normals(extra, labels[: Q.shape[0]])
+            out += self.sigma * (C_tmp.T @ extra)
+        return out, rho
 
     def orthogonality_error(self, rows: int = 16) -> float:
         """max |U_S Uᵀ/N − I_S| over the ``rows`` newest directions S (maths §3 invariant).
