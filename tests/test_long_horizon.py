@@ -136,8 +136,8 @@ def test_linear_kernels_fail_without_the_control_variate(monkeypatch, linear_exa
 
 # ------------------------------------------- Stein noise: finite nets of growing width
 _SILU_T = 150
-_WIDTHS = (256, 512, 1024)
-_SEEDS = 6
+_WIDTHS = (512, 1024)
+_SEEDS = 12
 
 
 def _silu_problem():
@@ -166,7 +166,8 @@ def _silu_gap(silu_finite) -> tuple[float, float]:
     """(|limit − widest seed mean|, allowed): combined errors at t-quantiles plus the
     fitted O(1/n) bias of the widest, k(n/2) − k(n) (for bias b/n that is b/n)."""
     X, y, model = _silu_problem()
-    run = zlimit.simulate(model, X, y, steps=_SILU_T, particles=48_000, groups=8, progress=False)
+    # 4000 particles a group: plain Stein estimates put the kernel 16 % high (measured)
+    run = zlimit.simulate(model, X, y, steps=_SILU_T, particles=32_000, groups=8, progress=False)
     k = _kernel2(run)
     (m_half, se_half), (m_wide, se_wide) = silu_finite[_WIDTHS[-2]], silu_finite[_WIDTHS[-1]]
     se_lim = k.std(ddof=1) / math.sqrt(k.size)
@@ -177,7 +178,7 @@ def _silu_gap(silu_finite) -> tuple[float, float]:
 
 def test_silu_kernel_matches_finite_nets_at_150_steps(silu_finite):
     """Depth-3 SiLU, 150 steps, default basis_tol: the layer-2 feature kernel of the
-    limit sits on the finite-width trend (plain Stein estimates put it 8 % high)."""
+    limit sits on the finite-width trend (plain Stein estimates put it 16 % high)."""
     gap, allowed = _silu_gap(silu_finite)
     assert gap <= allowed, (gap, allowed, silu_finite)
 
