@@ -36,7 +36,7 @@ How things are measured
   OMP_NUM_THREADS = MKL_NUM_THREADS = ``--threads`` (default 2, at most the cores), and
   the speed-up is S1 with that setting against S1 with all four set to 1.
 * Per-step times, without editing the library: inside the child only,
-  ``zlimit.engine._Group.forward`` is wrapped to record a timestamp and the basis
+  ``zlimit._engine._Group.forward`` is wrapped to record a timestamp and the basis
   sizes (K, J) of every hidden matrix when each step's forward pass starts. The time of
   step t of a group is start(t+1) − start(t) (forward, readout, records, backward and
   update of step t); "first" is t = 0 and "last" t = T−1, medians over the G groups.
@@ -179,7 +179,7 @@ def _instrument():
     """Wrap engine._Group.forward to record (group, t, time, sizes); returns the log."""
     import threading
 
-    import zlimit.engine as E
+    import zlimit._engine as E
 
     log: list = []
     counter = iter(range(10**9))  # ids of freed groups are reused: number the groups instead

@@ -48,7 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402  (machine_info, versions, git_info, _peak)
 import zlimit  # noqa: E402
-from zlimit.demo import _finite_measures, _limit_measures, _mean_se  # noqa: E402
+from zlimit._demo import _finite_measures, _limit_measures, _mean_se  # noqa: E402
 
 LAYERS = (1, 2)
 QUANTITIES = (("feature_change", 1), ("feature_change", 2), ("min_eigenvalue", 1), ("min_eigenvalue", 2),

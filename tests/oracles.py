@@ -2,7 +2,7 @@
 
 :func:`quadrature_l1` is the L = 1 limit by tensor Gauss–Hermite quadrature. It uses
 its own numpy activations (not the package's numba ones) and shares with the package
-only the error signal χ (``zlimit.model.error_signal``), which is a convention of §1.
+only the error signal χ (``zlimit._model.error_signal``), which is a convention of §1.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 from scipy.special import erf
 
-from zlimit.model import check_batches, error_signal
+from zlimit._model import check_batches, error_signal
 
 __all__ = ["ACTIVATIONS", "quadrature_l1"]
 

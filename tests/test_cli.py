@@ -21,7 +21,7 @@ import pytest
 
 import zlimit
 from zlimit import cli, datasets
-from zlimit.config import ConfigError, load_config, parse_config
+from zlimit._config import ConfigError, load_config, parse_config
 
 try:
     import tomllib
@@ -118,7 +118,7 @@ def test_demo_quick(tmp_path):
 
     table = pd.read_csv(tmp_path / "demo" / "comparison.csv")
     from zlimit.compare import compare
-    from zlimit.demo import demo_settings
+    from zlimit._demo import demo_settings
 
     s = demo_settings(quick=True)
     X, y = datasets.gaussian(s["m"] + s["m_eval"], s["d"], seed=0)
@@ -157,7 +157,7 @@ def test_simulate_from_file_matches_library(tmp_path):
     proc = zl("simulate", cfg, "--out", "res", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "res" / "outputs.png").read_bytes()[:8] == PNG
-    from zlimit.engine import simulate
+    from zlimit._engine import simulate
     from zlimit.io import load
 
     run = load(tmp_path / "res" / "limit.npz")
@@ -222,7 +222,7 @@ def test_paper_figure_tiny(tmp_path):
     assert re.search(r"Time: finite nets \d+\.\d s, limit \d+\.\d s", proc.stdout)
     # numbers against the library: μP, width 16, seed 0 (layer 2 and the held-out inputs)
     from zlimit import diagnostics
-    from zlimit.finite import train_finite
+    from zlimit._finite import train_finite
 
     X, y = datasets.digits(per_class=5)
     X_eval, y_eval = datasets.digits(per_class=5, exclude=X)
@@ -305,7 +305,7 @@ def test_paper_figure_bad_options_exit_2(tmp_path, option, value, fragment):
     (dict(path="somewhere"), r"--path is only for --data cifar10"),
 ])
 def test_paper_figure_validation(kw, match):
-    from zlimit.demo import paper_figure
+    from zlimit._demo import paper_figure
 
     with pytest.raises(ValueError, match=match):
         paper_figure(progress=False, **kw)

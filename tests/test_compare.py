@@ -21,7 +21,7 @@ from scipy import stats
 import zlimit
 from zlimit import datasets
 from zlimit.compare import TABLE_COLUMNS, Comparison, compare, deviation_fit
-from zlimit.results import Run
+from zlimit._results import Run
 
 WIDTHS = [64, 128, 256, 512, 1024, 2048, 4096]
 SEEDS = 8

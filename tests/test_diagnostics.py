@@ -13,7 +13,7 @@ import pytest
 
 import zlimit
 from zlimit import diagnostics as dg
-from zlimit.results import Run
+from zlimit._results import Run
 
 # Student t quantiles from printed tables (t_{p, df}).
 T_0975_DF4 = 2.776445105

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 import zlimit
-from zlimit.engine import simulate
-from zlimit.errors import DivergenceError, ResourceError
-from zlimit.finite import train_finite
+from zlimit._engine import simulate
+from zlimit._errors import DivergenceError, ResourceError
+from zlimit._finite import train_finite
 from oracles import quadrature_l1
 
 

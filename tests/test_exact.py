@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
 import zlimit
-from zlimit.errors import DivergenceError
-from zlimit.exact import simulate_exact
+from zlimit._errors import DivergenceError
+from zlimit._exact import simulate_exact
 
 from oracles import quadrature_l1
 
@@ -524,7 +524,7 @@ def test_run_layout():
 def test_result_does_not_depend_on_the_first_allocation(monkeypatch):
     # The run allocates few base normals first and reruns with twice as many when
     # short; the rerun must reproduce the same trajectory.
-    import zlimit.exact as exact
+    import zlimit._exact as exact
 
     X, y, X_eval = data(12, m=3, d=4, m_eval=2)
     model = linear_model(3, lr=0.2)

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from scipy.special import erf
 
 import zlimit
-from zlimit.activations import Activation
-from zlimit.finite import DivergenceError, init_weights, layer_scales, train_finite
-from zlimit.model import batch_schedule
+from zlimit._activations import Activation
+from zlimit._finite import DivergenceError, init_weights, layer_scales, train_finite
+from zlimit._model import batch_schedule
 
 # ------------------------------------------------------------------ references
 NP_ACTIVATIONS = {

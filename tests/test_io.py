@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import zlimit
 from zlimit import io as zio
-from zlimit.results import Run
+from zlimit._results import Run
 
 def random_array(rng, shape, dtype):
     """Random values of ``dtype`` with about 20% NaN, ±inf, -0.0, subnormals and extremes."""

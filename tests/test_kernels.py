@@ -3,8 +3,8 @@ import numpy as np
 from hypothesis import given, strategies as st
 from scipy import stats
 
-from zlimit.activations import ACTIVATIONS
-from zlimit.kernels import apply_pair, fill_normals, stream_key
+from zlimit._activations import ACTIVATIONS
+from zlimit._kernels import apply_pair, fill_normals, stream_key
 
 
 def test_normals_are_standard_normal_and_streams_independent():

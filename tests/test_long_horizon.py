@@ -20,7 +20,7 @@ import pytest
 from scipy import stats
 
 import zlimit
-from zlimit import engine, gaussian
+from zlimit import _engine as engine, _gaussian as gaussian
 
 FAMILY_ALPHA = 0.01
 

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from scipy.special import erf, expit
 
 import zlimit
-from zlimit.activations import ACTIVATIONS, Activation, apply, get_activation
-from zlimit.losses import LOSSES, Loss, get_loss
-from zlimit.model import MLP, batch_schedule, check_batches, error_signal, total_loss
+from zlimit._activations import ACTIVATIONS, Activation, apply, get_activation
+from zlimit._losses import LOSSES, Loss, get_loss
+from zlimit._model import MLP, batch_schedule, check_batches, error_signal, total_loss
 
 REFERENCE_PHI = {
     "tanh": np.tanh,

@@ -11,14 +11,14 @@ The maths every function follows is ``docs/z-recursions.md``.
 True
 """
 from . import datasets, diagnostics
-from .activations import Activation
-from .engine import estimate_memory, simulate
-from .errors import DivergenceError, MonteCarloWarning, NumericalError, ResourceError
-from .finite import train_finite
+from ._activations import Activation
+from ._engine import estimate_memory, simulate
+from ._errors import DivergenceError, MonteCarloWarning, NumericalError, ResourceError
+from ._finite import train_finite
 from .io import load
-from .losses import Loss
-from .model import MLP, batch_schedule
-from .results import Run
+from ._losses import Loss
+from ._model import MLP, batch_schedule
+from ._results import Run
 
 __version__ = "0.1.0"
 

@@ -95,7 +95,7 @@ def _config_data(cfg):
 
 # ---------------------------------------------------------------------- commands
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from ._demo import run_demo
 
     run_demo(args.out, quick=args.quick, progress=not args.quiet)
     return 0
@@ -103,8 +103,8 @@ def cmd_demo(args) -> int:
 
 def cmd_simulate(args) -> int:
     from . import plot
-    from .config import load_config
-    from .engine import simulate
+    from ._config import load_config
+    from ._engine import simulate
 
     cfg = load_config(args.config)
     X, y, X_eval, batches = _config_data(cfg)
@@ -131,8 +131,8 @@ def cmd_simulate(args) -> int:
 def cmd_compare(args) -> int:
     from . import plot
     from .compare import compare
-    from .config import load_config
-    from .demo import coord_table
+    from ._config import load_config
+    from ._demo import coord_table
 
     cfg = load_config(args.config)
     X, y, X_eval, batches = _config_data(cfg)
@@ -165,7 +165,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_paper_figure(args) -> int:
-    from .demo import paper_figure
+    from ._demo import paper_figure
 
     if args.path is not None and args.data != "cifar10":
         raise ValueError("--path is only for --data cifar10")
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _exit_code(exc: BaseException) -> int | None:
     """2 for configuration/usage errors, 1 for runtime failures, None for bugs."""
-    from .errors import DivergenceError, ResourceError
+    from ._errors import DivergenceError, ResourceError
 
     if isinstance(exc, (DivergenceError, FloatingPointError, ResourceError, MemoryError, ImportError)):
         return 1

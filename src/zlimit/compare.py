@@ -1,7 +1,7 @@
 """Finite-width networks against their infinite-width limit (maths §4, last item).
 
-:func:`compare` runs the limit once (:func:`zlimit.engine.simulate`) and a finite
-network (:func:`zlimit.finite.train_finite`) for every width and seed, on the same
+:func:`compare` runs the limit once (:func:`zlimit._engine.simulate`) and a finite
+network (:func:`zlimit._finite.train_finite`) for every width and seed, on the same
 model, data and batch schedule, and collects everything in one tidy table.
 
 Convergence is summarised by the *deviation* of the seed-mean output from the limit,
@@ -28,8 +28,8 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .model import MLP, check_batches
-from .results import Run
+from ._model import MLP, check_batches
+from ._results import Run
 
 __all__ = ["Comparison", "DeviationFit", "compare", "deviation_fit", "LIMIT_OF"]
 
@@ -257,7 +257,7 @@ def compare(model: MLP, X, y, *, widths: Sequence[int], seeds, steps: int, parti
     steps : int
         T, SGD steps.
     particles, groups : int
-        Monte Carlo particles N and groups G of the limit (see :func:`zlimit.engine.simulate`).
+        Monte Carlo particles N and groups G of the limit (see :func:`zlimit._engine.simulate`).
     X_eval : array_like (m_eval, d), optional
         Evaluation inputs, recorded but never trained on.
     batches : list of index arrays, optional
@@ -295,8 +295,8 @@ def compare(model: MLP, X, y, *, widths: Sequence[int], seeds, steps: int, parti
     >>> cmp.fit.slope  # doctest: +SKIP
     """
     pd = _import_pandas()
-    from .engine import simulate
-    from .finite import train_finite
+    from ._engine import simulate
+    from ._finite import train_finite
 
     if not isinstance(model, MLP):
         raise ValueError(f"model must be a zlimit.MLP, got {type(model).__name__}")

@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from .model import check_int
+from ._model import check_int
 
 __all__ = ["gaussian", "digits", "cifar10", "CIFAR10_CLASSES"]
 

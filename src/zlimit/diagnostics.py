@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-from .results import Run
+from ._results import Run
 
 __all__ = [
     "Estimate",

@@ -49,10 +49,10 @@ from typing import Any
 
 import numpy as np
 
-from .activations import ACTIVATIONS
-from .losses import LOSSES
-from .model import MLP
-from .results import Run
+from ._activations import ACTIVATIONS
+from ._losses import LOSSES
+from ._model import MLP
+from ._results import Run
 
 __all__ = ["save", "load", "to_xarray", "FORMAT", "FORMAT_VERSION"]
 

@@ -76,7 +76,7 @@ def trajectories(comparison, inputs: Sequence[int] | None = None, max_inputs: in
     -------
     matplotlib.figure.Figure
     """
-    from .results import Run
+    from ._results import Run
 
     if isinstance(comparison, Run):
         limit, widths, outputs = comparison, [], {}
@@ -170,7 +170,7 @@ def coordinate_size(run, layer: int, kind: str) -> np.ndarray:
 
 
 def _runs(value) -> list:
-    from .results import Run
+    from ._results import Run
 
     if isinstance(value, Run):
         return [value]

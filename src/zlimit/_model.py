@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .activations import Activation, get_activation
-from .losses import Loss, get_loss
+from ._activations import Activation, get_activation
+from ._losses import Loss, get_loss
 
 __all__ = ["MLP", "batch_schedule", "check_data", "check_batches", "error_signal", "total_loss"]
 

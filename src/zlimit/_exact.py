@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .errors import DivergenceError
-from .model import MLP, check_batches, check_data, error_signal, total_loss
-from .results import Run
+from ._errors import DivergenceError
+from ._model import MLP, check_batches, check_data, error_signal, total_loss
+from ._results import Run
 
 __all__ = ["simulate_exact"]
 
@@ -589,7 +589,7 @@ def simulate_exact(model: MLP, X, y, *, steps: int, X_eval=None, batches=None, r
     Examples
     --------
     >>> import numpy as np, zlimit
-    >>> from zlimit.exact import simulate_exact
+    >>> from zlimit._exact import simulate_exact
     >>> model = zlimit.MLP(depth=1, activation="linear", lr=0.5)
     >>> run = simulate_exact(model, np.array([[1.0]]), np.array([1.0]), steps=1)
     >>> float(run.outputs[1, 0])  # (η_1 σ_2² + η_2 σ_1²) ξ·ξ/d y = 1.0

@@ -16,8 +16,8 @@ import threading
 
 import numpy as np
 
-from .errors import ResourceError
-from .kernels import fill_normals, stream_key
+from ._errors import ResourceError
+from ._kernels import fill_normals, stream_key
 
 __all__ = ["GaussianBasis", "MemoryBudget", "orthonormalise"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .model import MLP
+from ._model import MLP
 
 __all__ = ["Run"]
 

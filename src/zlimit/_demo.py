@@ -15,7 +15,7 @@ over widths — measuring
   {h_0(ξ_i), h_T(ξ_i)} in layers 1 and 2 (Theorem 4.5: linear independence in μP);
 * the mean squared error of f_T on held-out images of the same classes,
 
-with the infinite-width μP value (:func:`zlimit.engine.simulate`,
+with the infinite-width μP value (:func:`zlimit._engine.simulate`,
 ``record_steps=(0, T)``) as the n = ∞ point.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .model import MLP
+from ._model import MLP
 
 __all__ = ["run_demo", "demo_settings", "coord_table", "paper_figure", "PaperFigure", "PARAMETRIZATIONS",
            "PAPER_ACTIVATIONS"]
@@ -361,8 +361,8 @@ def paper_figure(data: str = "digits", path=None, steps: int = 1000, widths: Seq
         Bad data, path, steps, widths, seeds, lr, activation, parametrizations or
         per-class counts.
     """
-    from .engine import simulate
-    from .finite import train_finite
+    from ._engine import simulate
+    from ._finite import train_finite
 
     if activation not in PAPER_ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(PAPER_ACTIVATIONS)} (the paper's), got {activation!r}")

@@ -23,8 +23,8 @@ import math
 import numpy as np
 from tqdm.auto import tqdm
 
-from .model import MLP, error_signal, total_loss
-from .results import Run
+from ._model import MLP, error_signal, total_loss
+from ._results import Run
 
 __all__ = ["ntk_gram", "kernel_trajectory"]
 
@@ -71,7 +71,7 @@ def kernel_trajectory(model: MLP, theta: np.ndarray, y: np.ndarray, batches: lis
     outputs, loss, chi = np.zeros((steps + 1, M)), np.zeros(steps + 1), np.zeros((steps, m))
     for t in range(steps + 1):
         if not np.all(np.isfinite(f)):
-            from .errors import DivergenceError
+            from ._errors import DivergenceError
 
             raise DivergenceError(f"the NTK limit diverged at step {t}; use a smaller lr (now {model.lr})")
         outputs[t], loss[t] = f, total_loss(model, f[:m], y)
@@ -85,8 +85,8 @@ def kernel_trajectory(model: MLP, theta: np.ndarray, y: np.ndarray, batches: lis
 def simulate_ntk(model: MLP, X: np.ndarray, X_all: np.ndarray, y: np.ndarray, batches: list, steps: int,
                  cfg, progress: bool) -> Run:
     """Run the NTK limit group by group (called by :func:`zlimit.simulate`)."""
-    from .engine import _Group
-    from .gaussian import MemoryBudget
+    from ._engine import _Group
+    from ._gaussian import MemoryBudget
 
     m, M, T = X.shape[0], X_all.shape[0], steps
     K1 = X_all @ X_all.T / X.shape[1]

@@ -27,11 +27,11 @@ import scipy.stats.qmc
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from .errors import DivergenceError, MonteCarloWarning, NumericalError, ResourceError
-from .gaussian import ORTHOGONALITY_LIMIT, GaussianBasis, MemoryBudget
-from .kernels import apply_pair, fill_normals, stream_key
-from .model import MLP, check_batches, check_data, error_signal, total_loss
-from .results import Run
+from ._errors import DivergenceError, MonteCarloWarning, NumericalError, ResourceError
+from ._gaussian import ORTHOGONALITY_LIMIT, GaussianBasis, MemoryBudget
+from ._kernels import apply_pair, fill_normals, stream_key
+from ._model import MLP, check_batches, check_data, error_signal, total_loss
+from ._results import Run
 
 __all__ = ["simulate", "estimate_memory"]
 
@@ -565,7 +565,7 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
     (4, 2)
     """
     if method == "exact":
-        from .exact import simulate_exact
+        from ._exact import simulate_exact
 
         return simulate_exact(model, X, y, steps=steps, X_eval=X_eval, batches=batches,
                               record_steps=record_steps)
@@ -596,7 +596,7 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
     caps = _capacities(m, batches, steps, cfg.particles)
     X_all = np.vstack([X, X_eval])
     if parametrization == "ntk":
-        from .ntk import simulate_ntk
+        from ._ntk import simulate_ntk
 
         return simulate_ntk(model, X, X_all, y, batches, steps, cfg, progress)
     run_group = lambda g: _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar)

@@ -138,7 +138,7 @@ class Config:
         """The batch schedule of [run] batch_size (None: full batch)."""
         if self.run.batch_size is None:
             return None
-        from .model import batch_schedule
+        from ._model import batch_schedule
 
         if self.run.batch_size > m:
             raise ConfigError(f"{self.path.name}: [run] batch_size = {self.run.batch_size} exceeds the "
@@ -208,7 +208,7 @@ def parse_config(doc: dict, path="config.toml"):
     ConfigError
         Unknown tables or keys, wrong types, values out of range, an invalid model.
     """
-    from .model import MLP
+    from ._model import MLP
 
     path = Path(path)
     name = path.name

@@ -2,7 +2,7 @@
 
 The error signal of the maths is χ_{t,i} = r · ∂ℓ/∂f(f_t(ξ_i), y_i) · 1{i ∈ B_t}; the
 reduction factor r and the batch indicator are applied by the caller
-(:func:`zlimit.model.error_signal`).
+(:func:`zlimit._model.error_signal`).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class Loss:
     value : callable ``(f, y) -> ℓ``, elementwise on arrays of equal shape.
     grad : callable ``(f, y) -> ∂ℓ/∂f``, elementwise.
     labels : {"real", "pm1"}
-        ``"pm1"`` makes :func:`zlimit.model.check_data` require labels in {-1, +1}.
+        ``"pm1"`` makes :func:`zlimit._model.check_data` require labels in {-1, +1}.
     """
 
     name: str

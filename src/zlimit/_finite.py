@@ -33,10 +33,10 @@ import operator
 import numpy as np
 from scipy.linalg import get_blas_funcs
 
-from .activations import apply
-from .errors import DivergenceError  # re-exported here: zlimit.finite.DivergenceError is zlimit.DivergenceError
-from .model import MLP, check_batches, check_data, check_int, error_signal, total_loss
-from .results import Run
+from ._activations import apply
+from ._errors import DivergenceError  # re-exported here: zlimit._finite.DivergenceError is zlimit.DivergenceError
+from ._model import MLP, check_batches, check_data, check_int, error_signal, total_loss
+from ._results import Run
 
 __all__ = ["train_finite", "init_weights", "layer_scales", "DivergenceError", "PARAMETRIZATIONS", "DTYPES"]
 
@@ -270,7 +270,7 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
         With G = 1 and M = m + m_eval inputs (training first):
 
         * ``outputs_groups`` (1, T+1, M): f_t(ξ_a), the output before update t;
-        * ``loss_groups`` (1, T+1): full training loss (:func:`zlimit.model.total_loss`);
+        * ``loss_groups`` (1, T+1): full training loss (:func:`zlimit._model.total_loss`);
         * ``error_signals_groups`` (1, T, m): χ_{t,i};
         * ``kernels["h{l}"]``, ``kernels["x{l}"]`` (1, T+1, M, M): v_t(ξ_a)·v_t(ξ_b)/n;
         * ``kernels["dh{l}"]`` (1, T, m, m): dh_t(ξ_i)·dh_t(ξ_j)/n of the backward
@@ -297,7 +297,7 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
     Examples
     --------
     >>> import numpy as np, zlimit
-    >>> from zlimit.finite import train_finite
+    >>> from zlimit._finite import train_finite
     >>> model = zlimit.MLP(depth=2, activation="tanh", lr=0.1)
     >>> X = np.array([[1.0, 0.0], [0.6, 0.8]]) * np.sqrt(2); y = np.array([1.0, -1.0])
     >>> run = train_finite(model, X, y, width=64, steps=5)
