@@ -474,7 +474,7 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
              batches=None, groups: int = 8, dtype: str = "float64", progress: bool = True,
              method: str = "mc", gradient_independence: bool = False, basis_tol: float | None = None,
              record_steps=(0,), parametrization: str = "mup", threads: int | None = None,
-             qmc: bool = False) -> Run:
+             qmc: bool = False, on_step=None) -> Run:
     """The infinite-width μP limit of ``model`` trained by SGD on (X, y).
 
     Parameters
@@ -524,6 +524,9 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
         Draw the input-layer and readout Gaussians (Z^{h^1_0}, Z^{Ŵ_0}) by scrambled
         Sobol points (randomised QMC) instead of i.i.d.; a variance reduction that
         matters most for shallow nets (``docs/performance.md``).
+    on_step : callable, optional
+        Called as ``on_step(group, t)`` after step t of each group (from the thread
+        that runs the group): for timing, logging or custom progress.
     parametrization : {"mup", "ntk"}
         "ntk" gives the kernel limit of the same model for contrast (:mod:`zlimit.ntk`):
         features frozen at initialisation, f moved by kernel gradient descent.
@@ -599,7 +602,7 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
         from ._ntk import simulate_ntk
 
         return simulate_ntk(model, X, X_all, y, batches, steps, cfg, progress)
-    run_group = lambda g: _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar)
+    run_group = lambda g: _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar, on_step)
     with tqdm(total=groups * (steps + 1), disable=not progress, desc="zlimit.simulate", unit="step") as bar, \
             threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(threads, groups)) as pool:
         recs = list(pool.map(run_group, range(groups)))
@@ -668,7 +671,7 @@ def _monte_carlo_warnings(run: Run, drift: np.ndarray, n: int) -> list[str]:
     return out
 
 
-def _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar) -> _Recorder:
+def _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar, on_step=None) -> _Recorder:
     """Simulate group g over all steps and record its trajectory."""
     m, M = X.shape[0], X_all.shape[0]
     state = _Group(model, X, X_all, cfg, g, caps, budget)
@@ -677,6 +680,8 @@ def _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar) ->
         for t in range(steps + 1):
             _step(state, rec, t, steps, model, y, batches, cfg, g)
             bar.update(1)
+            if on_step is not None:
+                on_step(g, t)
     except ResourceError as exc:
         raise ResourceError(f"{exc} (group {g}, step {t})") from None
     finally:
