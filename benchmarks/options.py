@@ -3,6 +3,11 @@
 * dtype="float32" against float64 (same seed, so the difference is round-off only);
 * basis_tol: how many Gaussian directions K are kept and how f̊ moves.
 
+Directions are counted from ``run.novelty`` by the engine's rule: a vector opens one
+when its residual ‖ρ‖ exceeds basis_tol·‖v‖, ‖v‖ = sqrt(E[Z_v²]) of the vector itself
+(``norms``): x^{l-1} for ``fwd{l}`` (the x^{l-1} kernel), dh^l for ``bwd{l}`` (the dh^l
+kernel). The count equals ``run.bases["size_{side}{l}"]`` at T (tests/test_benchmarks.py).
+
     python benchmarks/options.py [--particles 40000] [--steps 30]
 Prints a table and writes benchmarks/results/options-<time>.json.
 """
@@ -19,14 +24,31 @@ import numpy as np
 import zlimit
 
 
+def norms(run, key: str) -> np.ndarray:
+    """(G, T+1, M) norms sqrt(E[Z²]) of the vectors whose residuals ``run.novelty[key]`` holds.
+
+    ``fwd{l}``: the rows x^{l-1}_t (all M inputs, steps 0..T), from the x^{l-1} kernel.
+    ``bwd{l}``: the rows dh^l_t of the batch (steps 0..T-1), from the dh^l kernel, NaN
+    outside the batch and at step T. Per group, as the engine decides per group.
+    """
+    side, l = key[:3], int(key[3:])
+    diag = lambda K: np.sqrt(np.einsum("gtaa->gta", K))
+    if side == "fwd":
+        return diag(run.kernel_groups(l - 1, "x"))
+    out = np.full(run.novelty[key].shape, np.nan)
+    dh = diag(run.kernel_groups(l, "dh"))  # (G, T, m)
+    out[:, : dh.shape[1], : dh.shape[2]] = dh
+    return out
+
+
 def directions(run) -> dict:
-    """Mean number of Gaussian directions per side at the end (non-NaN novelty above tol)."""
-    tol = run.meta["basis_tol"]
+    """Mean over groups of the directions opened per basis: training rows with ‖ρ‖ > basis_tol·‖v‖."""
+    tol, m = run.meta["basis_tol"], run.m
     out = {}
     for key, rho in run.novelty.items():
-        scale = np.sqrt(np.einsum("gtaa->gta", run.kernel_groups(int(key[3:]) - 1, "x")[:, :rho.shape[1]]))
-        kept = (rho > tol * scale[:, :, : rho.shape[2]]) & np.isfinite(rho)
-        out[key] = float(kept[:, :, : run.m].sum(axis=(1, 2)).mean())
+        with np.errstate(invalid="ignore"):
+            kept = (rho > tol * norms(run, key)) & np.isfinite(rho)
+        out[key] = float(kept[:, :, :m].sum(axis=(1, 2)).mean())
     return out
 
 

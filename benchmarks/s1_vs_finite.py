@@ -1,43 +1,52 @@
 """S1 against finite nets: the limit's cost and accuracy next to width-n seed-means.
 
-Problem S1: depth 3, tanh, m = 10, d = 16, T = 50, N = 10^5, full batch, lr 0.1.
-Prints and saves (JSON) the limit's wall time, peak memory and largest standard error,
-and the distance of width-n seed-means to the limit in combined standard errors.
+Problem S1 (benchmarks/problems.py): depth 3, tanh, m = 10, d = 16, full batch, lr 0.1;
+T and N of the full run (50, 10^5), or of ``--quick``/``--tiny``. Prints and saves (JSON)
+the limit's wall time, peak memory (VmHWM of this process, measure.peak_rss) and largest
+standard error, and the distance of width-n seed-means to the limit in combined
+standard errors.
 
-    python benchmarks/s1_vs_finite.py [--widths 2048,8192] [--seeds 8] [--particles 100000]
+    python benchmarks/s1_vs_finite.py [--quick | --tiny] [--widths 2048,8192] [--seeds 8]
+                                      [--particles N] [--steps T]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-import zlimit
-
-
-def s1_problem(seed: int = 0):
-    X, y = zlimit.datasets.gaussian(10, 16, seed=seed)
-    model = zlimit.MLP(depth=3, activation="tanh", loss="mse", reduction="mean", lr=0.1)
-    return model, X, y
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import zlimit  # noqa: E402
+from measure import peak_rss  # noqa: E402
+from problems import SIZES, mode_of, problem  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--widths", default="2048,8192")
-    ap.add_argument("--seeds", type=int, default=8)
-    ap.add_argument("--particles", type=int, default=100_000)
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--widths", help="comma-separated (default 2048,8192; the mode's TTA widths in --quick/--tiny)")
+    ap.add_argument("--seeds", type=int, help="seeds per width (default 8; 3 in --quick/--tiny)")
+    ap.add_argument("--particles", type=int, help="N (default: S1's for the mode)")
+    ap.add_argument("--steps", type=int, help="T (default: S1's for the mode)")
+    ap.add_argument("--quick", action="store_true", help="S1 at the --quick sizes of run.py")
+    ap.add_argument("--tiny", action="store_true", help="S1 at the --tiny sizes (or ZLIMIT_BENCH_TINY=1)")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
-    model, X, y = s1_problem()
+    mode = mode_of(args.quick, args.tiny)
+    S1 = SIZES[mode]["S1"]
+    args.particles, args.steps = args.particles or S1["N"], args.steps or S1["T"]
+    full = mode == "full"
+    args.widths = args.widths or ("2048,8192" if full else ",".join(map(str, SIZES[mode]["widths"][-2:])))
+    args.seeds = args.seeds or (8 if full else 3)
+    model, X, y = problem("S1")
     t0 = time.perf_counter()
-    limit = zlimit.simulate(model, X, y, steps=args.steps, particles=args.particles, progress=False)
+    limit = zlimit.simulate(model, X, y, steps=args.steps, particles=args.particles, groups=SIZES[mode]["groups"],
+                            progress=False)
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = peak_rss()[0] / 2**30
     report = {"problem": "S1", "steps": args.steps, "particles": args.particles, "groups": limit.groups,
               "limit_wall_s": wall, "limit_peak_rss_gib": peak,
               "estimate_gib": zlimit.estimate_memory(model, 10, 10, args.steps, args.particles, limit.groups,

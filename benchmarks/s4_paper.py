@@ -23,9 +23,11 @@ as ``X_eval``) in a fresh process, after a tiny warm-up run that compiles numba.
   ``--finite-cache`` (JSON, keyed by T/width/seed) when given, and reused: one net of
   width 4096 trained for 1000 steps takes minutes.
 
-    python benchmarks/s4_paper.py                                        # full: T = 250, 500, 1000; width 4096 x 4 seeds
-    python benchmarks/s4_paper.py --steps 100 --widths 1024 --seeds 2    # quick
-    options: --particles N --groups G --basis-tol TOL (default: simulate's), --finite-cache PATH, --json PATH
+    python benchmarks/s4_paper.py            # full: T = 250, 500, 1000; width 4096 x 4 seeds
+    python benchmarks/s4_paper.py --quick    # T = 100; width 1024 x 2 seeds
+    python benchmarks/s4_paper.py --tiny     # T = 4, N = 2000, G = 2; width 32 x 2 seeds (or ZLIMIT_BENCH_TINY=1)
+    options (override the mode's sizes, problems.S4_SIZES): --steps T,.. --widths n,.. --seeds S
+    --particles N --groups G (default: simulate's) --basis-tol TOL --finite-cache PATH --json PATH
 
 Prints one table (rows T, width) and writes benchmarks/results/s4_<timestamp>.json (or
 ``--json``) with every number, plus the machine, versions (BLAS included) and git revision.
@@ -33,7 +35,6 @@ Prints one table (rows T, width) and writes benchmarks/results/s4_<timestamp>.js
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import math
 import sys
@@ -46,22 +47,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as bench  # noqa: E402  (machine_info, versions, git_info, _peak)
+import measure  # noqa: E402
 import zlimit  # noqa: E402
+from problems import S4_SIZES, mode_of, paper  # noqa: E402
+from report import write_json  # noqa: E402
 from zlimit._demo import _finite_measures, _limit_measures, _mean_se  # noqa: E402
 
 LAYERS = (1, 2)
 QUANTITIES = (("feature_change", 1), ("feature_change", 2), ("min_eigenvalue", 1), ("min_eigenvalue", 2),
               ("heldout_mse", None))
 LABELS = {"feature_change": "Δh", "min_eigenvalue": "λmin", "heldout_mse": "MSE"}
-
-
-def problem():
-    """model, X, y, X_eval, y_eval of the paper's experiment (digits 0/1)."""
-    X, y = zlimit.datasets.digits(classes=(0, 1), per_class=5)
-    X_eval, y_eval = zlimit.datasets.digits(classes=(0, 1), per_class=5, exclude=X)
-    model = zlimit.MLP(depth=3, activation="silu", lr=0.1, init_std=math.sqrt(2))
-    return model, X, y, X_eval, y_eval
 
 
 def _name(quantity: str, layer: int | None) -> str:
@@ -86,12 +81,12 @@ def basis_summary(bases: dict, T: int) -> dict:
 def limit_child(T: int, options: dict) -> dict:
     """In a fresh process: the limit at T, its cost, bases and panel quantities."""
     warnings.simplefilter("ignore")  # "particles >> directions" at tiny N is expected
-    model, X, y, X_eval, y_eval = problem()
+    model, X, y, X_eval, y_eval = paper()
     zlimit.simulate(model, X, y, steps=2, particles=400, groups=2, progress=False)  # compile numba
     t0 = time.perf_counter()
     run = zlimit.simulate(model, X, y, steps=T, X_eval=X_eval, record_steps=(0, T), progress=False, **options)
     wall = time.perf_counter() - t0
-    peak, source = bench._peak()
+    peak, source = measure.peak_rss()
     return {"wall_s": wall, "peak_rss_bytes": peak, "peak_rss_source": source,
             "peak_basis_bytes": run.meta["peak_basis_bytes"],
             **{k: run.meta[k] for k in ("particles", "groups", "basis_tol")},
@@ -102,7 +97,7 @@ def limit_child(T: int, options: dict) -> dict:
 
 def finite_seeds(T: int, width: int, seeds: int, cache: dict, cache_path: Path | None) -> list:
     """Per-seed panel quantities and seconds of train_finite, from or into the cache."""
-    model, X, y, X_eval, y_eval = problem()
+    model, X, y, X_eval, y_eval = paper()
     out = []
     for s in range(seeds):
         key = f"{T}/{width}/{s}"
@@ -155,19 +150,25 @@ def print_table(rows: list) -> None:
 def main() -> None:
     ints = lambda s: [int(v) for v in s.split(",")]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=ints, default=[250, 500, 1000], help="T values, comma-separated")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (problems.S4_SIZES['quick'])")
+    ap.add_argument("--tiny", action="store_true", help="smoke sizes (or ZLIMIT_BENCH_TINY=1)")
+    ap.add_argument("--steps", type=ints, help="T values, comma-separated (full: 250,500,1000)")
     ap.add_argument("--particles", type=int, help="N of simulate (default: simulate's)")
     ap.add_argument("--groups", type=int, help="G of simulate (default: simulate's)")
     ap.add_argument("--basis-tol", type=float, help="basis_tol of simulate (default: simulate's)")
-    ap.add_argument("--widths", type=ints, default=[4096], help="finite widths, comma-separated")
-    ap.add_argument("--seeds", type=int, default=4, help="finite seeds per width")
+    ap.add_argument("--widths", type=ints, help="finite widths, comma-separated (full: 4096)")
+    ap.add_argument("--seeds", type=int, help="finite seeds per width (full: 4)")
     ap.add_argument("--finite-cache", type=Path, help="JSON file of finite results, reused across runs")
     ap.add_argument("--json", type=Path, help="output file (default benchmarks/results/s4_<timestamp>.json)")
     args = ap.parse_args()
+    args.mode = mode_of(args.quick, args.tiny)
+    for k, v in S4_SIZES[args.mode].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
     options = {k: v for k, v in (("particles", args.particles), ("groups", args.groups),
                                  ("basis_tol", args.basis_tol)) if v is not None}
     cache = json.loads(args.finite_cache.read_text()) if args.finite_cache and args.finite_cache.exists() else {}
-    model, X, y, _, _ = problem()
+    model, X, y, _, _ = paper()
     zlimit.train_finite(model, X, y, width=16, steps=2, seed=0)  # compile outside the timings
     t_start = time.perf_counter()
     rows = []
@@ -185,12 +186,12 @@ def main() -> None:
     print_table(rows)
     res = {"benchmark": "S4", "problem": "digits 0/1, 5+5 per class, depth 3, silu, init_std sqrt(2), lr 0.1, mse",
            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-           "machine": bench.machine_info(), "versions": bench.versions(), "git": bench.git_info(),
+           "machine": measure.machine_info(), "versions": measure.versions(), "git": measure.git_info(),
            "rows": rows, "total_wall_s": time.perf_counter() - t_start}
-    stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
-    path = args.json or bench.ROOT / "benchmarks" / "results" / f"s4_{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=1, default=float))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=1, default=float))
+    path = args.json or write_json(res, measure.HERE / "results", prefix="s4_")
     print(f"\nwrote {path} (total {res['total_wall_s']:.1f} s)")
 
 
