@@ -1,0 +1,432 @@
+"""The argument checks of the package, in one place.
+
+Every public entry point validates its arguments with these small pure functions, so
+that the same kind of argument is accepted and refused the same way everywhere. Each
+checker returns the value in canonical form (a Python ``int``, ``float``, ...) or
+raises a :class:`ValueError` whose message is one line naming the argument, the
+values it accepts and what was given, with the reason in parentheses::
+
+    steps must be an integer >= 0, got 2.5 (not an integer)
+
+Conventions shared by all checkers:
+
+* bools (``True``, ``np.True_``) are never numbers: ``steps=True`` is refused;
+* integers are Python or NumPy integers (anything with ``__index__``); floats with an
+  integral value such as ``2.0`` are refused, never truncated;
+* floats are finite real numbers (NaN and ±inf are refused); strings are refused.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._model import MLP
+
+__all__ = [
+    "is_int", "check_int", "check_float", "check_choice", "check_bool", "check_dtype", "check_int_list",
+    "check_record_steps", "check_data", "check_batches", "DTYPES",
+]
+
+#: the storage dtypes a run accepts
+DTYPES = ("float64", "float32")
+
+_SHOW_CHARS = 80
+
+
+def _show(value) -> str:
+    """``repr(value)`` on one line, shortened to about 80 characters."""
+    try:
+        text = " ".join(repr(value).split())
+    except Exception:  # a broken __repr__ must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= _SHOW_CHARS else text[:_SHOW_CHARS - 3] + "..."
+
+
+def _bounds(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:
+    """' >= lo', ' in [lo, hi)', ... (empty without bounds)."""
+    if lo is None and hi is None:
+        return ""
+    if hi is None:
+        return f" > {lo}" if lo_open else f" >= {lo}"
+    if lo is None:
+        return f" < {hi}" if hi_open else f" <= {hi}"
+    return f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+def is_int(value) -> bool:
+    """Whether ``value`` is an integer in the sense of :func:`check_int` (bools are not).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_int(3), is_int(np.int64(3)), is_int(3.0), is_int(True)
+    (True, True, False, False)
+    """
+    if _is_bool(value):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
+def check_int(name: str, value, lo: int | None, hi: int | None = None, *, hint: str = "") -> int:
+    """``value`` as a Python int in [lo, hi], or a one-line ValueError naming ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, as the caller wrote it.
+    value
+        A Python or NumPy integer; bools and floats (even ``2.0``) are refused.
+    lo, hi : int or None
+        Inclusive bounds; None for none.
+    hint : str
+        Appended to the description of the accepted values, e.g. ``" (hidden layers)"``.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_int("steps", np.int64(3), 0)
+    3
+    >>> check_int("steps", 2.5, 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: steps must be an integer >= 0, got 2.5 (not an integer)
+    """
+    accepted = f"an integer{_bounds(lo, hi)}{hint}"
+    if _is_bool(value):
+        raise ValueError(f"{name} must be {accepted}, got {_show(value)} (a bool)")
+    try:
+        v = int(operator.index(value))
+    except TypeError:
+        raise ValueError(f"{name} must be {accepted}, got {_show(value)} (not an integer)") from None
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{name} must be {accepted}, got {_show(value)} (out of range)")
+    return v
+
+
+def check_float(name: str, value, lo: float | None = None, hi: float | None = None, *,
+                lo_open: bool = False, hi_open: bool = False, hint: str = "") -> float:
+    """``value`` as a finite Python float within the bounds, or a one-line ValueError.
+
+    Parameters
+    ----------
+    name : str
+    value
+        A real number (Python or NumPy int or float, or a 0-d real array); bools,
+        strings, complex numbers, NaN and ±inf are refused.
+    lo, hi : float or None
+        Bounds; None for none.
+    lo_open, hi_open : bool
+        Exclude the bound itself (``lo=0, lo_open=True``: positive numbers).
+    hint : str
+        Appended to the description of the accepted values.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> check_float("lr", 0.5, 0, lo_open=True)
+    0.5
+    >>> check_float("lr", float("nan"), 0, lo_open=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: lr must be a positive finite number, got nan (not finite)
+    """
+    if lo is not None and lo == 0 and lo_open and hi is None:
+        accepted = f"a positive finite number{hint}"
+    else:
+        accepted = f"a finite number{_bounds(lo, hi, lo_open, hi_open)}{hint}"
+    if _is_bool(value):
+        raise ValueError(f"{name} must be {accepted}, got {_show(value)} (a bool)")
+    real = isinstance(value, numbers.Real) or (
+        isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf")
+    if not real:
+        raise ValueError(f"{name} must be {accepted}, got {_show(value)} (not a number)")
+    try:
+        v = float(value)
+    except OverflowError:  # an int beyond the float range
+        v = math.inf
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be {accepted}, got {_show(value)} (not finite)")
+    if lo is not None and (v < lo or (lo_open and v == lo)) or hi is not None and (v > hi or (hi_open and v == hi)):
+        raise ValueError(f"{name} must be {accepted}, got {_show(value)} (out of range)")
+    return v
+
+
+def _kind(value) -> str:
+    if _is_bool(value):
+        return "bool"
+    if is_int(value):
+        return "int"
+    if isinstance(value, numbers.Real):
+        return "real"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, bytes):
+        return "bytes"
+    return "other"
+
+
+def check_choice(name: str, value, choices: Sequence, *, hint: str = ""):
+    """The entry of ``choices`` equal to ``value``, or a one-line ValueError.
+
+    Equality is of like with like: ``True`` does not match ``1``, nor ``1.0`` match
+    ``1``; unhashable or array values are refused, not an error of their own.
+
+    Parameters
+    ----------
+    name : str
+    value
+    choices : sequence
+        The accepted values, listed in the message.
+    hint : str
+        Appended to the list of accepted values.
+
+    Returns
+    -------
+    The matching entry of ``choices`` (so ``np.str_("mup")`` comes back as ``"mup"``).
+
+    Examples
+    --------
+    >>> check_choice("reduction", "sum", ("mean", "sum"))
+    'sum'
+    >>> check_choice("reduction", "avg", ("mean", "sum"))
+    Traceback (most recent call last):
+    ...
+    ValueError: reduction must be one of ('mean', 'sum'), got 'avg'
+    """
+    choices = tuple(choices)
+    kind = _kind(value)
+    for c in choices:
+        if _kind(c) != kind:
+            continue
+        try:
+            equal = value == c
+        except Exception:
+            continue
+        if isinstance(equal, (bool, np.bool_)) and equal:
+            return c
+    raise ValueError(f"{name} must be one of {choices!r}{hint}, got {_show(value)}")
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` as a Python bool; only ``True``/``False`` (or NumPy bools) are accepted.
+
+    Examples
+    --------
+    >>> check_bool("progress", False)
+    False
+    >>> check_bool("progress", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: progress must be True or False, got 0
+    """
+    if not _is_bool(value):
+        raise ValueError(f"{name} must be True or False, got {_show(value)}")
+    return bool(value)
+
+
+def check_dtype(value) -> np.dtype:
+    """The storage dtype float64 or float32, from a name or a NumPy type.
+
+    ``None`` is refused (``np.dtype(None)`` would silently mean float64).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_dtype("float32"), check_dtype(np.float64)
+    (dtype('float32'), dtype('float64'))
+    >>> check_dtype("float16")
+    Traceback (most recent call last):
+    ...
+    ValueError: dtype must be one of ('float64', 'float32'), got 'float16'
+    """
+    dt = None
+    if value is not None and not _is_bool(value):
+        try:
+            dt = np.dtype(value)
+        except (TypeError, ValueError):
+            dt = None
+    if dt is None or dt.name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES!r}, got {_show(value)}")
+    return dt
+
+
+def check_int_list(name: str, values, lo: int | None, hi: int | None = None, *, allow_empty: bool = False,
+                   unique: bool = False, hint: str = "") -> list[int]:
+    """A sequence of integers in [lo, hi] as a list of Python ints (order kept).
+
+    Parameters
+    ----------
+    name : str
+    values : iterable of int
+        Strings and single numbers are refused; entries are checked by
+        :func:`check_int` as ``name[k]``.
+    lo, hi : int or None
+        Inclusive bounds of every entry.
+    allow_empty : bool
+        Accept an empty sequence.
+    unique : bool
+        Refuse repeated entries.
+    hint : str
+        Appended to the description of the accepted values.
+
+    Examples
+    --------
+    >>> check_int_list("widths", (64, 256), 1)
+    [64, 256]
+    >>> check_int_list("widths", [64, 0], 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: widths[1] must be an integer >= 1, got 0 (out of range)
+    """
+    accepted = f"a {'' if allow_empty else 'non-empty '}sequence of integers{_bounds(lo, hi)}{hint}"
+    if isinstance(values, (str, bytes)) or (isinstance(values, np.ndarray) and values.ndim != 1):
+        raise ValueError(f"{name} must be {accepted}, got {_show(values)}")
+    try:
+        items = list(values)
+    except TypeError:
+        raise ValueError(f"{name} must be {accepted}, got {_show(values)}") from None
+    if not items and not allow_empty:
+        raise ValueError(f"{name} must be {accepted}, got {_show(values)} (empty)")
+    out = [check_int(f"{name}[{k}]", v, lo, hi, hint=hint) for k, v in enumerate(items)]
+    if unique and len(set(out)) != len(out):
+        repeated = sorted({v for v in out if out.count(v) > 1})
+        raise ValueError(f"{name} must not repeat entries, got {_show(out)} (repeated: {repeated})")
+    return out
+
+
+def check_record_steps(record_steps, steps: int) -> tuple[int, ...]:
+    """The steps whose features a run keeps: sorted, unique, always with step 0.
+
+    Parameters
+    ----------
+    record_steps : int or iterable of int
+        Steps in [0, steps]; a single integer means that one step. Non-integers
+        (``2.5``, ``2.0``), bools and steps outside [0, steps] are refused.
+    steps : int
+        T >= 0, the number of SGD steps.
+
+    Returns
+    -------
+    tuple of int
+
+    Examples
+    --------
+    >>> check_record_steps((5, 2, 5), steps=5)
+    (0, 2, 5)
+    >>> check_record_steps((2.5,), steps=5)
+    Traceback (most recent call last):
+    ...
+    ValueError: record_steps[0] must be an integer in [0, 5] (steps to keep; steps = 5), got 2.5 (not an integer)
+    """
+    steps = check_int("steps", steps, 0)
+    hint = f" (steps to keep; steps = {steps})"
+    if is_int(record_steps):
+        return tuple(sorted({0, check_int("record_steps", record_steps, 0, steps, hint=hint)}))
+    if isinstance(record_steps, np.ndarray) and record_steps.ndim == 0:
+        record_steps = record_steps.reshape(1)
+    values = check_int_list("record_steps", record_steps, 0, steps, allow_empty=True, hint=hint)
+    return tuple(sorted({0, *values}))
+
+
+def check_data(model: MLP, X, y, X_eval=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate and convert training and evaluation data.
+
+    Parameters
+    ----------
+    model : MLP
+        Only its loss is read: a loss with ``labels == "pm1"`` needs y in {-1, +1}.
+    X : array_like, shape (m, d)
+    y : array_like, shape (m,)
+    X_eval : array_like, shape (m_eval, d), optional
+
+    Returns
+    -------
+    X, y, X_eval : float64 arrays; ``X_eval`` has shape (0, d) when not given.
+
+    Examples
+    --------
+    >>> import zlimit
+    >>> X, y, X_eval = check_data(zlimit.MLP(depth=1), [[1.0, 0.0]], [0.5])
+    >>> X.shape, y.dtype, X_eval.shape
+    ((1, 2), dtype('float64'), (0, 2))
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"X must have shape (m, d) with m, d >= 1, got shape {X.shape}")
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y must have shape (m,) = ({X.shape[0]},) to match X, got {y.shape}")
+    if X_eval is None:
+        X_eval = np.zeros((0, X.shape[1]))
+    X_eval = np.asarray(X_eval, dtype=np.float64)
+    if X_eval.ndim != 2 or X_eval.shape[1] != X.shape[1]:
+        raise ValueError(
+            f"X_eval must have shape (m_eval, d) with d = {X.shape[1]} as in X, got {X_eval.shape}"
+        )
+    for name, arr in (("X", X), ("y", y), ("X_eval", X_eval)):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or inf; clean or drop those entries")
+    if model.loss.labels == "pm1" and not np.all(np.isin(y, (-1.0, 1.0))):
+        raise ValueError(f"loss {model.loss.name!r} needs labels in {{-1, +1}}; got values {np.unique(y)[:5]}")
+    return X, y, X_eval
+
+
+def check_batches(batches, m: int, steps: int) -> list[np.ndarray]:
+    """Validate a batch schedule; ``None`` means full batch at every step.
+
+    Parameters
+    ----------
+    batches : sequence of index arrays, or None
+        At least ``steps`` entries (extra ones are ignored); each a non-empty 1-d
+        array of distinct integer indices in [0, m).
+    m : int
+        Number of training inputs.
+    steps : int
+        T >= 0.
+
+    Returns
+    -------
+    list of ``steps`` sorted int64 arrays of distinct indices in [0, m).
+
+    Examples
+    --------
+    >>> [b.tolist() for b in check_batches([[2, 0], [1]], m=3, steps=2)]
+    [[0, 2], [1]]
+    """
+    steps = check_int("steps", steps, 0)
+    if batches is None:
+        return [np.arange(m)] * steps
+    batches = list(batches)
+    if len(batches) < steps:
+        raise ValueError(f"batches has {len(batches)} entries but steps = {steps}; give one index array per step")
+    out = []
+    for t, b in enumerate(batches[:steps]):
+        b = np.asarray(b)
+        if b.ndim != 1 or b.size == 0 or not np.issubdtype(b.dtype, np.integer):
+            raise ValueError(f"batches[{t}] must be a non-empty 1-d array of integer indices, got {_show(b)}")
+        if b.min() < 0 or b.max() >= m:
+            raise ValueError(f"batches[{t}] has indices outside [0, {m}) (m = number of training inputs)")
+        if np.unique(b).size != b.size:
+            raise ValueError(f"batches[{t}] repeats an index; a batch is a set of training inputs")
+        out.append(np.sort(b).astype(np.int64))
+    return out
