@@ -237,7 +237,7 @@ def test_bases_outgrowing_memory_raise_with_the_step(monkeypatch):
     X, y, model = _paper_problem()
     kw = dict(steps=40, particles=4000, groups=1, basis_tol=1e-6, progress=False, threads=1)
     need = zlimit.estimate_memory(model, 10, 10, 40, 4000, 1, [np.arange(10)] * 40)
-    monkeypatch.setattr(engine, "_available_memory", lambda: int(need / 0.8) + 4 * 2**20)
+    monkeypatch.setattr(engine, "available_memory", lambda: int(need / 0.8) + 4 * 2**20)
     with pytest.raises(zlimit.ResourceError, match=r"outgrew .* \(group 0, step \d+\)"):
         zlimit.simulate(model, X, y, **kw)
 

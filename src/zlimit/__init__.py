@@ -1,6 +1,9 @@
 """zlimit: the infinite-width μP limit of deep MLPs, by Monte Carlo over Z variables.
 
-The maths every function follows is ``docs/z-recursions.md``.
+The maths every function follows is ``docs/z-recursions.md``. The public modules
+are this one, :mod:`zlimit.diagnostics`, :mod:`zlimit.datasets`, :mod:`zlimit.io`,
+:mod:`zlimit.compare` and :mod:`zlimit.plot`; modules whose names start with an
+underscore are private.
 
 >>> import numpy as np, zlimit
 >>> X, y = zlimit.datasets.gaussian(4, 3, seed=0)
@@ -12,18 +15,18 @@ True
 """
 from . import datasets, diagnostics
 from ._activations import Activation
-from ._engine import estimate_memory, simulate
+from ._api import simulate, train_finite
+from ._engine import estimate_memory
 from ._errors import DivergenceError, MonteCarloWarning, NumericalError, ResourceError
-from ._finite import train_finite
-from .io import load
+from ._finite import init_weights, layer_scales
 from ._losses import Loss
 from ._model import MLP, batch_schedule
 from ._results import Run
-
-__version__ = "0.1.0"
+from ._version import __version__
+from .io import load, save
 
 __all__ = [
-    "MLP", "Activation", "Loss", "Run", "batch_schedule", "simulate", "train_finite",
-    "estimate_memory", "load", "datasets", "diagnostics", "DivergenceError", "MonteCarloWarning", "NumericalError", "ResourceError",
-    "__version__",
+    "MLP", "Activation", "Loss", "Run", "batch_schedule", "simulate", "train_finite", "init_weights",
+    "layer_scales", "estimate_memory", "load", "save", "datasets", "diagnostics", "DivergenceError",
+    "MonteCarloWarning", "NumericalError", "ResourceError", "__version__",
 ]

@@ -15,25 +15,25 @@ with no history of particles.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import scipy.special
 import scipy.stats.qmc
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from ._errors import DivergenceError, MonteCarloWarning, NumericalError, ResourceError
+from ._errors import MonteCarloWarning, NumericalError, ResourceError
 from ._gaussian import ORTHOGONALITY_LIMIT, GaussianBasis, MemoryBudget
 from ._kernels import apply_pair, fill_normals, stream_key
-from ._model import MLP, check_batches, check_data, error_signal, total_loss
-from ._results import Run
+from ._memory import available_memory
+from ._driver import Backward, Forward, Recorder, assemble, diverged, run_sgd
+from ._model import MLP
+from ._results import Run, key
 
-__all__ = ["simulate", "estimate_memory"]
+__all__ = ["simulate_mc", "estimate_memory", "initial_features"]
 
 #: warn when the groups' feature norms vary this many times more than sampling allows
 DRIFT_LIMIT = 1000.0
@@ -52,6 +52,12 @@ class _Config:
     gradient_independence: bool
     record_steps: tuple[int, ...]
     qmc: bool = False
+
+    @classmethod
+    def of(cls, s) -> _Config:
+        """The per-group view of :class:`zlimit._api.LimitSettings` ``s``."""
+        return cls(s.particles // s.groups, s.groups, s.seed, s.basis_tol, s.dtype, s.gradient_independence,
+                   s.record_steps, s.qmc)
 
 
 #: steps between checks of the bases' orthogonality (and the last step is checked)
@@ -215,11 +221,19 @@ def _base_normals(rows: int, n: int, dtype, cfg: _Config, group: int) -> np.ndar
 
 
 class _Group:
-    """One independent simulation of N/G particles: maths §2 for every step."""
+    """One independent simulation of N/G particles: maths §2 for every step.
+
+    A :class:`zlimit._driver.State`: :func:`zlimit._driver.run_sgd` calls
+    :meth:`forward`, :meth:`backward` and :meth:`update` in turn. Features are
+    particle arrays, one input per row, and E[Z Z'] is the particle mean.
+    """
+
+    exact_eval_cross = False  # evaluation directions are fresh at every step (see Recorder)
 
     def __init__(self, model: MLP, X: np.ndarray, X_all: np.ndarray, cfg: _Config, group: int,
                  caps: tuple[int, int, int], budget: MemoryBudget):
         self.model, self.cfg = model, cfg
+        self.label = f" (group {group})"
         self.m, self.M = X.shape[0], X_all.shape[0]
         n, dt = cfg.particles, cfg.dtype
         d = X.shape[1]
@@ -233,18 +247,27 @@ class _Group:
         self.w = model.sigma[-1] * g[-1]  # Z^{Ŵ_0} ~ N(0, σ_{L+1}²)
         self.hidden = [_HiddenLayer(l, model, cfg, group, caps, budget) for l in range(2, model.depth + 1)]
         self.readout_0: np.ndarray | None = None  # E_N[Ŵ_0 x^L_0], the control variate of §3
+        self.t = -1
+        self.hs = self.xs = self.dxs = self.dhs = None  # this step's features, for backward and update
 
-    def forward(self, t: int) -> tuple[list, list, list, dict]:
+    @staticmethod
+    def gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """E_N[Z^a Z^b] = a bᵀ/N for particle rows."""
+        return (a @ b.T).astype(np.float64) / a.shape[1]
+
+    def forward(self, t: int) -> Forward:
         """Forward pass at step t for all M inputs (maths §2, "Forward pass").
 
         Z^{h^1_t(ξ_a)} = Z^{h^1_0(ξ_a)} − η_1 Σ_{s<t} Σ_i χ_{s,i} (ξ_i·ξ_a/d) Z^{dh^1_s(ξ_i)},
-        Z^{x^l_t} = φ(Z^{h^l_t}), and Z^{h^l_t} for l ≥ 2 by :meth:`_HiddenLayer.forward`.
+        Z^{x^l_t} = φ(Z^{h^l_t}), Z^{h^l_t} for l ≥ 2 by :meth:`_HiddenLayer.forward`, and
+        f̊_t by :meth:`readout`. Keeps φ'(Z^{h^l_t}) for the backward pass.
 
         Returns
         -------
-        hs, xs, dxs : lists of L arrays (M, N): Z^{h^l_t}, Z^{x^l_t}, φ'(Z^{h^l_t})
-        novelty : {"fwd<l>": (M,)} residual norms against the forward bases
-        dropped : {"fwd<l>": (m,)} (‖ρ‖/‖x‖)² of training rows whose residual got no direction
+        Forward
+            hs, xs (M, N) per layer; f (M,); novelty {l: (M,)} residual norms against
+            the forward basis of W^l; dropped {l: (m,)} (‖ρ‖/‖x‖)² of training rows
+            whose residual got no direction.
 
         Raises
         ------
@@ -258,25 +281,25 @@ class _Group:
         for layer in [None] + self.hidden:
             if layer is not None:
                 labels = [_EVAL_LABEL + t * self.M + j for j in range(self.M)]
-                key = f"fwd{layer.layer}"
-                h, novelty[key], dropped[key] = layer.forward(xs[-1], self.m, labels)
+                l = layer.layer
+                h, novelty[l], dropped[l] = layer.forward(xs[-1], self.m, labels)
             if not np.isfinite(h).all():
-                raise DivergenceError(f"layer-{len(hs) + 1} features became non-finite at step {t}; the run "
-                                      f"diverges: use a smaller lr (now {self.model.lr}) or lr_mult")
+                raise diverged(f"layer-{len(hs) + 1} features h", t, self, self.model)
             x, dx = np.empty_like(h), np.empty_like(h)
             apply_pair(phi, dphi, h, x, dx)  # Z^{x^l_t} = φ(Z^{h^l_t})
             hs.append(h), xs.append(x), dxs.append(dx)
-        return hs, xs, dxs, novelty, dropped
+        self.t, self.hs, self.xs, self.dxs = t, hs, xs, dxs
+        return Forward(hs, xs, self.readout(xs[-1]), novelty, dropped)
 
     def readout(self, xL: np.ndarray) -> np.ndarray:
         """f̊_t(ξ_a) = E[Z^{Ŵ_t} Z^{x^L_t(ξ_a)}] − E_N[Ŵ_0 x^L_0] (the §3 control variate)."""
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported by the caller
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported by the driver
             raw = (xL @ self.w).astype(np.float64) / self.cfg.particles
         if self.readout_0 is None:
             self.readout_0 = raw.copy()
         return raw - self.readout_0
 
-    def backward(self, batch: np.ndarray, dxs: list) -> tuple[list, dict]:
+    def backward(self, batch: np.ndarray, chi: np.ndarray) -> Backward:
         """Backward pass for i ∈ B_t (maths §2, "Backward pass").
 
         Z^{dx^L_t(ξ_i)} = Z^{Ŵ_t}, Z^{dh^l_t} = Z^{dx^l_t} φ'(Z^{h^l_t}), and Z^{dx^{l−1}_t}
@@ -284,108 +307,85 @@ class _Group:
 
         Returns
         -------
-        dhs : list of L arrays (b, N), Z^{dh^l_t(ξ_i)} for the batch rows
-        novelty : {"bwd<l>": (b,)} residual norms against the backward bases
-        dropped : {"bwd<l>": (b,)} (‖ρ‖/‖x‖)² of rows whose residual got no direction
+        Backward
+            dh kernels (b, b) per layer; novelty {l: (b,)} residual norms against the
+            backward basis of W^l; dropped {l: (b,)} as in :meth:`forward`.
         """
         dx = np.broadcast_to(self.w, (len(batch), self.w.size))  # Z^{dx^L_t} = Z^{Ŵ_t}
         dhs, novelty, dropped = [None] * self.model.depth, {}, {}
         for l in range(self.model.depth, 0, -1):
-            dh = dx * dxs[l - 1][batch]  # Z^{dh^l} = Z^{dx^l} φ'(Z^{h^l})
+            dh = dx * self.dxs[l - 1][batch]  # Z^{dh^l} = Z^{dx^l} φ'(Z^{h^l})
             dhs[l - 1] = dh
             if l >= 2:
-                dx, novelty[f"bwd{l}"], dropped[f"bwd{l}"] = self.hidden[l - 2].backward(dh)
-        return dhs, novelty, dropped
+                dx, novelty[l], dropped[l] = self.hidden[l - 2].backward(dh)
+        self.dhs = dhs
+        return Backward([self.gram(dh, dh) for dh in dhs], novelty, dropped)
 
-    def update(self, batch: np.ndarray, chi: np.ndarray, xL: np.ndarray, dh1: np.ndarray) -> None:
+    def update(self, batch: np.ndarray, chi: np.ndarray) -> None:
         """Fold step t into the operators: Ŵ, the first-layer sum P1 and each A_l.
 
         Z^{Ŵ_{t+1}} = Z^{Ŵ_t} − η_{L+1} Σ_i χ_{t,i} Z^{x^L_t(ξ_i)} (maths §2, backward pass);
         P1 += Σ_i χ_{t,i} Z^{dh^1_t(ξ_i)}, the sum the first-layer forward equation reads;
-        A_l as in :meth:`_HiddenLayer.accumulate` (maths §3, the operator D_l).
+        A_l as in :meth:`_HiddenLayer.accumulate` (maths §3, the operator D_l = V A_l).
         """
         chi_b = chi[batch]
-        self.w -= (self.model.eta[-1] * chi_b).astype(self.w.dtype) @ xL[batch]  # Z^{Ŵ_{t+1}}
-        self.P1[batch] += chi_b[:, None].astype(self.P1.dtype) * dh1
+        self.w -= (self.model.eta[-1] * chi_b).astype(self.w.dtype) @ self.xs[-1][batch]  # Z^{Ŵ_{t+1}}
+        self.P1[batch] += chi_b[:, None].astype(self.P1.dtype) * self.dhs[0]
         for layer in self.hidden:
             layer.accumulate(chi_b, batch)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the Gaussian bases of this group's hidden matrices."""
+        return sum(layer.nbytes for layer in self.hidden)
 
-class _Recorder:
-    """Collects one group's trajectory into the arrays of :class:`~zlimit.Run`.
 
-    Evaluation inputs get fresh Gaussian directions at every step, so their Ẑ at
-    step s has the exact joint law with every training Z up to step s, but not with
-    later steps. Cross-step entries E[Z_s(ξ_e) Z_t(·)], t > s, of an evaluation
-    input ξ_e in layers l >= 2 are therefore left NaN rather than reported wrong
-    (same-step kernels, outputs and layer 1 are exact; ``method="exact"`` has all).
+def initial_features(model: MLP, X_all: np.ndarray, cfg: _Config, group: int) -> tuple[list, list, list]:
+    """Z^{h^l_0}, Z^{x^l_0} and φ'(Z^{h^l_0}) of group ``group`` for all inputs, (M, N) per layer.
 
-    ``bases`` holds, per Gaussian process ``{side}{l}`` and step: ``size_`` (directions
-    held after the step), ``dropped_`` (vectors whose nonzero residual got no
-    direction), ``dropped_mass_`` (their Σ(‖ρ‖/‖x‖)²) and ``orthogonality_`` (max|UUᵀ/N − I|
-    where it was checked, NaN elsewhere). ``spread`` holds, per layer and step, the
-    per-particle variance of the mean over training inputs of (Z^{h^l_t})², for the
-    drift check.
+    Step 0 of the μP limit is the initialisation, shared by every parametrization of
+    maths §5 at n → ∞; the NTK limit (:mod:`zlimit._ntk`) reads its kernels from it.
+    """
+    M = X_all.shape[0]
+    state = _Group(model, X_all, X_all, cfg, group, caps=(M, 1, M), budget=MemoryBudget(math.inf))
+    fw = state.forward(0)
+    return fw.hs, fw.xs, state.dxs
+
+
+class _Monitor:
+    """The engine's hook after each step of a group (``run_sgd``'s ``on_step``).
+
+    Records the basis statistics of maths §3 into ``recorder.bases`` — ``size_``
+    (directions held after the step), ``dropped_`` and ``dropped_mass_`` (filled by the
+    recorder from each pass), ``orthogonality_`` (max|UUᵀ/N − I| where checked, NaN
+    elsewhere) — and ``spread``, per layer and step the per-particle variance of the
+    mean over training inputs of (Z^{h^l_t})², for the drift check. Every
+    ``CHECK_EVERY`` steps and at the last it checks the bases' orthogonality. Then it
+    advances the progress bar and calls the user's ``on_step(group, t)``.
     """
 
-    def __init__(self, depth: int, steps: int, m: int, M: int, record_steps: tuple[int, ...]):
-        self.record_steps, self.m = record_steps, m
-        nan = np.nan
-        self.outputs = np.full((steps + 1, M), nan)
-        self.loss = np.full(steps + 1, nan)
-        self.chi = np.zeros((steps, m))
-        self.kernels, self.cross, self.novelty, self.kept, self.bases = {}, {}, {}, {}, {}
-        self.spread = np.full((depth, steps + 1), nan)
-        for l in range(1, depth + 1):
-            for kind in ("h", "x"):
-                self.kernels[f"{kind}{l}"] = np.full((steps + 1, M, M), nan)
-                self.cross[f"{kind}{l}"] = np.full((len(record_steps), steps + 1, M, M), nan)
-            self.kernels[f"dh{l}"] = np.full((steps, m, m), nan)
-            if l >= 2:
-                self.novelty[f"fwd{l}"] = np.full((steps + 1, M), nan)
-                self.novelty[f"bwd{l}"] = np.full((steps + 1, M), nan)
-                for side in ("fwd", "bwd"):
-                    for stat in ("size", "dropped", "dropped_mass"):
-                        self.bases[f"{stat}_{side}{l}"] = np.zeros(steps + 1)
-                    self.bases[f"orthogonality_{side}{l}"] = np.full(steps + 1, nan)
+    def __init__(self, rec: Recorder, state: _Group, group: int, steps: int, bar, on_step):
+        self.group, self.steps, self.bar, self.on_step = group, steps, bar, on_step
+        self.done = -1  # last completed step
+        rec.spread = np.full((state.model.depth, steps + 1), np.nan)
+        for layer in state.hidden:
+            for side in ("fwd", "bwd"):
+                for stat in ("size", "dropped", "dropped_mass"):
+                    rec.bases[key(side, layer.layer, stat)] = np.zeros(steps + 1)
+                rec.bases[key(side, layer.layer, "orthogonality")] = np.full(steps + 1, np.nan)
+
+    def __call__(self, t: int, state: _Group, rec: Recorder) -> None:
+        for l, h in enumerate(state.hs):
+            rec.spread[l, t] = np.var((h[: state.m] ** 2).mean(axis=0))
+        self.check_bases(t, state.hidden, rec, t % CHECK_EVERY == 0 or t == self.steps)
+        self.done = t
+        self.bar.update(1)
+        if self.on_step is not None:
+            self.on_step(self.group, t)
 
     @staticmethod
-    def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return (a @ b.T).astype(np.float64) / a.shape[1]
-
-    def features(self, t: int, hs: list, xs: list) -> None:
-        """E[Z Z'] at step t, and against the kept steps s <= t."""
-        for l, h in enumerate(hs):
-            self.spread[l, t] = np.var((h[: self.m] ** 2).mean(axis=0))
-        for l, (h, x) in enumerate(zip(hs, xs), start=1):
-            for kind, v in (("h", h), ("x", x)):
-                key = f"{kind}{l}"
-                self.kernels[key][t] = self._gram(v, v)
-                if t in self.record_steps:
-                    self.kept[(key, t)] = v.copy()
-                for r, s in enumerate(self.record_steps):
-                    if s <= t:
-                        self.cross[key][r, t] = self._gram(self.kept[(key, s)], v)
-                        if t > s and l >= 2:  # see the class docstring
-                            self.cross[key][r, t, self.m:] = np.nan
-
-    def gradients(self, t: int, batch: np.ndarray, dhs: list) -> None:
-        for l, dh in enumerate(dhs, start=1):
-            self.kernels[f"dh{l}"][t][np.ix_(batch, batch)] = self._gram(dh, dh)
-
-    def novel(self, t: int, novelty: dict, dropped: dict, batch: np.ndarray | None = None) -> None:
-        """Residual norms of the vectors added at step t, and what truncation dropped."""
-        for key, rho in novelty.items():
-            if batch is None:
-                self.novelty[key][t] = rho
-            else:
-                self.novelty[key][t, batch] = rho
-        for key, mass in dropped.items():
-            self.bases[f"dropped_{key}"][t] += np.count_nonzero(mass)
-            self.bases[f"dropped_mass_{key}"][t] += mass.sum()
-
-    def check_bases(self, t: int, hidden: list, check: bool) -> None:
-        """Basis sizes after step t; every ``CHECK_EVERY`` steps, the orthogonality invariant.
+    def check_bases(t: int, hidden: list, rec: Recorder, check: bool) -> None:
+        """Basis sizes after step t and, when ``check``, the orthogonality invariant.
 
         Raises
         ------
@@ -394,11 +394,10 @@ class _Recorder:
         """
         for layer in hidden:
             for side, basis in (("fwd", layer.fwd), ("bwd", layer.bwd)):
-                key = f"{side}{layer.layer}"
-                self.bases[f"size_{key}"][t] = basis.size
+                rec.bases[key(side, layer.layer, "size")][t] = basis.size
                 if check:
                     err = basis.orthogonality_error()
-                    self.bases[f"orthogonality_{key}"][t] = err
+                    rec.bases[key(side, layer.layer, "orthogonality")][t] = err
                     limit = ORTHOGONALITY_LIMIT[basis.basis.dtype]
                     if not err <= limit:
                         raise NumericalError(
@@ -442,154 +441,20 @@ def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, grou
     return int(min(threads, groups) * (bases + features) + records)
 
 
-def _available_memory() -> int:
-    """MemAvailable from /proc/meminfo, or total physical memory elsewhere."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+def simulate_mc(model: MLP, data, settings, on_step=None) -> Run:
+    """The Monte Carlo μP limit (maths §2–§3): G independent groups on worker threads.
 
-
-def _check_settings(particles, groups, tol, dtype, record_steps, steps) -> tuple[np.dtype, tuple[int, ...]]:
-    for name, v, lo in (("particles", particles, 2), ("groups", groups, 1)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-    if particles // groups < 2:
-        raise ValueError(f"particles = {particles} is too few for groups = {groups}; give each group >= 2")
-    if isinstance(tol, bool) or not (isinstance(tol, (float, int)) and 0 <= tol < 1):
-        raise ValueError(f"basis_tol must be a number in [0, 1), got {tol!r}")
-    if dtype not in ("float64", "float32", np.float64, np.float32):
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    steps_list = sorted({0, *[int(s) for s in record_steps]})
-    if steps_list[-1] > steps or steps_list[0] < 0:
-        raise ValueError(f"record_steps must lie in [0, steps = {steps}], got {tuple(record_steps)}")
-    return np.dtype(dtype), tuple(steps_list)
-
-
-def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: int = 0, X_eval=None,
-             batches=None, groups: int = 8, dtype: str = "float64", progress: bool = True,
-             method: str = "mc", gradient_independence: bool = False, basis_tol: float | None = None,
-             record_steps=(0,), parametrization: str = "mup", threads: int | None = None,
-             qmc: bool = False, on_step=None) -> Run:
-    """The infinite-width μP limit of ``model`` trained by SGD on (X, y).
-
-    Parameters
-    ----------
-    model : MLP
-    X : array_like (m, d), y : array_like (m,)
-        Training inputs and targets.
-    steps : int
-        T, the number of SGD steps.
-    particles : int
-        N, the total number of Monte Carlo particles.
-    seed : int
-        Same seed, same bits, whatever the thread count.
-    X_eval : array_like (m_eval, d), optional
-        Evaluation inputs: observed at every step, never trained on.
-    batches : list of index arrays, optional
-        One per step (see :func:`zlimit.batch_schedule`); None is full batch.
-    groups : int
-        G independent particle groups of N/G particles; standard errors come from
-        their spread (G >= 2 for error bars).
-    dtype : {"float64", "float32"}
-        Storage and arithmetic of particle arrays. float32 halves memory but is not
-        faster here (its reductions need the larger default ``basis_tol``).
-    progress : bool
-        Show a progress bar.
-    method : {"mc", "exact"}
-        "exact" runs the deterministic linear-network limit (activation "linear").
-    gradient_independence : bool
-        Ablation: drop every Ż term (maths §2), i.e. assume gradient independence.
-    basis_tol : float, optional
-        A vector whose residual ‖ρ‖ is at most basis_tol·‖x‖ adds no Gaussian
-        direction (its ρ is dropped from Ẑ; ``Run.bases`` reports how many vectors
-        and their Σ(‖ρ‖/‖x‖)² per basis and step). Default 1e-3 for float64 and 1e-2
-        for float32, whose round-off otherwise enters as spurious directions. Once
-        training converges the features stop moving and no directions are added, so
-        the cost of a step stops growing. Measured on the paper's problem (digits,
-        depth-3 SiLU, lr 0.1, docs/performance.md): at 1e-3 the bases hold at most 270
-        directions after 1000 steps, and λ_min of the layer-2 space-time Gram is within
-        1 % of the untruncated value (1e-6) at T = 100; 1e-2 halves the directions and
-        lowers that λ_min by 5 %.
-    record_steps : sequence of int
-        Steps whose features are kept to give cross-step kernels (0 is always kept).
-    threads : int, optional
-        Groups simulated at once, on worker threads (default ``NUMBA_NUM_THREADS``).
-        Memory grows with it; the numbers do not change.
-    qmc : bool
-        Draw the input-layer and readout Gaussians (Z^{h^1_0}, Z^{Ŵ_0}) by scrambled
-        Sobol points (randomised QMC) instead of i.i.d.; a variance reduction that
-        matters most for shallow nets (``docs/performance.md``).
-    on_step : callable, optional
-        Called as ``on_step(group, t)`` after step t of each group (from the thread
-        that runs the group): for timing, logging or custom progress.
-    parametrization : {"mup", "ntk"}
-        "ntk" gives the kernel limit of the same model for contrast (:mod:`zlimit.ntk`):
-        features frozen at initialisation, f moved by kernel gradient descent.
-
-    Returns
-    -------
-    Run
-        ``outputs`` (T+1, M) f̊_t with ``outputs_se``, ``loss``, ``error_signals``,
-        ``kernel(l, kind)``, ``novelty`` and ``bases`` (maths §3); ``meta`` has
-        ``peak_basis_bytes``.
-
-    Raises
-    ------
-    ValueError
-        For invalid data or settings.
-    ResourceError
-        When the run would need more memory than the machine has: at the start, or
-        when the growing bases would pass 80 % of the memory available at the start
-        (the message names the group and step).
-    DivergenceError
-        When f̊, the loss or a feature becomes non-finite.
-    NumericalError
-        When a basis loses orthogonality (checked every ``CHECK_EVERY`` steps).
-
-    Warns
-    -----
-    MonteCarloWarning
-        When a basis holds more than a tenth as many directions as a group has
-        particles, or when the groups' feature norms drift apart much faster than
-        sampling noise allows (each names the step and what to change).
-
-    Examples
-    --------
-    >>> import numpy as np, zlimit
-    >>> X = np.array([[1.0, 0.0], [0.6, 0.8]]); y = np.array([1.0, -1.0])
-    >>> model = zlimit.MLP(depth=2, activation="tanh", lr=0.5)
-    >>> run = zlimit.simulate(model, X, y, steps=3, particles=20_000, progress=False)
-    >>> run.outputs.shape
-    (4, 2)
+    Called by :func:`zlimit.simulate` with validated ``data`` (:class:`zlimit._api.Data`)
+    and ``settings`` (:class:`zlimit._api.LimitSettings`); see it for the parameters,
+    the errors and the warnings.
     """
-    if method == "exact":
-        from ._exact import simulate_exact
-
-        return simulate_exact(model, X, y, steps=steps, X_eval=X_eval, batches=batches,
-                              record_steps=record_steps)
-    if method != "mc":
-        raise ValueError(f"method must be 'mc' or 'exact', got {method!r}")
-    if parametrization not in ("mup", "ntk"):
-        raise ValueError(f"parametrization must be 'mup' (the feature-learning limit) or 'ntk', got {parametrization!r}")
-    X, y, X_eval = check_data(model, X, y, X_eval)
-    batches = check_batches(batches, X.shape[0], steps)
-    if basis_tol is None:
-        basis_tol = 1e-2 if dtype in ("float32", np.float32) else 1e-3
-    dt, record_steps = _check_settings(particles, groups, basis_tol, dtype, record_steps, steps)
-    m, M = X.shape[0], X.shape[0] + X_eval.shape[0]
-    cfg = _Config(particles // groups, groups, int(seed), float(basis_tol), dt,
-                  bool(gradient_independence), record_steps, bool(qmc))
-    threads = numba.config.NUMBA_NUM_THREADS if threads is None else threads
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
-    bases, features, records = _memory_parts(model, m, M, steps, particles, groups, batches, dt, record_steps)
-    live = min(threads, groups)
-    need, have = live * (bases + features) + records, _available_memory()
+    s = settings
+    m, M, steps, batches = data.m, data.M, s.steps, list(data.batches)
+    cfg = _Config.of(s)
+    bases, features, records = _memory_parts(model, m, M, steps, s.particles, s.groups, batches, s.dtype,
+                                             s.record_steps)
+    live = min(s.threads, s.groups)
+    need, have = live * (bases + features) + records, available_memory()
     if need > 0.8 * have:
         raise ResourceError(
             f"this run needs about {need / 2**30:.1f} GiB at its start but {have / 2**30:.1f} GiB is available; "
@@ -597,31 +462,20 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int = 100_000, seed: in
         )
     budget = MemoryBudget(0.8 * have - live * features - records)
     caps = _capacities(m, batches, steps, cfg.particles)
-    X_all = np.vstack([X, X_eval])
-    if parametrization == "ntk":
-        from ._ntk import simulate_ntk
-
-        return simulate_ntk(model, X, X_all, y, batches, steps, cfg, progress)
-    run_group = lambda g: _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar, on_step)
-    with tqdm(total=groups * (steps + 1), disable=not progress, desc="zlimit.simulate", unit="step") as bar, \
-            threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(threads, groups)) as pool:
-        recs = list(pool.map(run_group, range(groups)))
-    meta = {"kind": "limit", "method": "mc", "seed": int(seed), "steps": int(steps), "m": m,
-            "m_eval": M - m, "particles": int(particles), "groups": int(groups), "dtype": dt.name,
-            "gradient_independence": bool(gradient_independence), "basis_tol": float(basis_tol),
-            "qmc": bool(qmc),
+    X_all = data.X_all
+    run_group = lambda g: _run_group(model, data.X, X_all, data.y, batches, cfg, g, caps, budget, steps, bar, on_step)
+    with tqdm(total=s.groups * (steps + 1), disable=not s.progress, desc="zlimit.simulate", unit="step") as bar, \
+            threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(live) as pool:
+        recs = list(pool.map(run_group, range(s.groups)))
+    meta = {"kind": "limit", "method": "mc", "parametrization": "mup", "seed": s.seed, "steps": steps, "m": m,
+            "m_eval": M - m, "particles": s.particles, "groups": s.groups, "dtype": s.dtype.name,
+            "gradient_independence": s.gradient_independence, "basis_tol": s.basis_tol, "qmc": s.qmc,
             "peak_basis_bytes": int(budget.peak)}
-    stack = lambda name: {k: np.stack([getattr(r, name)[k] for r in recs]) for k in getattr(recs[0], name)}
-    run = Run(model=model, meta=meta,
-              outputs_groups=np.stack([r.outputs for r in recs]),
-              loss_groups=np.stack([r.loss for r in recs]),
-              error_signals_groups=np.stack([r.chi for r in recs]),
-              kernels=stack("kernels"), cross=stack("cross"), record_steps=record_steps,
-              novelty=stack("novelty"), bases=stack("bases"))
+    run = assemble(model, meta, recs)
     drift = _drift_ratios(run, np.stack([r.spread for r in recs]), cfg.particles)
     run.meta["drift_ratio"] = [float(np.nanmax(r)) if r.size else math.nan for r in drift]
     for message in _monte_carlo_warnings(run, drift, cfg.particles):
-        warnings.warn(message, MonteCarloWarning, stacklevel=2)
+        warnings.warn(message, MonteCarloWarning, stacklevel=3)
     return run
 
 
@@ -639,7 +493,7 @@ def _drift_ratios(run: Run, spread: np.ndarray, n: int) -> np.ndarray:
     if run.groups < 2:
         return np.zeros((run.model.depth, 0))
     m = run.m
-    norms = np.stack([np.einsum("gtaa->gta", run.kernels[f"h{l}"][:, :, :m, :m]).mean(axis=2)
+    norms = np.stack([np.einsum("gtaa->gta", run.kernel_groups(l, "h")[:, :, :m, :m]).mean(axis=2)
                       for l in range(1, run.model.depth + 1)], axis=1)  # (G, L, T+1)
     return norms.var(axis=0, ddof=1) / (spread.mean(axis=0) / n)
 
@@ -655,11 +509,11 @@ def _monte_carlo_warnings(run: Run, drift: np.ndarray, n: int) -> list[str]:
       (:func:`_drift_ratios`): the groups then follow different trajectories.
     """
     out = []
-    for key in sorted(k for k in run.bases if k.startswith("size_")):
-        size = run.bases[key]
+    for l, side in ((l, side) for l in range(2, run.model.depth + 1) for side in ("fwd", "bwd")):
+        size = run.bases[key(side, l, "size")]
         over = np.argwhere(size > n / 10)
         if over.size:
-            out.append(f"the {key[5:8]} Gaussian basis of W^{key[8:]} held {int(size.max())} directions for {n} "
+            out.append(f"the {side} Gaussian basis of W^{l} held {int(size.max())} directions for {n} "
                        f"particles per group (from step {int(over[:, 1].min())}): Stein estimates are noisy unless "
                        "particles/groups >> directions; use more particles, fewer groups or a larger basis_tol")
     for l, ratio in enumerate(drift, start=1):
@@ -671,46 +525,14 @@ def _monte_carlo_warnings(run: Run, drift: np.ndarray, n: int) -> list[str]:
     return out
 
 
-def _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar, on_step=None) -> _Recorder:
-    """Simulate group g over all steps and record its trajectory."""
-    m, M = X.shape[0], X_all.shape[0]
+def _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar, on_step=None) -> Recorder:
+    """Simulate group g over all steps with :func:`zlimit._driver.run_sgd` and record its trajectory."""
     state = _Group(model, X, X_all, cfg, g, caps, budget)
-    rec = _Recorder(model.depth, steps, m, M, cfg.record_steps)
+    rec = Recorder(model.depth, steps, X.shape[0], X_all.shape[0], cfg.record_steps)
+    monitor = _Monitor(rec, state, g, steps, bar, on_step)
     try:
-        for t in range(steps + 1):
-            _step(state, rec, t, steps, model, y, batches, cfg, g)
-            bar.update(1)
-            if on_step is not None:
-                on_step(g, t)
+        return run_sgd(state, model, y, batches, steps, rec, monitor)
     except ResourceError as exc:
-        raise ResourceError(f"{exc} (group {g}, step {t})") from None
+        raise ResourceError(f"{exc} (group {g}, step {monitor.done + 1})") from None
     finally:
-        budget.release(sum(layer.nbytes for layer in state.hidden))
-    return rec
-
-
-def _step(state: _Group, rec: _Recorder, t: int, steps: int, model: MLP, y, batches, cfg: _Config,
-          g: int) -> None:
-    """Step t of one group: forward pass and f̊_t, then (t < T) backward pass and update."""
-    m = state.m
-    hs, xs, dxs, novelty, dropped = state.forward(t)
-    f = state.readout(xs[-1])
-    with np.errstate(over="ignore", invalid="ignore"):  # reported just below
-        loss = total_loss(model, f[:m], y)
-    if not (np.all(np.isfinite(f)) and np.isfinite(loss)):
-        raise DivergenceError(
-            f"f̊ or the loss became non-finite at step {t} (group {g}); the run diverges: use a smaller lr "
-            f"(now {model.lr}) or lr_mult"
-        )
-    rec.outputs[t], rec.loss[t] = f, loss
-    rec.features(t, hs, xs)
-    rec.novel(t, novelty, dropped)
-    if t < steps:
-        batch = batches[t]
-        chi = error_signal(model, f[:m], y, batch)  # χ̊_{t,i}
-        rec.chi[t] = chi
-        dhs, bnovelty, bdropped = state.backward(batch, dxs)
-        rec.gradients(t, batch, dhs)
-        rec.novel(t, bnovelty, bdropped, batch)
-        state.update(batch, chi, xs[-1], dhs[0])
-    rec.check_bases(t, state.hidden, t % CHECK_EVERY == 0 or t == steps)
+        budget.release(state.nbytes)

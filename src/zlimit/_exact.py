@@ -23,16 +23,15 @@ steps, so cross-step kernels that involve evaluation inputs are exact too.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ._driver import FEATURES, Backward, Forward, Recorder, assemble, run_sgd
 from ._errors import DivergenceError
-from ._model import MLP, check_batches, check_data, error_signal, total_loss
-from ._results import Run
+from ._model import MLP
+from ._results import Run, key
 
-__all__ = ["simulate_exact"]
+__all__ = ["simulate_exact", "ExactState"]
 
 #: A vector adds a Gram–Schmidt direction when ‖ρ‖ > _TOL · ‖x‖ (maths §3).
 _TOL = 1e-10
@@ -339,27 +338,6 @@ class _Hidden:
         return h, _novelty(self.fwd, x, K)
 
 
-@dataclass
-class _Trace:
-    """The training trajectory, everything the evaluation replay needs."""
-
-    width: int
-    inputs: _Process
-    h1_0: np.ndarray  # (m, width) Z^{h^1_0(ξ_i)}
-    hd1: np.ndarray  # (rows, width) χ_{s,i} Z^{dh^1_s(ξ_i)}
-    hd1_input: np.ndarray  # (rows,) i of each row
-    hd1_rows: list  # rows at the forward pass of each step
-    w_hat: list  # Z^{Ŵ_t}, t = 0..T
-    hidden: list
-    features: list  # features[t][l-1] = Z^{h^l_t(ξ_i)}, (m, width); kept steps only unless needed
-    outputs: np.ndarray
-    loss: np.ndarray
-    chi: np.ndarray
-    kernels: dict = field(default_factory=dict)
-    cross: dict = field(default_factory=dict)
-    novelty: dict = field(default_factory=dict)
-
-
 # ---------------------------------------------------------------------- training
 def _capacities(model: MLP, m: int, d: int, batches: list, steps: int) -> tuple[int, int, int]:
     """Most directions per forward process, per backward process, and base normals in all.
@@ -373,19 +351,6 @@ def _capacities(model: MLP, m: int, d: int, batches: list, steps: int) -> tuple[
     return k_cap, j_cap, min(m, d) + 1 + (model.depth - 1) * (k_cap + j_cap)
 
 
-def _new_records(model: MLP, steps: int, m: int, M: int, R: int) -> tuple[dict, dict, dict]:
-    """NaN-filled kernel, cross-kernel and novelty arrays in the layout of :class:`Run`."""
-    kernels, cross, novelty = {}, {}, {}
-    for l in range(1, model.depth + 1):
-        kernels[f"h{l}"] = np.full((steps + 1, M, M), np.nan)
-        kernels[f"dh{l}"] = np.full((steps, m, m), np.nan)
-        cross[f"h{l}"] = np.full((R, steps + 1, M, M), np.nan)
-        if l >= 2:
-            novelty[f"fwd{l}"] = np.full((steps + 1, M), np.nan)
-            novelty[f"bwd{l}"] = np.full((steps + 1, M), np.nan)
-    return kernels, cross, novelty
-
-
 def _grown(run, upper: int):
     """``run(width)`` with width = _FIRST_WIDTH, doubled up to ``upper`` while it is short."""
     width = min(upper, _FIRST_WIDTH)
@@ -394,133 +359,138 @@ def _grown(run, upper: int):
             return run(width)
         except _Full:
             if width >= upper:
-                raise RuntimeError("simulate_exact ran out of base normals; this is a bug") from None
+                raise RuntimeError("the exact limit ran out of base normals; this is a bug") from None
             width = min(2 * width, upper)
 
 
-def _train(model: MLP, X: np.ndarray, y: np.ndarray, batches: list, steps: int,
-           record_steps: tuple, M: int, keep_all: bool, width: int) -> _Trace:
-    """Maths §2 for the training inputs, steps 0..T, in exact coefficient arithmetic.
+class ExactState:
+    """Maths §2 for the training inputs in exact coefficient arithmetic: a
+    :class:`zlimit._driver.State` whose features are coefficient vectors over ``width``
+    base normals (rows), with E[Z Z'] the dot product.
 
-    Evaluation inputs are not seen here; only the record arrays are sized for M.
-    ``width`` is the number of base normals allocated (:class:`_Full` if short).
+    Evaluation inputs are not seen here (the forward pass returns the m training
+    rows); :func:`_evaluate` replays them afterwards from what this state kept:
+    Z^{Ŵ_t} (``w_hats``), the features of every step (``features``, kept steps only
+    unless ``keep_all``), the first-layer history and each hidden layer's history.
+    Raises :class:`_Full` when ``width`` base normals are too few.
     """
-    m, d = X.shape
-    L = model.depth
-    k_cap, j_cap, _ = _capacities(model, m, d, batches, steps)
-    normals = _Normals(width)
-    # Z^{h^1_0(ξ_i)}: Cov σ_1² ξ_i·ξ_j/d, through an orthonormal basis of the input span
-    inputs = _Process(model.sigma[0] / np.sqrt(d), d, min(m, d), normals, width)
-    h1_0 = inputs.add(X)[0]
-    # Z^{Ŵ_0} ~ N(0, σ_{L+1}²), its own base normal
-    w_hat = np.zeros(width)
-    w_hat[normals.new(1)] = model.sigma[L]
-    hidden = [_Hidden(l, model, normals, width, k_cap, j_cap) for l in range(2, L + 1)]
-    K1 = X @ X.T / d  # ξ_i·ξ_a/d
-    hd1, hd1_input, hd1_rows = np.zeros((j_cap, width)), np.zeros(j_cap, dtype=np.int64), []
-    kernels, cross, novelty = _new_records(model, steps, m, M, len(record_steps))
-    trace = _Trace(width, inputs, h1_0, hd1, hd1_input, hd1_rows, [], hidden, [],
-                   np.full((steps + 1, M), np.nan), np.full(steps + 1, np.nan), np.zeros((steps, m)),
-                   kernels, cross, novelty)
-    rows = 0
-    for t in range(steps + 1):
-        # forward pass: Z^{h^1_t(ξ_a)} = Z^{h^1_0(ξ_a)} − η_1 Σ_{s<t} Σ_i χ_{s,i} (ξ_i·ξ_a/d) Z^{dh^1_s(ξ_i)}
-        hd1_rows.append(rows)
-        h = h1_0 - model.eta[0] * (K1[hd1_input[:rows]].T @ hd1[:rows])
-        hs = [h]  # Z^{x^l_t} = φ(Z^{h^l_t}) = Z^{h^l_t}
-        for layer in hidden:
-            h, novelty[f"fwd{layer.layer}"][t, :m] = layer.forward(hs[-1])
+
+    exact_eval_cross = True
+    label = ""
+
+    def __init__(self, model: MLP, X: np.ndarray, batches: list, steps: int, record_steps: tuple,
+                 keep_all: bool, width: int):
+        m, d = X.shape
+        L = model.depth
+        self.model, self.width, self.record_steps, self.keep_all = model, width, record_steps, keep_all
+        k_cap, j_cap, _ = _capacities(model, m, d, batches, steps)
+        normals = _Normals(width)
+        # Z^{h^1_0(ξ_i)}: Cov σ_1² ξ_i·ξ_j/d, through an orthonormal basis of the input span
+        self.inputs = _Process(model.sigma[0] / np.sqrt(d), d, min(m, d), normals, width)
+        self.h1_0 = self.inputs.add(X)[0]
+        # Z^{Ŵ_0} ~ N(0, σ_{L+1}²), its own base normal
+        self.w_hat = np.zeros(width)
+        self.w_hat[normals.new(1)] = model.sigma[L]
+        self.hidden = [_Hidden(l, model, normals, width, k_cap, j_cap) for l in range(2, L + 1)]
+        self.K1 = X @ X.T / d  # ξ_i·ξ_a/d
+        self.hd1 = np.zeros((j_cap, width))  # χ_{s,i} Z^{dh^1_s(ξ_i)}
+        self.hd1_input = np.zeros(j_cap, dtype=np.int64)  # i of each row
+        self.hd1_rows: list[int] = []  # rows at the forward pass of each step
+        self.rows = 0
+        self.w_hats: list = []  # Z^{Ŵ_t}, t = 0..T
+        self.features: list = []  # features[t][l-1] = Z^{h^l_t(ξ_i)}, (m, width); kept steps only unless keep_all
+        self.hs = self.dhs = None
+
+    gram = staticmethod(lambda a, b: _gram(a, b))
+
+    def forward(self, t: int) -> Forward:
+        """Z^{h^1_t(ξ_i)} = Z^{h^1_0(ξ_i)} − η_1 Σ_{s<t} Σ_j χ_{s,j} (ξ_j·ξ_i/d) Z^{dh^1_s(ξ_j)},
+        Z^{h^l_t} by :meth:`_Hidden.forward`, Z^{x^l} = Z^{h^l} (φ(x) = x) and
+        f̊_t(ξ_i) = E[Z^{Ŵ_t} Z^{x^L_t(ξ_i)}]."""
+        model, rows = self.model, self.rows
+        self.hd1_rows.append(rows)
+        h = self.h1_0 - model.eta[0] * (self.K1[self.hd1_input[:rows]].T @ self.hd1[:rows])
+        hs, novelty = [h], {}
+        for layer in self.hidden:
+            h, novelty[layer.layer] = layer.forward(hs[-1])
             hs.append(h)
-        trace.w_hat.append(w_hat)
-        f = hs[-1] @ w_hat  # f̊_t(ξ_a) = E[Z^{Ŵ_t} Z^{x^L_t(ξ_a)}]
-        if not np.all(np.isfinite(f)):
-            raise DivergenceError(f"f̊ became non-finite at step {t}; use a smaller lr (now {model.lr}) or lr_mult")
-        trace.outputs[t, :m], trace.loss[t] = f, total_loss(model, f, y)
-        _record_train(trace, t, hs, record_steps, keep_all)
-        if t == steps:
-            break
-        batch = batches[t]
-        chi = error_signal(model, f, y, batch)  # χ̊_{t,i}
-        trace.chi[t] = chi
-        # backward pass: Z^{dx^L_t(ξ_i)} = Z^{Ŵ_t}; Z^{dh^l_t} = Z^{dx^l_t} φ' = Z^{dx^l_t}
-        dx = np.repeat(w_hat[None, :], len(batch), axis=0)
-        dhs = [None] * L
-        for l in range(L, 0, -1):
+        self.w_hats.append(self.w_hat)
+        self.features.append(hs if (self.keep_all or t in self.record_steps) else None)
+        self.hs = hs
+        return Forward(hs, hs, hs[-1] @ self.w_hat, novelty)
+
+    def backward(self, batch: np.ndarray, chi: np.ndarray) -> Backward:
+        """Z^{dx^L_t(ξ_i)} = Z^{Ŵ_t}; Z^{dh^l_t} = Z^{dx^l_t} φ' = Z^{dx^l_t}; Z^{dx^{l-1}_t} by
+        :meth:`_Hidden.backward`."""
+        dx = np.repeat(self.w_hat[None, :], len(batch), axis=0)
+        dhs, novelty = [None] * self.model.depth, {}
+        for l in range(self.model.depth, 0, -1):
             dhs[l - 1] = dx
-            kernels[f"dh{l}"][t][np.ix_(batch, batch)] = dx @ dx.T
             if l >= 2:
-                dx, novelty[f"bwd{l}"][t, batch] = hidden[l - 2].backward(dx)
-        # updates: Z^{Ŵ_{t+1}} = Z^{Ŵ_t} − η_{L+1} Σ_i χ_{t,i} Z^{x^L_t(ξ_i)}, and the histories
-        chi_b = chi[batch]
-        w_hat = w_hat - model.eta[L] * (chi_b @ hs[-1][batch])
-        hd1[rows:rows + len(batch)] = chi_b[:, None] * dhs[0]
-        hd1_input[rows:rows + len(batch)] = batch
-        rows += len(batch)
-        for layer in hidden:
-            layer.remember(chi_b, dhs[layer.layer - 1], hs[layer.layer - 2][batch])
-    return trace
+                dx, novelty[l] = self.hidden[l - 2].backward(dx)
+        self.dhs = dhs
+        return Backward([dh @ dh.T for dh in dhs], novelty)
 
-
-def _record_train(trace: _Trace, t: int, hs: list, record_steps: tuple, keep_all: bool) -> None:
-    """Training blocks of the step-t kernels and of the cross kernels against kept steps."""
-    m = hs[0].shape[0]
-    trace.features.append(hs if (keep_all or t in record_steps) else None)
-    for l, h in enumerate(hs, start=1):
-        trace.kernels[f"h{l}"][t, :m, :m] = h @ h.T  # E[Z^{h^l_t(ξ_a)} Z^{h^l_t(ξ_b)}]
-        for r, s in enumerate(record_steps):
-            if s <= t:
-                trace.cross[f"h{l}"][r, t, :m, :m] = trace.features[s][l - 1] @ h.T
+    def update(self, batch: np.ndarray, chi: np.ndarray) -> None:
+        """Z^{Ŵ_{t+1}} = Z^{Ŵ_t} − η_{L+1} Σ_i χ_{t,i} Z^{x^L_t(ξ_i)}, and the update histories."""
+        chi_b, b, rows = chi[batch], len(batch), self.rows
+        self.w_hat = self.w_hat - self.model.eta[-1] * (chi_b @ self.hs[-1][batch])
+        self.hd1[rows:rows + b] = chi_b[:, None] * self.dhs[0]
+        self.hd1_input[rows:rows + b] = batch
+        self.rows += b
+        for layer in self.hidden:
+            layer.remember(chi_b, self.dhs[layer.layer - 1], self.hs[layer.layer - 2][batch])
 
 
 # -------------------------------------------------------------------- evaluation
-def _evaluate(model: MLP, trace: _Trace, X: np.ndarray, X_eval: np.ndarray, steps: int,
-              record_steps: tuple, cap: int) -> None:
-    """Replay steps 0..T for the evaluation inputs and fill their outputs and kernels.
+def _evaluate(model: MLP, state: ExactState, rec: Recorder, X: np.ndarray, X_eval: np.ndarray, steps: int,
+              cap: int) -> None:
+    """Replay steps 0..T for the evaluation inputs and fill their outputs and kernels in ``rec``.
 
-    Uses only the training trace; the ``cap`` evaluation base normals live beyond
+    Uses only the training state; the ``cap`` evaluation base normals live beyond
     the training ones, so no training coefficient vector ever loads them.
     """
     m, d = X.shape
     me = X_eval.shape[0]
-    width = trace.width + cap
-    normals = _Normals(width, start=trace.width)
+    width = state.width + cap
+    normals = _Normals(width, start=state.width)
     # Z^{h^1_0(ξ_e)}: coordinates on the training input basis + evaluation input directions
-    extra_in = _Process(trace.inputs.sigma, d, min(me, d), normals, width)
-    h1_0 = _eval_zhat(trace.inputs, extra_in, X_eval, width)
-    extras = [_Process(layer.sigma, width, me * (steps + 1), normals, width) for layer in trace.hidden]
+    extra_in = _Process(state.inputs.sigma, d, min(me, d), normals, width)
+    h1_0 = _eval_zhat(state.inputs, extra_in, X_eval, width)
+    extras = [_Process(layer.sigma, width, me * (steps + 1), normals, width) for layer in state.hidden]
     K1e = X @ X_eval.T / d  # ξ_i·ξ_e/d
-    w = trace.width
+    w = state.width
     kept = {}
     for t in range(steps + 1):
-        rows = trace.hd1_rows[t]
+        rows = state.hd1_rows[t]
         h = h1_0.copy()
-        h[:, :w] -= model.eta[0] * (K1e[trace.hd1_input[:rows]].T @ trace.hd1[:rows])
+        h[:, :w] -= model.eta[0] * (K1e[state.hd1_input[:rows]].T @ state.hd1[:rows])
         hs = [h]
-        for layer, extra in zip(trace.hidden, extras):
-            h, trace.novelty[f"fwd{layer.layer}"][t, m:] = layer.forward_eval(hs[-1], t, extra, width)
+        for layer, extra in zip(state.hidden, extras):
+            h, rec.novelty[key("fwd", layer.layer)][t, m:] = layer.forward_eval(hs[-1], t, extra, width)
             hs.append(h)
-        trace.outputs[t, m:] = _gram(hs[-1], trace.w_hat[t][None, :])[:, 0]  # f̊_t(ξ_e)
-        if t in record_steps:
+        rec.outputs[t, m:] = _gram(hs[-1], state.w_hats[t][None, :])[:, 0]  # f̊_t(ξ_e)
+        if t in rec.record_steps:
             kept[t] = hs
-        _record_eval(trace, t, hs, kept, record_steps, m)
+        _record_eval(state, rec, t, hs, kept, m)
 
 
-def _record_eval(trace: _Trace, t: int, hs: list, kept: dict, record_steps: tuple, m: int) -> None:
-    """Evaluation rows and columns of the step-t kernels and cross kernels."""
+def _record_eval(state: ExactState, rec: Recorder, t: int, hs: list, kept: dict, m: int) -> None:
+    """Evaluation rows and columns of the step-t kernels and cross kernels (kinds h and x: equal)."""
     for l, h in enumerate(hs, start=1):
-        key = f"h{l}"
-        tr = trace.features[t][l - 1]
-        K = trace.kernels[key][t]
-        K[m:, m:] = h @ h.T
-        K[:m, m:] = _gram(tr, h)
-        K[m:, :m] = K[:m, m:].T
-        for r, s in enumerate(record_steps):
-            if s <= t:
-                tr_s, ev_s = trace.features[s][l - 1], kept[s][l - 1]
-                C = trace.cross[key][r, t]
-                C[:m, m:] = _gram(tr_s, h)
-                C[m:, :m] = _gram(ev_s, tr)
-                C[m:, m:] = _gram(ev_s, h)
+        tr = state.features[t][l - 1]
+        for kind in FEATURES:
+            K = rec.kernels[key(kind, l)][t]
+            K[m:, m:] = h @ h.T
+            K[:m, m:] = _gram(tr, h)
+            K[m:, :m] = K[:m, m:].T
+            for r, s in enumerate(rec.record_steps):
+                if s <= t:
+                    tr_s, ev_s = state.features[s][l - 1], kept[s][l - 1]
+                    C = rec.cross[key(kind, l)][r, t]
+                    C[:m, m:] = _gram(tr_s, h)
+                    C[m:, :m] = _gram(ev_s, tr)
+                    C[m:, m:] = _gram(ev_s, h)
 
 
 # ------------------------------------------------------------------------ public
@@ -537,91 +507,59 @@ def _check_linear(model: MLP) -> None:
         )
 
 
-def _check_record_steps(record_steps, steps: int) -> tuple[int, ...]:
-    try:
-        values = sorted({0, *(int(s) for s in record_steps)})
-    except (TypeError, ValueError):
-        raise ValueError(f"record_steps must be a sequence of integers, got {record_steps!r}") from None
-    if values[0] < 0 or values[-1] > steps:
-        raise ValueError(f"record_steps must lie in [0, steps = {steps}], got {tuple(record_steps)}")
-    return tuple(values)
-
-
-def simulate_exact(model: MLP, X, y, *, steps: int, X_eval=None, batches=None, record_steps=(0,)) -> Run:
+def simulate_exact(model: MLP, data, settings, on_step=None) -> Run:
     """The exact infinite-width μP limit of a deep linear MLP (maths §4), no sampling.
 
-    Every Z of maths §2 is a linear combination of independent standard normals with
-    deterministic coefficients; the recursions of §2 (forward, backward, Ż by Stein's
-    lemma, updates) are run on the coefficient vectors, and the Gaussian processes
-    of the hidden matrices are built by Gram–Schmidt as in §3 with E the dot product.
-
-    Parameters
-    ----------
-    model : MLP
-        Must have ``activation="linear"``; any depth L >= 1.
-    X : array_like (m, d), y : array_like (m,)
-        Training inputs and targets.
-    steps : int
-        T, the number of SGD steps.
-    X_eval : array_like (m_eval, d), optional
-        Evaluation inputs: observed at every step, never trained on, and never
-        influencing the training trajectory.
-    batches : list of index arrays, optional
-        One per step (see :func:`zlimit.batch_schedule`); None is full batch.
-    record_steps : sequence of int
-        Steps s for the cross kernels E[Z_s(ξ_a) Z_t(ξ_b)] (0 is always kept).
+    Called by :func:`zlimit.simulate` with ``method="exact"`` and validated ``data`` and
+    ``settings``. Every Z of maths §2 is a linear combination of independent standard
+    normals with deterministic coefficients; the recursions of §2 (forward, backward,
+    Ż by Stein's lemma, updates) run on the coefficient vectors through
+    :func:`zlimit._driver.run_sgd`, and the Gaussian processes of the hidden matrices
+    are built by Gram–Schmidt as in §3 with E the dot product.
 
     Returns
     -------
     Run
-        G = 1 and ``meta["kind"] == "exact"`` (standard errors are zero):
-        ``outputs`` f̊_t, ``loss``, ``error_signals`` χ̊, kernels "h{l}", "x{l}"
-        (equal for linear φ) and "dh{l}", cross kernels, and the novelty ‖ρ‖ of every
-        vector entered into the processes of W^l ("fwd{l}", "bwd{l}", l >= 2).
+        G = 1 and ``error_model == "exact"`` (standard errors are zero): ``outputs``
+        f̊_t, ``loss``, ``error_signals`` χ̊, kernels "h{l}", "x{l}" (equal for linear
+        φ) and "dh{l}", cross kernels, and the novelty ‖ρ‖ of every vector entered into
+        the processes of W^l ("fwd{l}", "bwd{l}", l >= 2).
 
     Raises
     ------
     ValueError
-        For a nonlinear activation, invalid data, batches or record_steps.
+        For a nonlinear activation.
     DivergenceError
         When f̊ becomes non-finite.
 
     Examples
     --------
     >>> import numpy as np, zlimit
-    >>> from zlimit._exact import simulate_exact
     >>> model = zlimit.MLP(depth=1, activation="linear", lr=0.5)
-    >>> run = simulate_exact(model, np.array([[1.0]]), np.array([1.0]), steps=1)
+    >>> run = zlimit.simulate(model, np.array([[1.0]]), np.array([1.0]), steps=1, method="exact")
     >>> float(run.outputs[1, 0])  # (η_1 σ_2² + η_2 σ_1²) ξ·ξ/d y = 1.0
     1.0
     """
     _check_linear(model)
-    X, y, X_eval = check_data(model, X, y, X_eval)
-    batches = check_batches(batches, X.shape[0], steps)
-    steps = int(steps)
-    record_steps = _check_record_steps(record_steps, steps)
-    m, me = X.shape[0], X_eval.shape[0]
-    M = m + me
+    X, X_eval, steps, record_steps = data.X, data.X_eval, settings.steps, settings.record_steps
+    batches = list(data.batches)
+    m, me = data.m, data.M - data.m
+    hook = None if on_step is None else (lambda t, state, rec: on_step(0, t))
+
+    def train(width):
+        state = ExactState(model, X, batches, steps, record_steps, me > 0, width)
+        rec = Recorder(model.depth, steps, m, data.M, record_steps)
+        return state, run_sgd(state, model, data.y, batches, steps, rec, hook)
+
     upper = _capacities(model, m, X.shape[1], batches, steps)[2]
     upper_eval = min(me, X.shape[1]) + (model.depth - 1) * me * (steps + 1)
     # the products here are small: one BLAS thread avoids thread start-up and contention
     with np.errstate(over="ignore", invalid="ignore"), threadpool_limits(limits=1, user_api="blas"):
-        trace = _grown(lambda w: _train(model, X, y, batches, steps, record_steps, M, me > 0, w), upper)
+        state, rec = _grown(train, upper)
         if me:
-            _grown(lambda c: _evaluate(model, trace, X, X_eval, steps, record_steps, c), upper_eval)
-    if not np.all(np.isfinite(trace.outputs)):
-        raise DivergenceError(f"f̊ became non-finite; use a smaller lr (now {model.lr}) or lr_mult")
-    kernels, cross = {}, {}
-    for l in range(1, model.depth + 1):  # Z^{x^l} = Z^{h^l} for φ(x) = x
-        kernels[f"h{l}"] = trace.kernels[f"h{l}"][None]
-        kernels[f"x{l}"] = trace.kernels[f"h{l}"][None].copy()
-        kernels[f"dh{l}"] = trace.kernels[f"dh{l}"][None]
-        cross[f"h{l}"] = trace.cross[f"h{l}"][None]
-        cross[f"x{l}"] = trace.cross[f"h{l}"][None].copy()
+            _grown(lambda c: _evaluate(model, state, rec, X, X_eval, steps, c), upper_eval)
+    if not np.all(np.isfinite(rec.outputs)):
+        raise DivergenceError(f"f̊ of an evaluation input became non-finite; use a smaller lr (now {model.lr}) "
+                              "or lr_mult")
     meta = {"kind": "exact", "method": "exact", "steps": steps, "m": m, "m_eval": me, "seed": None}
-    return Run(model=model, meta=meta,
-               outputs_groups=trace.outputs[None],
-               loss_groups=trace.loss[None],
-               error_signals_groups=trace.chi[None],
-               kernels=kernels, cross=cross, record_steps=record_steps,
-               novelty={k: v[None] for k, v in trace.novelty.items()})
+    return assemble(model, meta, [rec], error_model="exact")

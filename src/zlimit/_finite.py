@@ -28,60 +28,22 @@ exact method can do, instead of three times plus a temporary n×n array.
 from __future__ import annotations
 
 import math
-import operator
 
 import numpy as np
 from scipy.linalg import get_blas_funcs
 
 from ._activations import apply
-from ._errors import DivergenceError  # re-exported here: zlimit._finite.DivergenceError is zlimit.DivergenceError
-from ._model import MLP, check_batches, check_data, check_int, error_signal, total_loss
+from ._driver import Backward, Forward, Recorder, assemble, run_sgd
+from ._model import MLP
 from ._results import Run
+from ._validate import check_choice, check_dtype, check_int
 
-__all__ = ["train_finite", "init_weights", "layer_scales", "DivergenceError", "PARAMETRIZATIONS", "DTYPES"]
+__all__ = ["FiniteState", "train", "init_weights", "layer_scales", "PARAMETRIZATIONS"]
 
 PARAMETRIZATIONS = ("mup", "sp", "ntp", "ip")
-DTYPES = ("float64", "float32")
 
 # Columns of pending low-rank updates kept per hidden matrix before folding them into W_0.
 _FOLD_COLUMNS = 256
-
-
-# ---------------------------------------------------------------------- validation
-
-
-def _check_parametrization(parametrization) -> str:
-    if not isinstance(parametrization, str) or parametrization not in PARAMETRIZATIONS:
-        raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}")
-    return parametrization
-
-
-def _check_dtype(dtype) -> str:
-    try:
-        name = None if dtype is None else np.dtype(dtype).name
-    except TypeError:
-        name = None
-    if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    return name
-
-
-def _check_record_steps(record_steps, steps: int) -> tuple[int, ...]:
-    values = np.atleast_1d(np.asarray(record_steps, dtype=object))
-    if values.ndim != 1:
-        raise ValueError(f"record_steps must be a sequence of step indices in [0, {steps}], got {record_steps!r}")
-    out = {0}
-    for s in values:
-        if isinstance(s, (bool, np.bool_)):
-            raise ValueError(f"record_steps entries must be integers in [0, {steps}], got {s!r}")
-        try:
-            s = operator.index(s)
-        except TypeError:
-            raise ValueError(f"record_steps entries must be integers in [0, {steps}], got {s!r}") from None
-        if not 0 <= s <= steps:
-            raise ValueError(f"record_steps entries must be integers in [0, steps = {steps}], got {s}")
-        out.add(int(s))
-    return tuple(sorted(out))
 
 
 # ------------------------------------------------------------- parametrizations
@@ -116,7 +78,7 @@ def layer_scales(model: MLP, d: int, width: int, parametrization: str = "mup"
     -------
     stds, lrs : tuple of L+1 floats each
     """
-    parametrization = _check_parametrization(parametrization)
+    parametrization = check_choice("parametrization", parametrization, PARAMETRIZATIONS)
     d = check_int("d", d, 1)
     n = check_int("width", width, 1)
     L = model.depth
@@ -168,7 +130,7 @@ def init_weights(model: MLP, d: int, width: int, parametrization: str = "mup", s
     list of L+1 arrays
         W^1 of shape (n, d), W^l of shape (n, n) for l = 2..L, W^{L+1} of shape (1, n).
     """
-    dtype = _check_dtype(dtype)
+    dtype = check_dtype(dtype).name
     stds, _ = layer_scales(model, d, width, parametrization)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     return _draw_weights(rng, _shapes(model.depth, d, width), stds, dtype)
@@ -231,187 +193,92 @@ class _LowRankUpdated:
 
 
 # -------------------------------------------------------------------- training
-def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_eval=None,
-                 batches=None, parametrization: str = "mup", dtype="float64",
-                 record_steps=(0,)) -> Run:
-    """Train one finite-width network by SGD and record its trajectory.
+class FiniteState:
+    """A width-n network as a :class:`zlimit._driver.State` (maths §1 with the §5 scalings).
+
+    Width-n vectors are stored one input per column, (n, M); the driver sees rows,
+    (M, n) transposed views, and E[Z Z'] is v·v'/n.
 
     Parameters
     ----------
     model : MLP
-        Depth L, activation φ, loss ℓ, reduction r, σ_l and η_l.
-    X : array_like, shape (m, d)
-        Training inputs.
-    y : array_like, shape (m,)
-        Training targets (labels ±1 for the logistic loss).
+    X, X_eval : (m, d), (m_eval, d) float64 inputs.
     width : int
-        n >= 1.
-    steps : int
-        T >= 0, the number of SGD steps.
+        n.
     seed : int
-        Seed of ``np.random.default_rng`` for the initial weights (:func:`init_weights`).
-    X_eval : array_like, shape (m_eval, d), optional
-        Evaluation inputs; their outputs and features are recorded, and they never
-        enter a batch.
-    batches : sequence of T integer index arrays, optional
-        B_t ⊂ {0..m-1}; default full batch. See :func:`zlimit.batch_schedule`.
+        Seed of the initial weights (:func:`init_weights`).
     parametrization : {"mup", "sp", "ntp", "ip"}
-        Init and per-layer learning rates of maths §5 (:func:`layer_scales`).
     dtype : {"float64", "float32"}
-        Precision of weights and features. Losses, error signals and kernels are
-        stored in float64.
-    record_steps : sequence of int in [0, T]
-        Steps s whose features are kept for the cross-step kernels; 0 is always
-        added. Only these steps' features are held in memory.
-
-    Returns
-    -------
-    Run
-        With G = 1 and M = m + m_eval inputs (training first):
-
-        * ``outputs_groups`` (1, T+1, M): f_t(ξ_a), the output before update t;
-        * ``loss_groups`` (1, T+1): full training loss (:func:`zlimit._model.total_loss`);
-        * ``error_signals_groups`` (1, T, m): χ_{t,i};
-        * ``kernels["h{l}"]``, ``kernels["x{l}"]`` (1, T+1, M, M): v_t(ξ_a)·v_t(ξ_b)/n;
-        * ``kernels["dh{l}"]`` (1, T, m, m): dh_t(ξ_i)·dh_t(ξ_j)/n of the backward
-          vectors dh^l = n ∂f/∂h^l (the normalised dh of maths §1 in μP), NaN in rows
-          and columns of inputs outside B_t;
-        * ``cross["h{l}"]``, ``cross["x{l}"]`` (1, R, T+1, M, M): entry [0, r, t, a, b] =
-          v_{s_r}(ξ_a)·v_t(ξ_b)/n for s_r = ``record_steps[r]``, NaN for t < s_r.
-
-    Raises
-    ------
-    ValueError
-        Invalid data, batches, width, parametrization, dtype or record_steps.
-    DivergenceError
-        The outputs, the training loss or a kernel became non-finite; the message
-        names the step.
-
-    Notes
-    -----
-    Cost per step: one product with each n×n matrix on the M inputs (forward) and
-    one with its transpose on the |B_t| batch inputs (backward), O(n²(M + |B_t|))
-    flops per hidden layer. Memory: the L−1 hidden matrices (n² each) plus
-    2L·n·M numbers per recorded step.
-
-    Examples
-    --------
-    >>> import numpy as np, zlimit
-    >>> from zlimit._finite import train_finite
-    >>> model = zlimit.MLP(depth=2, activation="tanh", lr=0.1)
-    >>> X = np.array([[1.0, 0.0], [0.6, 0.8]]) * np.sqrt(2); y = np.array([1.0, -1.0])
-    >>> run = train_finite(model, X, y, width=64, steps=5)
-    >>> run.outputs.shape, run.kernel(1, "h").shape
-    ((6, 2), (6, 2, 2))
+    fold : int
+        Pending low-rank update columns kept per hidden matrix (:class:`_LowRankUpdated`).
     """
-    if not isinstance(model, MLP):
-        raise ValueError(f"model must be a zlimit.MLP, got {type(model).__name__}")
-    X, y, X_eval = check_data(model, X, y, X_eval)
-    m, d = X.shape
-    m_eval = X_eval.shape[0]
-    M = m + m_eval
-    schedule = check_batches(batches, m, steps)
-    T = int(steps)
-    n = check_int("width", width, 1)
-    parametrization = _check_parametrization(parametrization)
-    dtype = _check_dtype(dtype)
-    seed = check_int("seed", seed, 0)
-    record = _check_record_steps(record_steps, T)
-    L = model.depth
-    phi, dphi = model.activation.phi, model.activation.dphi
 
-    # Init (maths §5 table): W^1, ..., W^{L+1} in this order from one generator.
-    _, lrs = layer_scales(model, d, n, parametrization)
-    weights = init_weights(model, d, n, parametrization, np.random.default_rng(seed), dtype)
-    W1 = np.ascontiguousarray(weights[0])                       # (n, d)
-    cap = max(max((len(b) for b in schedule), default=1), min(_FOLD_COLUMNS, n // 8))
-    hidden = [_LowRankUpdated(W, cap) for W in weights[1:L]]    # W^2..W^L, (n, n)
-    w_out = np.ascontiguousarray(weights[L][0])                 # W^{L+1} as a vector (n,)
-    lr = [np.dtype(dtype).type(v) for v in lrs]
-    XiT = np.ascontiguousarray(np.concatenate([X, X_eval]).T.astype(dtype))  # (d, M)
+    exact_eval_cross = True
 
-    outputs = np.empty((T + 1, M))
-    losses = np.empty(T + 1)
-    chis = np.zeros((T, m))
-    kernels = {f"{k}{l}": np.empty((T + 1, M, M)) for k in "hx" for l in range(1, L + 1)}
-    kernels.update({f"dh{l}": np.full((T, m, m), np.nan) for l in range(1, L + 1)})
-    cross = {f"{k}{l}": np.full((len(record), T + 1, M, M), np.nan) for k in "hx" for l in range(1, L + 1)}
-    kept: dict[int, dict[str, np.ndarray]] = {}
+    def __init__(self, model: MLP, X: np.ndarray, X_eval: np.ndarray, width: int, seed: int = 0,
+                 parametrization: str = "mup", dtype="float64", fold: int = _FOLD_COLUMNS):
+        d, n = X.shape[1], width
+        self.model, self.n, self.L = model, n, model.depth
+        self.label = f" at width {n} ({parametrization})"
+        _, lrs = layer_scales(model, d, n, parametrization)
+        weights = init_weights(model, d, n, parametrization, np.random.default_rng(seed), dtype)
+        self.W1 = np.ascontiguousarray(weights[0])  # (n, d)
+        self.hidden = [_LowRankUpdated(W, max(fold, 1)) for W in weights[1:self.L]]  # W^2..W^L, (n, n)
+        self.w_out = np.ascontiguousarray(weights[self.L][0])  # W^{L+1} as a vector (n,)
+        self.lr = [np.dtype(dtype).type(v) for v in lrs]
+        self.XiT = np.ascontiguousarray(np.concatenate([X, X_eval]).T.astype(dtype))  # (d, M)
+        self.feats: dict[str, np.ndarray] = {}
+        self.g: list = []
 
-    def diverged(t: int, what: str) -> DivergenceError:
-        return DivergenceError(
-            f"training diverged at step {t}: the {what} became non-finite (NaN or inf) at width {n} "
-            f"({parametrization}); use a smaller learning rate (lr = {model.lr:g})"
-        )
+    def gram(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """v·v'/n for rows of width-n vectors."""
+        return (a @ b.T) / self.n
 
+    def forward(self, t: int) -> Forward:
+        """h^1 = W^1 ξ, x^l = φ(h^l), h^{l+1} = W^{l+1} x^l, f = W^{L+1} x^L on all M inputs."""
+        phi = self.model.activation.phi
+        hs, xs = [], []
+        h = self.W1 @ self.XiT  # (n, M)
+        for l in range(1, self.L + 1):
+            if l > 1:
+                h = self.hidden[l - 2].dot(xs[-1])
+            hs.append(h), xs.append(apply(phi, h))
+        self.feats = {"h": hs, "x": xs}
+        f = (self.w_out @ xs[-1]).astype(np.float64)  # (M,)
+        return Forward([v.T for v in hs], [v.T for v in xs], f)
+
+    def backward(self, batch: np.ndarray, chi: np.ndarray) -> Backward:
+        """Plain gradients g^l = ∂f/∂h^l on the batch, (n, b), with the weights before update t:
+        g^L = W^{L+1}ᵀ ⊙ φ'(h^L), g^{l-1} = (W^lᵀ g^l) ⊙ φ'(h^{l-1}). The recorded kernel is of
+        dh^l = n g^l (the normalised dh of maths §1 in μP): dh·dh'/n = n g·g'."""
+        dphi, hs = self.model.activation.dphi, self.feats["h"]
+        g = [None] * (self.L + 1)
+        g[self.L] = self.w_out[:, None] * apply(dphi, hs[self.L - 1][:, batch])
+        for l in range(self.L, 1, -1):
+            g[l - 1] = self.hidden[l - 2].tdot(g[l]) * apply(dphi, hs[l - 2][:, batch])
+        self.g = g
+        return Backward([self.n * (g[l].T @ g[l]) for l in range(1, self.L + 1)])
+
+    def update(self, batch: np.ndarray, chi: np.ndarray) -> None:
+        """SGD on the batch loss r Σ_{i∈B_t} ℓ(f(ξ_i), y_i) with the per-layer learning rates of
+        maths §5: W^l ← W^l − lr_l Σ_i χ_{t,i} g^l_i x^{l-1}_iᵀ (x^0 = ξ). In μP this is the §1 rule."""
+        g, xs, lr = self.g, self.feats["x"], self.lr
+        cb = chi[batch].astype(self.XiT.dtype)  # (b,)
+        self.W1 -= (lr[0] * (g[1] * cb)) @ self.XiT[:, batch].T
+        for l in range(2, self.L + 1):
+            self.hidden[l - 2].subtract(lr[l - 1] * (g[l] * cb), xs[l - 2][:, batch])
+        self.w_out -= lr[self.L] * (xs[self.L - 1][:, batch] @ cb)
+
+
+def train(model: MLP, data, settings, on_step=None) -> Run:
+    """Train one network (called by :func:`zlimit.train_finite` with validated data and settings)."""
+    s = settings
+    fold = max(max((len(b) for b in data.batches), default=1), min(_FOLD_COLUMNS, s.width // 8))
+    state = FiniteState(model, data.X, data.X_eval, s.width, s.seed, s.parametrization, s.dtype.name, fold)
+    rec = Recorder(model.depth, s.steps, data.m, data.M, s.record_steps)
+    hook = None if on_step is None else (lambda t, state, rec: on_step(0, t))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        for t in range(T + 1):
-            # Forward pass on all M inputs (maths §1): h^1 = W^1 ξ, x^l = φ(h^l),
-            # h^{l+1} = W^{l+1} x^l, f = W^{L+1} x^L.
-            feats: dict[str, np.ndarray] = {}
-            h = W1 @ XiT                                        # (n, M)
-            for l in range(1, L + 1):
-                if l > 1:
-                    h = hidden[l - 2].dot(feats[f"x{l - 1}"])
-                feats[f"h{l}"] = h
-                feats[f"x{l}"] = apply(phi, h)
-            f = (w_out @ feats[f"x{L}"]).astype(np.float64)     # (M,)
-            if not np.all(np.isfinite(f)):
-                raise diverged(t, "outputs")
-            outputs[t] = f
-            losses[t] = total_loss(model, f[:m], y)
-            if not math.isfinite(losses[t]):
-                raise diverged(t, "training loss")
-
-            # Feature kernels v_tᵀ v_t / n and cross-step kernels v_sᵀ v_t / n.
-            if t in record:
-                kept[t] = feats
-            for key, v in feats.items():
-                K = (v.T @ v) / n
-                if not np.all(np.isfinite(K)):
-                    raise diverged(t, f"features {key}")
-                kernels[key][t] = K
-                for r, s in enumerate(record):
-                    if s <= t:
-                        cross[key][r, t] = (kept[s][key].T @ v) / n
-            if t == T:
-                break
-
-            # Error signal χ_{t,i} = r ℓ'(f_t(ξ_i), y_i) 1{i ∈ B_t} (maths §1).
-            batch = schedule[t]
-            chi = error_signal(model, f[:m], y, batch)
-            chis[t] = chi
-            cb = chi[batch].astype(dtype)                       # (b,)
-
-            # Backward pass on the batch, plain gradients g^l = ∂f/∂h^l, shape (n, b):
-            # g^L = W^{L+1}ᵀ ⊙ φ'(h^L), g^{l-1} = (W^{l}ᵀ g^l) ⊙ φ'(h^{l-1}).
-            # All of them use the weights before update t.
-            g = [None] * (L + 1)
-            g[L] = w_out[:, None] * apply(dphi, feats[f"h{L}"][:, batch])
-            for l in range(L, 1, -1):
-                g[l - 1] = hidden[l - 2].tdot(g[l]) * apply(dphi, feats[f"h{l - 1}"][:, batch])
-            ix = np.ix_(batch, batch)
-            for l in range(1, L + 1):
-                # dh^l = n g^l, so dh·dh'/n = n g·g'.
-                kernels[f"dh{l}"][t][ix] = n * (g[l].T @ g[l])
-
-            # SGD on the batch loss r Σ_{i∈B_t} ℓ(f(ξ_i), y_i) with the per-layer
-            # learning rates of maths §5: W^l ← W^l − lr_l Σ_i χ_{t,i} g^l_i x^{l-1}_iᵀ
-            # (x^0 = ξ). In μP this is exactly the §1 update rule.
-            W1 -= (lr[0] * (g[1] * cb)) @ XiT[:, batch].T
-            for l in range(2, L + 1):
-                hidden[l - 2].subtract(lr[l - 1] * (g[l] * cb), feats[f"x{l - 1}"][:, batch])
-            w_out -= lr[L] * (feats[f"x{L}"][:, batch] @ cb)
-
-    meta = {"kind": "finite", "width": n, "parametrization": parametrization, "seed": seed,
-            "steps": T, "m": m, "m_eval": m_eval, "dtype": dtype}
-    return Run(
-        model=model,
-        meta=meta,
-        outputs_groups=outputs[None],
-        loss_groups=losses[None],
-        error_signals_groups=chis[None],
-        kernels={k: v[None] for k, v in kernels.items()},
-        cross={k: v[None] for k, v in cross.items()},
-        record_steps=record,
-    )
+        run_sgd(state, model, data.y, list(data.batches), s.steps, rec, hook)
+    meta = {"kind": "finite", "width": s.width, "parametrization": s.parametrization, "seed": s.seed,
+            "steps": s.steps, "m": data.m, "m_eval": data.M - data.m, "dtype": s.dtype.name}
+    return assemble(model, meta, [rec])

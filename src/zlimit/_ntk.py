@@ -18,15 +18,15 @@ the mean over initialisations.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._model import MLP, error_signal, total_loss
+from ._driver import Backward, Forward, Recorder, assemble, run_sgd
+from ._engine import _Config, initial_features
+from ._model import MLP
 from ._results import Run
 
-__all__ = ["ntk_gram", "kernel_trajectory"]
+__all__ = ["ntk_gram", "NtkState", "simulate_ntk"]
 
 
 def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -59,60 +59,52 @@ def ntk_gram(model: MLP, K1: np.ndarray, xs: list, dxs: list) -> tuple[np.ndarra
     return theta, pis
 
 
-def kernel_trajectory(model: MLP, theta: np.ndarray, y: np.ndarray, batches: list, steps: int):
-    """Kernel gradient descent from f_0 = 0 on the training inputs' error signals.
+class NtkState:
+    """The NTK limit of one particle group as a :class:`zlimit._driver.State`.
 
-    Returns
-    -------
-    outputs : (T+1, M), loss : (T+1,), chi : (T, m)
+    Features are the initial ones, sampled by the μP engine's first forward pass
+    (:func:`zlimit._engine.initial_features`); f starts at 0 and moves by
+    f_{t+1} = f_t − Θ[:, B_t] χ_t (kernel gradient descent). Cross-step kernels are
+    the step-0 kernels, for evaluation inputs too.
     """
-    m, M = y.shape[0], theta.shape[0]
-    f = np.zeros(M)
-    outputs, loss, chi = np.zeros((steps + 1, M)), np.zeros(steps + 1), np.zeros((steps, m))
-    for t in range(steps + 1):
-        if not np.all(np.isfinite(f)):
-            from ._errors import DivergenceError
 
-            raise DivergenceError(f"the NTK limit diverged at step {t}; use a smaller lr (now {model.lr})")
-        outputs[t], loss[t] = f, total_loss(model, f[:m], y)
-        if t == steps:
-            break
-        chi[t] = error_signal(model, f[:m], y, batches[t])
-        f = f - theta[:, :m] @ chi[t]
-    return outputs, loss, chi
+    exact_eval_cross = True
+
+    def __init__(self, model: MLP, data, cfg: _Config, group: int):
+        self.label = f" (group {group})"
+        X_all = data.X_all
+        self.hs, self.xs, dxs = initial_features(model, X_all, cfg, group)
+        self.theta, self.pis = ntk_gram(model, X_all @ X_all.T / X_all.shape[1], self.xs, dxs)
+        self.m, self.f = data.m, np.zeros(data.M)
+        self._grams: dict = {}  # the features never change: each product is computed once
+
+    def gram(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        k = (id(a), id(b))
+        if k not in self._grams:
+            self._grams[k] = _gram(a, b)
+        return self._grams[k]
+
+    def forward(self, t: int) -> Forward:
+        return Forward(self.hs, self.xs, self.f.copy())
+
+    def backward(self, batch: np.ndarray, chi: np.ndarray) -> Backward:
+        """Π^l on the batch: E[Z^{dh^l_0(ξ_i)} Z^{dh^l_0(ξ_j)}]."""
+        return Backward([pi[np.ix_(batch, batch)] for pi in self.pis])
+
+    def update(self, batch: np.ndarray, chi: np.ndarray) -> None:
+        """f_{t+1}(ξ_a) = f_t(ξ_a) − Σ_i Θ(ξ_a, ξ_i) χ_{t,i}."""
+        self.f = self.f - self.theta[:, : self.m] @ chi
 
 
-def simulate_ntk(model: MLP, X: np.ndarray, X_all: np.ndarray, y: np.ndarray, batches: list, steps: int,
-                 cfg, progress: bool) -> Run:
-    """Run the NTK limit group by group (called by :func:`zlimit.simulate`)."""
-    from ._engine import _Group
-    from ._gaussian import MemoryBudget
-
-    m, M, T = X.shape[0], X_all.shape[0], steps
-    K1 = X_all @ X_all.T / X.shape[1]
-    R = len(cfg.record_steps)
-    per_group = []
-    for g in tqdm(range(cfg.groups), disable=not progress, desc="zlimit.simulate (ntk)", unit="group"):
-        state = _Group(model, X, X_all, cfg, g, caps=(M, 1, M), budget=MemoryBudget(math.inf))
-        hs, xs, dxs, _, _ = state.forward(0)
-        theta, pis = ntk_gram(model, K1, xs, dxs)
-        outputs, loss, chi = kernel_trajectory(model, theta, y, batches, T)
-        kernels, cross = {}, {}
-        for l in range(1, model.depth + 1):
-            for kind, v in (("h", hs[l - 1]), ("x", xs[l - 1])):
-                k0 = _gram(v, v)  # features frozen at initialisation
-                kernels[f"{kind}{l}"] = np.broadcast_to(k0, (T + 1, M, M)).copy()
-                cross[f"{kind}{l}"] = np.broadcast_to(k0, (R, T + 1, M, M)).copy()
-            dh = np.full((T, m, m), np.nan)
-            for t, b in enumerate(batches):
-                dh[t][np.ix_(b, b)] = pis[l - 1][np.ix_(b, b)]
-            kernels[f"dh{l}"] = dh
-        per_group.append((outputs, loss, chi, kernels, cross))
-    stack = lambda i: np.stack([p[i] for p in per_group])
-    stack_dict = lambda i: {k: np.stack([p[i][k] for p in per_group]) for k in per_group[0][i]}
-    meta = {"kind": "limit", "method": "ntk", "parametrization": "ntk", "seed": cfg.seed, "steps": T, "m": m,
-            "m_eval": M - m, "particles": cfg.particles * cfg.groups, "groups": cfg.groups,
-            "dtype": cfg.dtype.name}
-    return Run(model=model, meta=meta, outputs_groups=stack(0), loss_groups=stack(1),
-               error_signals_groups=stack(2), kernels=stack_dict(3), cross=stack_dict(4),
-               record_steps=cfg.record_steps, novelty={})
+def simulate_ntk(model: MLP, data, settings, on_step=None) -> Run:
+    """The NTK limit group by group (called by :func:`zlimit.simulate` with ``parametrization="ntk"``)."""
+    cfg, T = _Config.of(settings), settings.steps
+    recs = []
+    for g in tqdm(range(cfg.groups), disable=not settings.progress, desc="zlimit.simulate (ntk)", unit="group"):
+        hook = None if on_step is None else (lambda t, state, rec, g=g: on_step(g, t))
+        rec = Recorder(model.depth, T, data.m, data.M, cfg.record_steps)
+        recs.append(run_sgd(NtkState(model, data, cfg, g), model, data.y, list(data.batches), T, rec, hook))
+    meta = {"kind": "limit", "method": "ntk", "parametrization": "ntk", "seed": cfg.seed, "steps": T, "m": data.m,
+            "m_eval": data.M - data.m, "particles": settings.particles, "groups": cfg.groups,
+            "dtype": cfg.dtype.name, "qmc": cfg.qmc}
+    return assemble(model, meta, recs)

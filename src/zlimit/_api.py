@@ -1,0 +1,339 @@
+"""The public entry points: validate every argument once, then dispatch.
+
+:func:`simulate` and :func:`train_finite` check their arguments with
+:mod:`zlimit._validate`, freeze them in a :class:`LimitSettings` or
+:class:`FiniteSettings` and the data in a :class:`Data`, and hand these to the
+private producer: the Monte Carlo engine (:mod:`zlimit._engine`), the exact linear
+limit (:mod:`zlimit._exact`), the NTK limit (:mod:`zlimit._ntk`) or a finite network
+(:mod:`zlimit._finite`). An option that does not apply to the chosen method raises
+``ValueError`` instead of being ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from . import _engine, _exact, _finite, _ntk
+from ._model import MLP
+from ._results import Run
+from ._validate import (check_batches, check_bool, check_choice, check_data, check_dtype, check_float,
+                        check_int, check_record_steps)
+
+__all__ = ["simulate", "train_finite", "Data", "LimitSettings", "FiniteSettings"]
+
+METHODS = ("mc", "exact")
+LIMIT_PARAMETRIZATIONS = ("mup", "ntk")
+
+#: Monte Carlo options, their defaults, and what makes them inapplicable
+_MC_DEFAULTS = {"particles": 100_000, "groups": 8, "seed": 0, "dtype": "float64", "threads": None,
+                "qmc": False, "gradient_independence": False, "basis_tol": None}
+_MU_P_ONLY = ("gradient_independence", "basis_tol")  # the NTK limit has no Ż and no Gaussian bases
+
+
+@dataclass(frozen=True)
+class Data:
+    """Training data, evaluation inputs and the batch schedule, validated.
+
+    X : (m, d) float64, y : (m,) float64, X_eval : (m_eval, d) float64 (possibly
+    empty), batches : tuple of T sorted int64 index arrays B_t.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    X_eval: np.ndarray
+    batches: tuple
+
+    @classmethod
+    def build(cls, model: MLP, X, y, X_eval, batches, steps: int) -> Data:
+        X, y, X_eval = check_data(model, X, y, X_eval)
+        return cls(X, y, X_eval, tuple(check_batches(batches, X.shape[0], steps)))
+
+    @property
+    def m(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def M(self) -> int:
+        """m + m_eval, inputs in the order training then evaluation."""
+        return self.X.shape[0] + self.X_eval.shape[0]
+
+    @property
+    def X_all(self) -> np.ndarray:
+        return np.vstack([self.X, self.X_eval])
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """The validated settings of :func:`simulate` (see it for their meaning)."""
+
+    method: str
+    parametrization: str
+    steps: int
+    record_steps: tuple[int, ...]
+    progress: bool
+    particles: int = 0
+    groups: int = 1
+    seed: int = 0
+    dtype: np.dtype = np.dtype("float64")
+    basis_tol: float = 0.0
+    gradient_independence: bool = False
+    threads: int = 1
+    qmc: bool = False
+
+
+@dataclass(frozen=True)
+class FiniteSettings:
+    """The validated settings of :func:`train_finite` (see it for their meaning)."""
+
+    width: int
+    steps: int
+    seed: int
+    parametrization: str
+    dtype: np.dtype
+    record_steps: tuple[int, ...]
+
+
+def _refuse(options: dict, names, why: str) -> None:
+    """ValueError naming the first of ``names`` given (not None) in ``options``."""
+    for name in names:
+        if options[name] is not None:
+            raise ValueError(f"{name} does not apply {why}; remove it")
+
+
+def limit_settings(method, parametrization, steps, record_steps, progress, **options) -> LimitSettings:
+    """Validate :func:`simulate`'s options into a :class:`LimitSettings` (None = not given)."""
+    method = check_choice("method", method, METHODS)
+    parametrization = check_choice("parametrization", parametrization, LIMIT_PARAMETRIZATIONS)
+    steps = check_int("steps", steps, 0)
+    common = dict(method=method, parametrization=parametrization, steps=steps, progress=check_bool("progress", progress),
+                  record_steps=check_record_steps(record_steps, steps))
+    if method == "exact":
+        if parametrization != "mup":
+            raise ValueError('method="exact" computes the μP limit only; use method="mc" for parametrization="ntk"')
+        _refuse(options, _MC_DEFAULTS, 'to method="exact" (deterministic linear algebra, no particles)')
+        return LimitSettings(**common)
+    if parametrization == "ntk":
+        _refuse(options, _MU_P_ONLY, 'to parametrization="ntk" (frozen features: no Ż terms, no Gaussian bases)')
+    o = {k: _MC_DEFAULTS[k] if v is None else v for k, v in options.items()}
+    particles, groups = check_int("particles", o["particles"], 2), check_int("groups", o["groups"], 1)
+    if particles // groups < 2:
+        raise ValueError(f"particles = {particles} is too few for groups = {groups}; give each group >= 2")
+    dtype = check_dtype(o["dtype"])
+    tol = o["basis_tol"]
+    if tol is None:
+        tol = 1e-2 if dtype == np.float32 else 1e-3
+    threads = numba.config.NUMBA_NUM_THREADS if o["threads"] is None else o["threads"]
+    return LimitSettings(**common, particles=particles, groups=groups, seed=check_int("seed", o["seed"], 0),
+                         dtype=dtype, basis_tol=check_float("basis_tol", tol, 0.0, 1.0, hi_open=True),
+                         gradient_independence=check_bool("gradient_independence", o["gradient_independence"]),
+                         threads=check_int("threads", threads, 1), qmc=check_bool("qmc", o["qmc"]))
+
+
+def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed: int | None = None, X_eval=None,
+             batches=None, groups: int | None = None, dtype: str | None = None, progress: bool = True,
+             method: str = "mc", gradient_independence: bool | None = None, basis_tol: float | None = None,
+             record_steps=(0,), parametrization: str = "mup", threads: int | None = None,
+             qmc: bool | None = None, on_step=None) -> Run:
+    """The infinite-width limit of ``model`` trained by SGD on (X, y): μP, or the NTK limit.
+
+    Parameters
+    ----------
+    model : MLP
+    X : array_like (m, d), y : array_like (m,)
+        Training inputs and targets.
+    steps : int
+        T, the number of SGD steps.
+    X_eval : array_like (m_eval, d), optional
+        Evaluation inputs: observed at every step, never trained on.
+    batches : list of index arrays, optional
+        One per step (see :func:`zlimit.batch_schedule`); None is full batch.
+    record_steps : sequence of int
+        Steps s whose features are kept for the cross-step kernels E[Z_s Z_t'] (0 is
+        always kept); integers in [0, steps].
+    progress : bool
+        Show a progress bar.
+    method : {"mc", "exact"}
+        "mc": Monte Carlo over particles (maths §3). "exact": the deterministic
+        linear-network limit (activation "linear", maths §4); it takes none of the
+        Monte Carlo options below.
+    parametrization : {"mup", "ntk"}
+        "ntk" gives the kernel limit of the same model for contrast (features frozen
+        at initialisation, f moved by kernel gradient descent; maths §5 and
+        :mod:`zlimit._ntk`); it takes no ``gradient_independence`` or ``basis_tol``.
+    on_step : callable, optional
+        Called as ``on_step(group, t)`` after step t of each group (from the thread
+        that runs the group; group 0 for the exact limit): for timing, logging or
+        custom progress.
+
+    Other Parameters
+    ----------------
+    particles : int, default 100_000
+        N, the total number of Monte Carlo particles.
+    groups : int, default 8
+        G independent particle groups of N/G particles; standard errors come from
+        their spread (G >= 2 for error bars).
+    seed : int, default 0
+        Same seed, same bits, whatever the thread count.
+    dtype : {"float64", "float32"}, default "float64"
+        Storage and arithmetic of particle arrays. float32 halves memory but is not
+        faster here (its reductions need the larger default ``basis_tol``).
+    threads : int, default ``NUMBA_NUM_THREADS``
+        Groups simulated at once, on worker threads. Memory grows with it; the
+        numbers do not change.
+    qmc : bool, default False
+        Draw the input-layer and readout Gaussians (Z^{h^1_0}, Z^{Ŵ_0}) by scrambled
+        Sobol points (randomised QMC) instead of i.i.d.; a variance reduction that
+        matters most for shallow nets (``docs/performance.md``).
+    gradient_independence : bool, default False
+        Ablation: drop every Ż term (maths §2), i.e. assume gradient independence.
+    basis_tol : float, default 1e-3 (float64) or 1e-2 (float32)
+        A vector whose residual ‖ρ‖ is at most basis_tol·‖x‖ adds no Gaussian
+        direction (its ρ is dropped from Ẑ; ``Run.bases`` reports how many vectors
+        and their Σ(‖ρ‖/‖x‖)² per basis and step). float32 needs the larger value,
+        whose round-off otherwise enters as spurious directions. Once training
+        converges the features stop moving and no directions are added, so the cost
+        of a step stops growing. Measured on the paper's problem (digits, depth-3
+        SiLU, lr 0.1, docs/performance.md): at 1e-3 the bases hold at most 270
+        directions after 1000 steps, and λ_min of the layer-2 space-time Gram is
+        within 1 % of the untruncated value (1e-6) at T = 100; 1e-2 halves the
+        directions and lowers that λ_min by 5 %.
+
+    Returns
+    -------
+    Run
+        ``outputs`` (T+1, M) f̊_t with ``outputs_se``, ``loss``, ``error_signals``,
+        ``kernel(l, kind)``, ``novelty`` and ``bases`` (maths §3); ``meta`` has
+        ``peak_basis_bytes`` (Monte Carlo μP). ``error_model`` is "exact" for
+        ``method="exact"`` (zero standard errors), else "groups".
+
+    Raises
+    ------
+    ValueError
+        For invalid data or settings, or an option that does not apply to the method.
+    ResourceError
+        When the run would need more memory than the machine has: at the start, or
+        when the growing bases would pass 80 % of the memory available at the start
+        (the message names the group and step).
+    DivergenceError
+        When f̊, the loss or a feature becomes non-finite.
+    NumericalError
+        When a basis loses orthogonality (checked every 25 steps and at the last).
+
+    Warns
+    -----
+    MonteCarloWarning
+        When a basis holds more than a tenth as many directions as a group has
+        particles, or when the groups' feature norms drift apart much faster than
+        sampling noise allows (each names the step and what to change).
+
+    Examples
+    --------
+    >>> import numpy as np, zlimit
+    >>> X = np.array([[1.0, 0.0], [0.6, 0.8]]); y = np.array([1.0, -1.0])
+    >>> model = zlimit.MLP(depth=2, activation="tanh", lr=0.5)
+    >>> run = zlimit.simulate(model, X, y, steps=3, particles=20_000, progress=False)
+    >>> run.outputs.shape
+    (4, 2)
+    >>> zlimit.simulate(model, X, y, steps=3, method="exact", particles=10)
+    Traceback (most recent call last):
+    ...
+    ValueError: particles does not apply to method="exact" (deterministic linear algebra, no particles); remove it
+    """
+    if not isinstance(model, MLP):
+        raise ValueError(f"model must be a zlimit.MLP, got {type(model).__name__}")
+    settings = limit_settings(method, parametrization, steps, record_steps, progress, particles=particles,
+                              groups=groups, seed=seed, dtype=dtype, threads=threads, qmc=qmc,
+                              gradient_independence=gradient_independence, basis_tol=basis_tol)
+    data = Data.build(model, X, y, X_eval, batches, settings.steps)
+    if settings.method == "exact":
+        return _exact.simulate_exact(model, data, settings, on_step)
+    if settings.parametrization == "ntk":
+        return _ntk.simulate_ntk(model, data, settings, on_step)
+    return _engine.simulate_mc(model, data, settings, on_step)
+
+
+def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_eval=None,
+                 batches=None, parametrization: str = "mup", dtype="float64",
+                 record_steps=(0,), on_step=None) -> Run:
+    """Train one finite-width network by SGD and record its trajectory.
+
+    Parameters
+    ----------
+    model : MLP
+        Depth L, activation φ, loss ℓ, reduction r, σ_l and η_l.
+    X : array_like, shape (m, d)
+        Training inputs.
+    y : array_like, shape (m,)
+        Training targets (labels ±1 for the logistic loss).
+    width : int
+        n >= 1.
+    steps : int
+        T >= 0, the number of SGD steps.
+    seed : int
+        Seed of ``np.random.default_rng`` for the initial weights (:func:`zlimit.init_weights`).
+    X_eval : array_like, shape (m_eval, d), optional
+        Evaluation inputs; their outputs and features are recorded, and they never
+        enter a batch.
+    batches : sequence of T integer index arrays, optional
+        B_t ⊂ {0..m-1}; default full batch. See :func:`zlimit.batch_schedule`.
+    parametrization : {"mup", "sp", "ntp", "ip"}
+        Init and per-layer learning rates of maths §5 (:func:`zlimit.layer_scales`).
+    dtype : {"float64", "float32"}
+        Precision of weights and features. Losses, error signals and kernels are
+        stored in float64.
+    record_steps : sequence of int in [0, T]
+        Steps s whose features are kept for the cross-step kernels; 0 is always
+        added. Only these steps' features are held in memory.
+    on_step : callable, optional
+        Called as ``on_step(0, t)`` after step t.
+
+    Returns
+    -------
+    Run
+        With G = 1 and M = m + m_eval inputs (training first):
+
+        * ``outputs_groups`` (1, T+1, M): f_t(ξ_a), the output before update t;
+        * ``loss_groups`` (1, T+1): full training loss;
+        * ``error_signals_groups`` (1, T, m): χ_{t,i};
+        * ``kernels["h{l}"]``, ``kernels["x{l}"]`` (1, T+1, M, M): v_t(ξ_a)·v_t(ξ_b)/n;
+        * ``kernels["dh{l}"]`` (1, T, m, m): dh_t(ξ_i)·dh_t(ξ_j)/n of the backward
+          vectors dh^l = n ∂f/∂h^l (the normalised dh of maths §1 in μP), NaN in rows
+          and columns of inputs outside B_t;
+        * ``cross["h{l}"]``, ``cross["x{l}"]`` (1, R, T+1, M, M): entry [0, r, t, a, b] =
+          v_{s_r}(ξ_a)·v_t(ξ_b)/n for s_r = ``record_steps[r]``, NaN for t < s_r.
+
+    Raises
+    ------
+    ValueError
+        Invalid data, batches, width, parametrization, dtype or record_steps.
+    DivergenceError
+        The outputs, the training loss or a kernel became non-finite; the message
+        names the step.
+
+    Notes
+    -----
+    Cost per step: one product with each n×n matrix on the M inputs (forward) and
+    one with its transpose on the |B_t| batch inputs (backward), O(n²(M + |B_t|))
+    flops per hidden layer. Memory: the L−1 hidden matrices (n² each) plus
+    2L·n·M numbers per recorded step.
+
+    Examples
+    --------
+    >>> import numpy as np, zlimit
+    >>> model = zlimit.MLP(depth=2, activation="tanh", lr=0.1)
+    >>> X = np.array([[1.0, 0.0], [0.6, 0.8]]) * np.sqrt(2); y = np.array([1.0, -1.0])
+    >>> run = zlimit.train_finite(model, X, y, width=64, steps=5)
+    >>> run.outputs.shape, run.kernel(1, "h").shape
+    ((6, 2), (6, 2, 2))
+    """
+    if not isinstance(model, MLP):
+        raise ValueError(f"model must be a zlimit.MLP, got {type(model).__name__}")
+    steps = check_int("steps", steps, 0)
+    data = Data.build(model, X, y, X_eval, batches, steps)
+    settings = FiniteSettings(width=check_int("width", width, 1), steps=steps, seed=check_int("seed", seed, 0),
+                              parametrization=check_choice("parametrization", parametrization,
+                                                           _finite.PARAMETRIZATIONS),
+                              dtype=check_dtype(dtype), record_steps=check_record_steps(record_steps, steps))
+    return _finite.train(model, data, settings, on_step)

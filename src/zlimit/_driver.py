@@ -1,0 +1,218 @@
+"""One SGD driver for every producer of a :class:`~zlimit.Run` (maths §1–§2, the time loop).
+
+Four producers follow the same loop — the Monte Carlo limit (a particle group of
+:mod:`zlimit._engine`), the exact linear limit (:mod:`zlimit._exact`), the NTK limit
+(:mod:`zlimit._ntk`) and a finite network (:mod:`zlimit._finite`) — and differ only
+in how they represent features. Each is a :class:`State`; :func:`run_sgd` drives it
+and a :class:`Recorder` turns what it produces into the arrays of ``Run``.
+
+At step t = 0..T (maths §2):
+
+1. forward pass on all inputs: features Z^{h^l_t}, Z^{x^l_t} and f_t (``State.forward``);
+2. the training loss and, for t < T, the error signals χ_{t,i} = r ℓ'(f_t(ξ_i), y_i)
+   1{i ∈ B_t} (:func:`zlimit._model.error_signal`), computed here once for all producers;
+3. backward pass on the batch (``State.backward``) and the update (``State.update``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from ._errors import DivergenceError
+from ._model import MLP, error_signal, total_loss
+from ._results import Run, key
+
+__all__ = ["Forward", "Backward", "State", "Recorder", "run_sgd", "assemble", "diverged", "FEATURES"]
+
+#: the kinds of feature kernels, in the keys of ``Run.kernels`` (see :func:`zlimit._results.key`)
+FEATURES = ("h", "x")
+
+
+@dataclass
+class Forward:
+    """What a forward pass produces (rows are inputs, training first).
+
+    hs, xs : lists of L arrays (r, ·): Z^{h^l_t} and Z^{x^l_t} in the state's
+        representation (particles, coefficient vectors or width-n vectors); r = M
+        inputs, or m for a state that adds its evaluation inputs afterwards.
+    f : (r,) f_t.
+    novelty, dropped : {l: (r,)} residual norms against the forward Gaussian basis of
+        W^l and the truncated mass of maths §3 (limit states only).
+    """
+
+    hs: list
+    xs: list
+    f: np.ndarray
+    novelty: dict = field(default_factory=dict)
+    dropped: dict = field(default_factory=dict)
+
+
+@dataclass
+class Backward:
+    """What a backward pass produces: ``dh`` the L kernels E[Z^{dh^l_t(ξ_i)} Z^{dh^l_t(ξ_j)}]
+    on the batch, (b, b) each; ``novelty`` and ``dropped`` as in :class:`Forward`, "bwd<l>"."""
+
+    dh: list
+    novelty: dict = field(default_factory=dict)
+    dropped: dict = field(default_factory=dict)
+
+
+class State(Protocol):
+    """A network (finite or a limit) being trained by SGD.
+
+    ``label`` names it in error messages (" (group 3)", " at width 64 (mup)");
+    ``gram(a, b)`` is E[Z^a Z^b] for two row stacks of features, (r, ·) × (s, ·) → (r, s);
+    ``exact_eval_cross`` tells whether cross-step kernels of evaluation inputs in
+    layers >= 2 are exact (else the recorder leaves them NaN; see :class:`Recorder`).
+    """
+
+    label: str
+    exact_eval_cross: bool
+
+    def forward(self, t: int) -> Forward: ...
+
+    def backward(self, batch: np.ndarray, chi: np.ndarray) -> Backward: ...
+
+    def update(self, batch: np.ndarray, chi: np.ndarray) -> None: ...
+
+    def gram(self, a: np.ndarray, b: np.ndarray) -> np.ndarray: ...
+
+
+def diverged(what: str, t: int, state: State, model: MLP) -> DivergenceError:
+    """The one error a diverging run raises, naming the step and what to change."""
+    return DivergenceError(f"the {what}{state.label} became non-finite at step {t}: training diverged; "
+                           f"use a smaller lr (now {model.lr:g}) or lr_mult")
+
+
+class Recorder:
+    """One trajectory (one group, seed or exact trace) in the layout of :class:`~zlimit.Run`.
+
+    Arrays are NaN until written: ``outputs`` (T+1, M), ``loss`` (T+1,), ``chi`` (T, m)
+    (zero outside the batch), ``kernels[key(kind, l)]`` (T+1, M, M) for kinds h, x and
+    (T, m, m) for dh, ``cross[key(kind, l)]`` (R, T+1, M, M) for the R record steps s
+    (E[Z_s Z_t'], t >= s), ``novelty[key(side, l)]`` (T+1, M) and ``bases`` (filled by
+    the Monte Carlo engine). A state whose forward pass returns r < M rows writes rows
+    0..r−1 and leaves the rest for the producer to add.
+
+    Evaluation inputs in the Monte Carlo engine get fresh Gaussian directions at every
+    step, so their Ẑ at step s has the exact joint law with every training Z up to step
+    s but not with later steps. Cross-step entries E[Z_s(ξ_e) Z_t(·)], t > s, of an
+    evaluation input ξ_e in layers l >= 2 are therefore left NaN rather than reported
+    wrong when the state's ``exact_eval_cross`` is False.
+    """
+
+    def __init__(self, depth: int, steps: int, m: int, M: int, record_steps: tuple[int, ...]):
+        self.depth, self.steps, self.m, self.M, self.record_steps = depth, steps, m, M, record_steps
+        nan = np.nan
+        self.outputs = np.full((steps + 1, M), nan)
+        self.loss = np.full(steps + 1, nan)
+        self.chi = np.zeros((steps, m))
+        self.kernels, self.cross, self.novelty, self.bases, self.kept = {}, {}, {}, {}, {}
+        for l in range(1, depth + 1):
+            for kind in FEATURES:
+                self.kernels[key(kind, l)] = np.full((steps + 1, M, M), nan)
+                self.cross[key(kind, l)] = np.full((len(record_steps), steps + 1, M, M), nan)
+            self.kernels[key("dh", l)] = np.full((steps, m, m), nan)
+
+    def forward(self, t: int, fw: Forward, loss: float, state: State, model: MLP) -> None:
+        """f_t, the loss, E[Z Z'] at step t and against the kept steps s <= t, and novelty."""
+        r = fw.f.shape[0]
+        self.outputs[t, :r], self.loss[t] = fw.f, loss
+        for l, (h, x) in enumerate(zip(fw.hs, fw.xs), start=1):
+            for kind, v in (("h", h), ("x", x)):
+                k = key(kind, l)
+                K = state.gram(v, v)
+                if not np.all(np.isfinite(K)):
+                    raise diverged(f"layer-{l} features {kind}", t, state, model)
+                self.kernels[k][t, :r, :r] = K
+                if t in self.record_steps:
+                    self.kept[(k, t)] = v.copy()
+                for i, s in enumerate(self.record_steps):
+                    if s <= t:
+                        C = self.cross[k][i, t]
+                        C[:r, :r] = state.gram(self.kept[(k, s)], v)
+                        if t > s and l >= 2 and not state.exact_eval_cross:
+                            C[self.m:] = np.nan
+        self.novel(t, "fwd", fw.novelty, fw.dropped, slice(0, r))
+
+    def backward(self, t: int, batch: np.ndarray, bw: Backward) -> None:
+        """The dh kernels on the batch and the backward novelty at step t."""
+        for l, K in enumerate(bw.dh, start=1):
+            self.kernels[key("dh", l)][t][np.ix_(batch, batch)] = K
+        self.novel(t, "bwd", bw.novelty, bw.dropped, batch)
+
+    def novel(self, t: int, side: str, novelty: dict, dropped: dict, rows) -> None:
+        """Residual norms of the vectors added at step t to the ``side`` ("fwd" or "bwd")
+        Gaussian processes, and what truncation dropped (maths §3)."""
+        for l, rho in novelty.items():
+            self.novelty.setdefault(key(side, l), np.full((self.steps + 1, self.M), np.nan))[t, rows] = rho
+        for l, mass in dropped.items():
+            self.bases[key(side, l, "dropped")][t] += np.count_nonzero(mass)
+            self.bases[key(side, l, "dropped_mass")][t] += mass.sum()
+
+
+def run_sgd(state: State, model: MLP, y: np.ndarray, batches: list, steps: int, recorder: Recorder,
+            on_step: Callable[[int, State, Recorder], None] | None = None) -> Recorder:
+    """Train ``state`` for T = ``steps`` SGD steps and record its trajectory.
+
+    Parameters
+    ----------
+    state : State
+    model : MLP
+        The loss, reduction and learning rate (for messages) of maths §1.
+    y : (m,) training targets.
+    batches : list of T index arrays B_t.
+    recorder : Recorder
+    on_step : callable, optional
+        ``on_step(t, state, recorder)`` after step t (forward, and for t < T backward
+        and update): the place for progress, invariants and timing.
+
+    Raises
+    ------
+    DivergenceError
+        When f_t, the loss or a feature kernel becomes non-finite.
+
+    Examples
+    --------
+    >>> import numpy as np, zlimit
+    >>> from zlimit._finite import FiniteState
+    >>> model = zlimit.MLP(depth=1, activation="linear", lr=0.5)
+    >>> X, y = np.array([[1.0]]), np.array([1.0])
+    >>> state = FiniteState(model, X, np.zeros((0, 1)), width=4096, seed=0)
+    >>> rec = run_sgd(state, model, y, [np.arange(1)], 1, Recorder(1, 1, 1, 1, (0,)))
+    >>> rec.outputs.shape
+    (2, 1)
+    """
+    m = y.shape[0]
+    for t in range(steps + 1):
+        fw = state.forward(t)
+        with np.errstate(over="ignore", invalid="ignore"):  # reported just below
+            loss = total_loss(model, fw.f[:m], y)
+        if not np.all(np.isfinite(fw.f)):
+            raise diverged("output f", t, state, model)
+        if not np.isfinite(loss):
+            raise diverged("training loss", t, state, model)
+        recorder.forward(t, fw, loss, state, model)
+        if t < steps:
+            batch = batches[t]
+            chi = error_signal(model, fw.f[:m], y, batch)  # χ_{t,i}
+            recorder.chi[t] = chi
+            recorder.backward(t, batch, state.backward(batch, chi))
+            state.update(batch, chi)
+        if on_step is not None:
+            on_step(t, state, recorder)
+    return recorder
+
+
+def assemble(model: MLP, meta: dict, recorders: list[Recorder], error_model: str = "groups") -> Run:
+    """The :class:`~zlimit.Run` of one or more independent trajectories (the group axis G)."""
+    stack = lambda name: {k: np.stack([getattr(r, name)[k] for r in recorders]) for k in getattr(recorders[0], name)}
+    first = recorders[0]
+    return Run(model=model, meta=meta,
+               outputs_groups=np.stack([r.outputs for r in recorders]),
+               loss_groups=np.stack([r.loss for r in recorders]),
+               error_signals_groups=np.stack([r.chi for r in recorders]),
+               kernels=stack("kernels"), cross=stack("cross"), record_steps=first.record_steps,
+               novelty=stack("novelty"), bases=stack("bases"), error_model=error_model)
