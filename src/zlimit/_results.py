@@ -14,11 +14,24 @@ from typing import Any
 
 import numpy as np
 
+from . import _codec
 from ._model import MLP
+from ._stats import group_se
 
-__all__ = ["Run"]
+__all__ = ["Run", "key"]
 
 KINDS = ("h", "x", "dh")
+
+
+def key(kind: str, layer: int, stat: str | None = None) -> str:
+    """The key of a per-layer entry of a :class:`Run` — the one place keys are written.
+
+    ``key("h", 2) == "h2"`` (``kernels``, ``cross``: kinds "h", "x", "dh");
+    ``key("fwd", 3) == "fwd3"`` (``novelty``: the forward or backward Gaussian process
+    of W^3); ``key("bwd", 2, "size") == "size_bwd2"`` (``bases``: stats "size",
+    "dropped", "dropped_mass", "orthogonality").
+    """
+    return f"{kind}{layer}" if stat is None else f"{stat}_{kind}{layer}"
 
 
 @dataclass
@@ -55,6 +68,10 @@ class Run:
         vectors at step t whose nonzero residual got no direction (‖ρ‖ ≤ basis_tol·‖x‖)
         and ``dropped_mass_{side}{l}`` their Σ(‖ρ‖/‖x‖)², the truncation of maths §3;
         ``orthogonality_{side}{l}`` max|UUᵀ/N − I| where it was checked (NaN elsewhere).
+    error_model : {"groups", "exact"}
+        Where standard errors come from. "groups" (default): from the spread between
+        the G independent groups (seeds or particle groups), none when G = 1.
+        "exact": a deterministic limit, standard errors are zero.
     """
 
     model: MLP
@@ -67,19 +84,16 @@ class Run:
     record_steps: tuple[int, ...] = (0,)
     novelty: dict[str, np.ndarray] = field(default_factory=dict)
     bases: dict[str, np.ndarray] = field(default_factory=dict)
+    error_model: str = "groups"
 
     # -------------------------------------------------------------------- I/O
     def save(self, path) -> None:
         """Write this run to ``path`` (a .npz file; format in :mod:`zlimit.io`)."""
-        from .io import save
-
-        save(self, path)
+        _codec.save(self, path)
 
     def to_xarray(self):
         """Labelled arrays (group, step, input, ...) as an ``xarray.Dataset``."""
-        from .io import to_xarray
-
-        return to_xarray(self)
+        return _codec.to_xarray(self)
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -104,12 +118,9 @@ class Run:
 
     def _se(self, a: np.ndarray) -> np.ndarray | None:
         """Standard error over groups: zeros for an exact run, None for one group."""
-        if self.meta.get("kind") == "exact":
+        if self.error_model == "exact":
             return np.zeros(a.shape[1:])
-        g = a.shape[0]
-        if g < 2:
-            return None
-        return a.std(axis=0, ddof=1) / np.sqrt(g)
+        return group_se(a, axis=0)
 
     @property
     def outputs(self) -> np.ndarray:
@@ -140,10 +151,10 @@ class Run:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 1 <= layer <= self.model.depth:
             raise ValueError(f"layer must be an integer in 1..{self.model.depth} (hidden layers), got {layer!r}")
-        key = f"{kind}{int(layer)}"
-        if key not in self.kernels:
+        k = key(kind, int(layer))
+        if k not in self.kernels:
             raise ValueError(f"this run has no {kind!r} kernels (has {sorted(self.kernels)})")
-        return key
+        return k
 
     def kernel(self, layer: int, kind: str = "h") -> np.ndarray:
         """Feature kernel E[Z^{v_t(ξ_a)} Z^{v_t(ξ_b)}] of layer l, shape (T+1, M, M).
@@ -159,12 +170,12 @@ class Run:
 
     def cross_kernel_groups(self, layer: int, kind: str, s: int) -> np.ndarray:
         """E[Z_s(ξ_a) Z_t(ξ_b)] per group and step t, shape (G, T+1, M, M)."""
-        key = self._key(layer, kind)
-        if kind == "dh" or key not in self.cross:
+        k = self._key(layer, kind)
+        if kind == "dh" or k not in self.cross:
             raise ValueError(f"no cross-step kernels of kind {kind!r}; kinds 'h' and 'x' have them")
         if s not in self.record_steps:
             raise ValueError(f"step {s} was not recorded; this run kept steps {self.record_steps} (record_steps=...)")
-        return self.cross[key][:, self.record_steps.index(s)]
+        return self.cross[k][:, self.record_steps.index(s)]
 
     def feature_change(self, layer: int, kind: str = "h") -> np.ndarray:
         """sqrt(E[(Z_t − Z_0)²] / E[Z_0²]) per step and input, shape (T+1, M).

@@ -27,20 +27,24 @@ import traceback
 import warnings
 from pathlib import Path
 
+from ._validate import check_float, check_int, check_int_list
+
 __all__ = ["main", "build_parser"]
 
 PROG = "zlimit"
 
 
 # ---------------------------------------------------------------------- helpers
+# argparse reads text; the checks themselves are zlimit._validate's, the messages say what to type
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 8,64,512, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
-    return values
+    try:
+        return check_int_list("values", values, 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}") from None
 
 
 def _widths(text: str) -> list[int]:
@@ -53,9 +57,10 @@ def _positive_int(text: str) -> int:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
-    return v
+    try:
+        return check_int("value", v, 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}") from None
 
 
 def _positive_float(text: str) -> float:
@@ -63,9 +68,10 @@ def _positive_float(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
+    try:
+        return check_float("value", v, 0, lo_open=True)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
 
 
 def _out_dir(path: str) -> Path:
@@ -104,7 +110,7 @@ def cmd_demo(args) -> int:
 def cmd_simulate(args) -> int:
     from . import plot
     from ._config import load_config
-    from ._engine import simulate
+    from ._api import simulate
 
     cfg = load_config(args.config)
     X, y, X_eval, batches = _config_data(cfg)
@@ -195,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Infinite-width μP limits of MLPs trained by SGD, and finite networks for comparison.",
     )
-    from . import __version__
+    from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -40,65 +40,48 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import tempfile
 import zipfile
 import zlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._activations import ACTIVATIONS
-from ._losses import LOSSES
+from ._codec import DICTS as _DICTS, FIELDS as _FIELDS, FORMAT, FORMAT_VERSION, META as _META
+from ._codec import save as _save, to_xarray
 from ._model import MLP
 from ._results import Run
+from ._activations import ACTIVATIONS
+from ._losses import LOSSES
 
 __all__ = ["save", "load", "to_xarray", "FORMAT", "FORMAT_VERSION"]
 
-FORMAT = "zlimit-run"
-FORMAT_VERSION = 1
-
-_META = "__meta__"
-_DICTS = ("kernels", "cross", "novelty", "bases")
-_FIELDS = ("outputs_groups", "loss_groups", "error_signals_groups")
-_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _TAGS = ("__zlimit_tuple__", "__zlimit_dict__", "__zlimit_array__", "__zlimit_scalar__")
 
 
-# ---------------------------------------------------------------------- meta
-class _Encoder:
-    """Encode Run.meta into JSON-able data; numpy values go to separate arrays."""
+def save(run: Run, path):
+    """Write a run to one ``.npz`` file (format in the module docstring; see :meth:`zlimit.Run.save`).
 
-    def __init__(self) -> None:
-        self.arrays: dict[str, np.ndarray] = {}
+    Parameters
+    ----------
+    run : Run
+    path : str, os.PathLike or writable binary file object
+        Written exactly as given (no suffix is added; ``.npz`` is conventional).
+        A path is written atomically: to a temporary file in the same folder, then
+        renamed.
 
-    def _store(self, value: np.ndarray, where: str) -> str:
-        if value.dtype.hasobject:
-            raise ValueError(f"run.meta{where} is a numpy object array, which cannot be saved without pickle")
-        name = f"meta/{len(self.arrays)}"
-        self.arrays[name] = value
-        return name
+    Returns
+    -------
+    Path of the file written (None for a file object).
 
-    def __call__(self, x: Any, where: str = "") -> Any:
-        if isinstance(x, np.generic):
-            return {"__zlimit_scalar__": self._store(np.asarray(x), where)}
-        if isinstance(x, np.ndarray):
-            return {"__zlimit_array__": self._store(x, where)}
-        if x is None or isinstance(x, (bool, int, float, str)):
-            return x
-        if isinstance(x, tuple):
-            return {"__zlimit_tuple__": [self(v, f"{where}[{i}]") for i, v in enumerate(x)]}
-        if isinstance(x, list):
-            return [self(v, f"{where}[{i}]") for i, v in enumerate(x)]
-        if isinstance(x, dict):
-            if all(isinstance(k, str) and not k.startswith("__zlimit_") for k in x):
-                return {k: self(v, f"{where}[{k!r}]") for k, v in x.items()}
-            return {"__zlimit_dict__": [[self(k, f"{where} key"), self(v, f"{where}[{k!r}]")] for k, v in x.items()]}
-        raise ValueError(
-            f"run.meta{where} has type {type(x).__name__}, which cannot be saved; meta may hold "
-            "None, bool, int, float, str, lists, tuples, dicts and numpy arrays or scalars"
-        )
+    Raises
+    ------
+    ValueError
+        For an object that is not a Run, an object-dtype array, a dict key with
+        characters outside ``[A-Za-z0-9_.-]``, or a ``meta`` value that cannot be encoded.
+    """
+    if not isinstance(run, Run):
+        raise ValueError(f"save needs a zlimit Run, got {type(run).__name__}")
+    return _save(run, path)
 
 
 def _decode(x: Any, arrays: dict[str, np.ndarray]) -> Any:
@@ -121,83 +104,6 @@ def _decode(x: Any, arrays: dict[str, np.ndarray]) -> Any:
                 return arrays[v][()]
         return {k: _decode(v, arrays) for k, v in x.items()}
     return x
-
-
-# ---------------------------------------------------------------------- save
-def save(run: Run, path) -> Path | None:
-    """Write a run to one ``.npz`` file (format in the module docstring).
-
-    Parameters
-    ----------
-    run : Run
-    path : str, os.PathLike or writable binary file object
-        Written exactly as given (no suffix is added; ``.npz`` is conventional).
-        A path is written atomically: to a temporary file in the same folder, then
-        renamed.
-
-    Returns
-    -------
-    Path of the file written (None for a file object).
-
-    Raises
-    ------
-    ValueError
-        For an object-dtype array, a dict key with characters outside
-        ``[A-Za-z0-9_.-]``, or a ``meta`` value that cannot be encoded.
-    """
-    if not isinstance(run, Run):
-        raise ValueError(f"save needs a zlimit Run, got {type(run).__name__}")
-    from . import __version__
-
-    arrays: dict[str, np.ndarray] = {}
-    for name in _FIELDS:
-        arrays[name] = np.asarray(getattr(run, name))
-    keys: dict[str, list[str]] = {}
-    for group in _DICTS:
-        keys[group] = []
-        for key, value in getattr(run, group).items():
-            if not isinstance(key, str) or not _KEY.match(key):
-                raise ValueError(f"run.{group} key {key!r} is not a plain name ([A-Za-z0-9_.-]+) and cannot be saved")
-            arrays[f"{group}/{key}"] = np.asarray(value)
-            keys[group].append(key)
-    for name, value in arrays.items():
-        if value.dtype.hasobject:
-            raise ValueError(f"array {name!r} has object dtype, which cannot be saved without pickle")
-
-    encode = _Encoder()
-    model = run.model
-    info = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "zlimit_version": __version__,
-        "model": model.describe(),
-        "custom": {
-            "activation": ACTIVATIONS.get(model.activation.name) is not model.activation,
-            "loss": LOSSES.get(model.loss.name) is not model.loss,
-        },
-        "record_steps": [int(s) for s in run.record_steps],
-        "meta": encode(run.meta),
-        **keys,
-    }
-    arrays.update(encode.arrays)
-    arrays[_META] = np.array(json.dumps(info, ensure_ascii=True, allow_nan=True))
-
-    if hasattr(path, "write"):
-        np.savez(path, **arrays)
-        return None
-    path = Path(os.fspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 # ---------------------------------------------------------------------- load
@@ -344,6 +250,9 @@ def load(path, model: MLP | None = None) -> Run:
     try:
         keys = {group: list(info.get(group, [])) for group in _DICTS}
         record_steps = tuple(int(s) for s in info["record_steps"])
+        # files written before error_model existed marked exact runs by meta["kind"]
+        error_model = str(info.get("error_model") or ("exact" if info.get("meta", {}).get("kind") == "exact"
+                                                       else "groups"))
         desc, custom = dict(info["model"]), dict(info.get("custom", {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise _bad(path, f"incomplete {_META!r} entry: {exc}") from exc
@@ -367,72 +276,7 @@ def load(path, model: MLP | None = None) -> Run:
         record_steps=record_steps,
         novelty={k: entries[f"novelty/{k}"] for k in keys["novelty"]},
         bases={k: entries[f"bases/{k}"] for k in keys["bases"]},
+        error_model=error_model,
     )
 
 
-# ---------------------------------------------------------------------- xarray
-def _plain(x: Any) -> Any:
-    if isinstance(x, (np.generic, np.ndarray)):
-        return x.tolist()
-    if isinstance(x, (set, frozenset)):
-        return sorted(x, key=repr)
-    return repr(x)
-
-
-def to_xarray(run: Run):
-    """The run as an :class:`xarray.Dataset` (needs ``pip install xarray``).
-
-    Dimensions: ``group`` (G), ``step`` (T+1), ``input``/``input2`` (M),
-    ``update`` (T, the SGD steps that have error signals), ``train_input``/
-    ``train_input2`` (m) and ``record_step`` (the run's ``record_steps``). The
-    ``input`` coordinate carries ``is_train`` (True for the first m inputs).
-
-    Variables: ``outputs`` (group, step, input), ``loss`` (group, step),
-    ``error_signals`` (group, update, train_input), ``kernel_{key}`` (group, step,
-    input, input2; "dh" kernels on (group, update, train_input, train_input2)),
-    ``cross_{key}`` (group, record_step, step, input, input2) and
-    ``novelty_{key}`` (group, step, input). Attributes: ``model`` and ``meta`` as
-    JSON strings (numpy values as plain numbers and lists; tuples as lists), ``m``.
-
-    Raises
-    ------
-    ImportError
-        When xarray is not installed.
-    """
-    try:
-        import xarray as xr
-    except ImportError as exc:
-        raise ImportError("to_xarray needs xarray, which is not installed: pip install xarray") from exc
-    g, t1, big_m = run.outputs_groups.shape
-    m = run.m
-    coords = {
-        "group": np.arange(g),
-        "step": np.arange(t1),
-        "input": np.arange(big_m),
-        "input2": np.arange(big_m),
-        "update": np.arange(t1 - 1),
-        "train_input": np.arange(m),
-        "train_input2": np.arange(m),
-        "record_step": np.asarray(run.record_steps, dtype=np.int64),
-        "is_train": ("input", np.arange(big_m) < m),
-    }
-    data = {
-        "outputs": (("group", "step", "input"), run.outputs_groups),
-        "loss": (("group", "step"), run.loss_groups),
-        "error_signals": (("group", "update", "train_input"), run.error_signals_groups),
-    }
-    for key, value in run.kernels.items():
-        dims = ("group", "update", "train_input", "train_input2") if key.startswith("dh") else ("group", "step", "input", "input2")
-        data[f"kernel_{key}"] = (dims, value)
-    for key, value in run.cross.items():
-        data[f"cross_{key}"] = (("group", "record_step", "step", "input", "input2"), value)
-    for key, value in run.novelty.items():
-        data[f"novelty_{key}"] = (("group", "step", "input"), value)
-    for key, value in run.bases.items():
-        data[f"basis_{key}"] = (("group", "step"), value)
-    try:
-        meta = json.dumps(run.meta, ensure_ascii=True, default=_plain)
-    except (TypeError, ValueError):  # e.g. tuple dict keys
-        meta = repr(run.meta)
-    attrs = {"model": json.dumps(run.model.describe()), "meta": meta, "m": m}
-    return xr.Dataset(data, coords=coords, attrs=attrs)
