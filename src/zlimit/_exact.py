@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from ._driver import FEATURES, Backward, Forward, Recorder, assemble, run_sgd
 from ._errors import DivergenceError
+from ._gaussian import orthonormalise, project
 from ._model import MLP
 from ._results import Run, key
 
@@ -69,68 +70,17 @@ class _Normals:
 
 
 def _project(basis: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Coordinates on, and residuals off, an orthonormal basis (maths §3).
-
-    Classical Gram–Schmidt with one reorthogonalisation. ``basis`` may be narrower
-    than ``X``: its vectors are zero beyond its width.
-
-    Parameters
-    ----------
-    basis : (K, w) orthonormal rows u_k.
-    X : (b, W) rows x, W >= w.
-
-    Returns
-    -------
-    C : (b, K), c_k = E[Z^x Z^{u_k}]
-    R : (b, W), ρ = Z^x − Σ_k c_k Z^{u_k}
-    """
-    w = basis.shape[1]
-    R = np.array(X, dtype=np.float64, copy=True)
-    C = np.zeros((X.shape[0], basis.shape[0]))
-    if basis.shape[0] == 0:
-        return C, R
-    for _ in range(2):
-        c = R[:, :w] @ basis.T
-        R[:, :w] -= c @ basis
-        C += c
-    return C, R
+    """Coordinates (b, K) on, and residuals (b, W) off, an orthonormal basis (K, w) of
+    coefficient rows: :func:`zlimit._gaussian.project` with E the dot product."""
+    C, R = project(basis, np.asarray(X, dtype=np.float64), n=1)
+    return C.T, R
 
 
-def _orthonormalise(R: np.ndarray, scale: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gram–Schmidt of the rows of R among themselves, in order (maths §3).
-
-    Row j opens a new direction u = ρ_j/‖ρ_j‖ when ‖ρ_j‖ > tol · scale[j].
-
-    Parameters
-    ----------
-    R : (b, W) rows already orthogonal to the earlier basis.
-    scale : (b,) the norms ‖x_j‖ of the original vectors.
-    tol : relative tolerance.
-
-    Returns
-    -------
-    Q : (k, W) new orthonormal directions, k <= b
-    C : (b, k) coordinates of each row on Q
-    rho : (b,) ‖ρ_j‖ of each row against the earlier basis and the earlier rows
-    """
-    b = R.shape[0]
-    Q = np.zeros_like(R)
-    C = np.zeros((b, b))
-    rho = np.zeros(b)
-    k = 0
-    for j in range(b):
-        r = R[j].copy()
-        for _ in range(2):
-            if k:
-                c = Q[:k] @ r
-                r -= c @ Q[:k]
-                C[j, :k] += c
-        rho[j] = np.sqrt(r @ r)
-        if rho[j] > tol * scale[j] and rho[j] > 0.0:
-            Q[k] = r / rho[j]
-            C[j, k] = rho[j]
-            k += 1
-    return Q[:k], C[:, :k], rho
+def _orthonormalise(R: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """New directions Q (k, W), coordinates (b, k) and novelty ‖ρ‖ (b,) of the rows of R
+    among themselves: :func:`zlimit._gaussian.orthonormalise` with E the dot product."""
+    Q, C, rho, _ = orthonormalise(R, _TOL, scale, n=1)
+    return Q, C.T, rho
 
 
 def _embed(coords: np.ndarray, idx: np.ndarray, width: int, scale: float) -> np.ndarray:
@@ -221,7 +171,7 @@ class _Process:
         if scale is None:
             scale = np.sqrt(np.einsum("ij,ij->i", X, X))
         C_old, R = _project(self.u, X)
-        Q, C_new, rho = _orthonormalise(R, scale, _TOL)
+        Q, C_new, rho = _orthonormalise(R, scale)
         self._grow(Q)
         coords = np.hstack([C_old, C_new])
         return _embed(coords, self.g, self.out_width, self.sigma), rho
@@ -244,7 +194,7 @@ def _novelty(process: _Process, X: np.ndarray, k: int) -> np.ndarray:
     """‖ρ‖ of each row of X against the first k directions and the earlier rows."""
     scale = np.sqrt(np.einsum("ij,ij->i", X, X))
     _, R = process.coordinates(X, k)
-    return _orthonormalise(R, scale, _TOL)[2]
+    return _orthonormalise(R, scale)[2]
 
 
 def _eval_zhat(train: _Process, extra: _Process, X: np.ndarray, width: int) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 from ._errors import ResourceError
 from ._kernels import fill_normals, stream_key
 
-__all__ = ["GaussianBasis", "MemoryBudget", "orthonormalise"]
+__all__ = ["GaussianBasis", "MemoryBudget", "project", "orthonormalise"]
 
 
 #: Kahan–Parlett test (maths §3): a row is projected again unless ‖ρ‖ > ‖x‖/√2
@@ -29,8 +29,8 @@ REORTHOGONALISE_BELOW = 1 / math.sqrt(2)
 ORTHOGONALITY_LIMIT = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-4}
 
 
-def _cgs2(basis: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Project the rows of X off the span of orthonormal ``basis`` rows.
+def project(basis: np.ndarray, X: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Project the rows of X off the span of orthonormal ``basis`` rows (maths §3).
 
     Classical Gram–Schmidt with the Kahan–Parlett test ("twice is enough", maths §3):
     one pass leaves an orthogonality error of about E‖x‖/‖ρ‖ for a basis error E, so
@@ -39,44 +39,73 @@ def _cgs2(basis: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     compound by ‖x‖/‖ρ‖ per vector (the basis of W² lost orthogonality within 20 steps
     on the paper's problem with a 1e-4 threshold).
 
+    The inner product is E[a b] = a·b/n: the particle mean for particle rows
+    (n = N, the default) and the dot product for the coefficient vectors of the exact
+    linear engine (n = 1, :mod:`zlimit._exact`). ``basis`` may be narrower than X
+    (its vectors are zero beyond its width w).
+
+    Parameters
+    ----------
+    basis : (K, w) orthonormal rows u_k.
+    X : (b, W) rows x, W >= w.
+    n : the normalisation of the inner product; X.shape[1] by default.
+
     Returns
     -------
-    C : (K, b) coordinates E_N[u_k x]
-    R : (b, N) residuals x − Σ_k C_k u_k
+    C : (K, b) coordinates E[u_k x]
+    R : (b, W) residuals x − Σ_k C_k u_k
+
+    Examples
+    --------
+    >>> U = np.array([[1.0, 0.0, 0.0]])
+    >>> C, R = project(U, np.array([[2.0, 3.0, 0.0]]), n=1)
+    >>> C.tolist(), R.tolist()
+    ([[2.0]], [[0.0, 3.0, 0.0]])
     """
-    n = X.shape[1]
-    if basis.shape[0] == 0:
-        return np.zeros((0, X.shape[0]), dtype=X.dtype), X.copy()
-    C = (basis @ X.T) / n
-    R = X - C.T @ basis
+    n = X.shape[1] if n is None else n
+    K, w = basis.shape
+    R = X.copy()
+    if K == 0:
+        return np.zeros((0, X.shape[0]), dtype=X.dtype), R
+    C = (basis @ X[:, :w].T) / n
+    R[:, :w] -= C.T @ basis
     ratio2 = np.einsum("ip,ip->i", R, R) / np.maximum(np.einsum("ip,ip->i", X, X), np.finfo(float).tiny)
     again = np.flatnonzero(ratio2 < REORTHOGONALISE_BELOW ** 2)
     if again.size:
-        C2 = (basis @ R[again].T) / n
-        R[again] -= C2.T @ basis
+        C2 = (basis @ R[again, :w].T) / n
+        R[again, :w] -= C2.T @ basis
         C[:, again] += C2
     return C, R
 
 
-def orthonormalise(R: np.ndarray, tol: float, scale: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Modified Gram–Schmidt of the rows of R among themselves, in order.
+def orthonormalise(R: np.ndarray, tol: float, scale: np.ndarray, n: int | None = None) -> tuple[np.ndarray, ...]:
+    """Modified Gram–Schmidt of the rows of R among themselves, in order (maths §3).
 
-    Row j gets a new direction when its residual norm exceeds ``tol * scale[j]``.
+    Row j gets a new direction u = ρ_j/‖ρ_j‖ when its residual norm exceeds
+    ``tol * scale[j]``. The inner product is a·b/n as in :func:`project`.
 
     Parameters
     ----------
-    R : (b, N) rows already orthogonal to any earlier basis.
-    tol : relative tolerance on ‖ρ‖ = E_N[ρ²]^{1/2}.
+    R : (b, W) rows already orthogonal to any earlier basis.
+    tol : relative tolerance on ‖ρ‖ = E[ρ²]^{1/2}.
     scale : (b,) the norms ‖x_j‖ of the original vectors.
+    n : the normalisation of the inner product; R.shape[1] by default.
 
     Returns
     -------
-    Q : (k, N) new orthonormal directions, k <= b
+    Q : (k, W) new orthonormal directions, k <= b
     C : (k, b) coordinates of each row of R on Q (upper triangular in the kept rows)
     rho : (b,) residual norm ‖ρ_j‖ of each row before normalisation (maths §3)
     opened : (b,) bool, the rows that opened a direction
+
+    Examples
+    --------
+    >>> Q, C, rho, opened = orthonormalise(np.array([[3.0, 0.0], [6.0, 0.0]]), 1e-10, np.array([3.0, 6.0]), n=1)
+    >>> Q.tolist(), rho.tolist(), opened.tolist()  # the second row is in the span of the first
+    ([[1.0, 0.0]], [3.0, 0.0], [True, False])
     """
-    b, n = R.shape
+    b, width = R.shape
+    n = width if n is None else n
     R = R.copy()
     Q = np.empty_like(R)
     C = np.zeros((b, b), dtype=np.float64)
@@ -230,7 +259,7 @@ class GaussianBasis:
         m = b if m is None else m
         K0 = self.size
         scale = np.sqrt(np.einsum("ip,ip->i", X, X) / self.n)
-        C_old, R = _cgs2(self.u, X)
+        C_old, R = project(self.u, X)
         Q, C_new, rho, opened = orthonormalise(R[:m], self.tol, scale[:m])
         self._append(Q)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -239,7 +268,7 @@ class GaussianBasis:
         C[K0:, :m] = C_new
         if b == m:
             return self.sample(C), C, rho, dropped
-        C[K0:, m:], R_obs = _cgs2(Q, R[m:])  # the observed rows against the new directions
+        C[K0:, m:], R_obs = project(Q, R[m:])  # the observed rows against the new directions
         Zhat = self.sample(C)
         residual, rho_obs = self._observe(R_obs, scale[m:], labels)
         Zhat[m:] += residual
