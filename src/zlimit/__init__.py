@@ -16,6 +16,7 @@ True
 from . import datasets, diagnostics
 from ._activations import Activation
 from ._api import simulate, train_finite
+from ._demo import paper_figure
 from ._engine import estimate_memory
 from ._errors import DivergenceError, MonteCarloWarning, NumericalError, ResourceError
 from ._finite import init_weights, layer_scales
@@ -27,6 +28,6 @@ from .io import load, save
 
 __all__ = [
     "MLP", "Activation", "Loss", "Run", "batch_schedule", "simulate", "train_finite", "init_weights",
-    "layer_scales", "estimate_memory", "load", "save", "datasets", "diagnostics", "DivergenceError",
+    "layer_scales", "estimate_memory", "paper_figure", "load", "save", "datasets", "diagnostics", "DivergenceError",
     "MonteCarloWarning", "NumericalError", "ResourceError", "__version__",
 ]

@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ._errors import MonteCarloWarning, NumericalError, ResourceError
-from ._gaussian import ORTHOGONALITY_LIMIT, GaussianBasis, MemoryBudget
+from ._gaussian import ORTHOGONALITY_LIMIT, GaussianBasis, MemoryBudget, empirical_gram
 from ._kernels import apply_pair, fill_normals, stream_key
 from ._memory import available_memory
 from ._driver import Backward, Forward, Recorder, assemble, diverged, run_sgd
@@ -250,10 +250,7 @@ class _Group:
         self.t = -1
         self.hs = self.xs = self.dxs = self.dhs = None  # this step's features, for backward and update
 
-    @staticmethod
-    def gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """E_N[Z^a Z^b] = a bᵀ/N for particle rows."""
-        return (a @ b.T).astype(np.float64) / a.shape[1]
+    gram = staticmethod(empirical_gram)  # E_N[Z^a Z^b'] over the group's particles
 
     def forward(self, t: int) -> Forward:
         """Forward pass at step t for all M inputs (maths §2, "Forward pass").

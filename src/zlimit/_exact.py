@@ -69,20 +69,6 @@ class _Normals:
         return idx
 
 
-def _project(basis: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Coordinates (b, K) on, and residuals (b, W) off, an orthonormal basis (K, w) of
-    coefficient rows: :func:`zlimit._gaussian.project` with E the dot product."""
-    C, R = project(basis, np.asarray(X, dtype=np.float64), n=1)
-    return C.T, R
-
-
-def _orthonormalise(R: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """New directions Q (k, W), coordinates (b, k) and novelty ‖ρ‖ (b,) of the rows of R
-    among themselves: :func:`zlimit._gaussian.orthonormalise` with E the dot product."""
-    Q, C, rho, _ = orthonormalise(R, _TOL, scale, n=1)
-    return Q, C.T, rho
-
-
 def _embed(coords: np.ndarray, idx: np.ndarray, width: int, scale: float) -> np.ndarray:
     """Coefficient rows scale · Σ_k coords[:, k] e_{idx[k]} of length ``width``."""
     out = np.zeros((coords.shape[0], width))
@@ -139,7 +125,7 @@ class _Process:
         return self.basis[: self.size]
 
     @property
-    def g(self) -> np.ndarray:
+    def normal_idx(self) -> np.ndarray:
         """Indices of the base normals g_k of the directions, shape (K,)."""
         return self.idx[: self.size]
 
@@ -170,15 +156,17 @@ class _Process:
         """
         if scale is None:
             scale = np.sqrt(np.einsum("ij,ij->i", X, X))
-        C_old, R = _project(self.u, X)
-        Q, C_new, rho = _orthonormalise(R, scale)
+        C_old, R = self.coordinates(X)
+        Q, C_new, rho, _ = orthonormalise(R, _TOL, scale, n=1)  # Gram–Schmidt with E the dot product
         self._grow(Q)
-        coords = np.hstack([C_old, C_new])
-        return _embed(coords, self.g, self.out_width, self.sigma), rho
+        coords = np.hstack([C_old, C_new.T])
+        return _embed(coords, self.normal_idx, self.out_width, self.sigma), rho
 
     def coordinates(self, X: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Coordinates on the first k directions (all by default) and residuals."""
-        return _project(self.basis[: self.size if k is None else k], X)
+        """Coordinates (b, K) on the first k directions (all by default) and residuals (b, W)
+        (:func:`zlimit._gaussian.project` with E the dot product)."""
+        C, R = project(self.basis[: self.size if k is None else k], np.asarray(X, dtype=np.float64), n=1)
+        return C.T, R
 
     def stein(self, Y: np.ndarray, k: int | None = None) -> np.ndarray:
         """σ Σ_k Z^{u_k} E[g_k Z^y] over the first k directions (maths §3 Ż).
@@ -194,7 +182,7 @@ def _novelty(process: _Process, X: np.ndarray, k: int) -> np.ndarray:
     """‖ρ‖ of each row of X against the first k directions and the earlier rows."""
     scale = np.sqrt(np.einsum("ij,ij->i", X, X))
     _, R = process.coordinates(X, k)
-    return _orthonormalise(R, scale)[2]
+    return orthonormalise(R, _TOL, scale, n=1)[2]
 
 
 def _eval_zhat(train: _Process, extra: _Process, X: np.ndarray, width: int) -> np.ndarray:
@@ -207,7 +195,7 @@ def _eval_zhat(train: _Process, extra: _Process, X: np.ndarray, width: int) -> n
     of the process. No training quantity loads a g_e.
     """
     C, R = train.coordinates(X)
-    Zhat = _embed(C, train.g, width, train.sigma)
+    Zhat = _embed(C, train.normal_idx, width, train.sigma)
     Zhat += extra.add(R, scale=np.sqrt(np.einsum("ij,ij->i", X, X)))[0]
     return Zhat
 

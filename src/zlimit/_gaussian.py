@@ -19,7 +19,7 @@ import numpy as np
 from ._errors import ResourceError
 from ._kernels import fill_normals, stream_key
 
-__all__ = ["GaussianBasis", "MemoryBudget", "project", "orthonormalise"]
+__all__ = ["GaussianBasis", "MemoryBudget", "empirical_gram", "project", "orthonormalise"]
 
 
 #: Kahan–Parlett test (maths §3): a row is projected again unless ‖ρ‖ > ‖x‖/√2
@@ -27,6 +27,15 @@ REORTHOGONALISE_BELOW = 1 / math.sqrt(2)
 
 #: the largest orthogonality error max|UUᵀ/N − I| a run accepts, by storage dtype
 ORTHOGONALITY_LIMIT = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-4}
+
+
+def empirical_gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """E_N[Z^a Z^b'] = a bᵀ/N in float64 for particle rows a (r, N) and b (s, N): (r, s).
+
+    >>> empirical_gram(np.ones((1, 4)), np.full((2, 4), 2.0)).tolist()
+    [[2.0, 2.0]]
+    """
+    return (a @ b.T).astype(np.float64) / a.shape[1]
 
 
 def project(basis: np.ndarray, X: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:

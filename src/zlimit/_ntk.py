@@ -23,14 +23,11 @@ from tqdm.auto import tqdm
 
 from ._driver import Backward, Forward, Recorder, assemble, run_sgd
 from ._engine import _Config, initial_features
+from ._gaussian import empirical_gram as _gram
 from ._model import MLP
 from ._results import Run
 
 __all__ = ["ntk_gram", "NtkState", "simulate_ntk"]
-
-
-def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a @ b.T).astype(np.float64) / a.shape[1]
 
 
 def ntk_gram(model: MLP, K1: np.ndarray, xs: list, dxs: list) -> tuple[np.ndarray, list]:
