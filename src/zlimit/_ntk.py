@@ -18,7 +18,10 @@ the mean over initialisations.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ._driver import Backward, Forward, Recorder, assemble, run_sgd
@@ -94,13 +97,20 @@ class NtkState:
 
 
 def simulate_ntk(model: MLP, data, settings, on_step=None) -> Run:
-    """The NTK limit group by group (called by :func:`zlimit.simulate` with ``parametrization="ntk"``)."""
+    """The NTK limit, G independent groups on ``settings.threads`` worker threads (called by
+    :func:`zlimit.simulate` with ``parametrization="ntk"``)."""
     cfg, T = _Config.of(settings), settings.steps
-    recs = []
-    for g in tqdm(range(cfg.groups), disable=not settings.progress, desc="zlimit.simulate (ntk)", unit="group"):
-        hook = None if on_step is None else (lambda t, state, rec, g=g: on_step(g, t))
+
+    def run_group(g):
+        hook = None if on_step is None else (lambda t, state, rec: on_step(g, t))
         rec = Recorder(model.depth, T, data.m, data.M, cfg.record_steps)
-        recs.append(run_sgd(NtkState(model, data, cfg, g), model, data.y, list(data.batches), T, rec, hook))
+        run_sgd(NtkState(model, data, cfg, g), model, data.y, list(data.batches), T, rec, hook)
+        bar.update(1)
+        return rec
+
+    with tqdm(total=cfg.groups, disable=not settings.progress, desc="zlimit.simulate (ntk)", unit="group") as bar, \
+            threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(settings.threads, cfg.groups)) as pool:
+        recs = list(pool.map(run_group, range(cfg.groups)))
     meta = {"kind": "limit", "method": "ntk", "parametrization": "ntk", "seed": cfg.seed, "steps": T, "m": data.m,
             "m_eval": data.M - data.m, "particles": settings.particles, "groups": cfg.groups,
             "dtype": cfg.dtype.name, "qmc": cfg.qmc}
