@@ -10,7 +10,8 @@ import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 from scipy.special import erf
 
-from zlimit._model import check_batches, error_signal
+from zlimit._model import error_signal
+from zlimit._validate import check_batches
 
 __all__ = ["ACTIVATIONS", "quadrature_l1"]
 

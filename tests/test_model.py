@@ -14,7 +14,8 @@ from scipy.special import erf, expit
 import zlimit
 from zlimit._activations import ACTIVATIONS, Activation, apply, get_activation
 from zlimit._losses import LOSSES, Loss, get_loss
-from zlimit._model import MLP, batch_schedule, check_batches, error_signal, total_loss
+from zlimit._model import MLP, batch_schedule, error_signal, total_loss
+from zlimit._validate import check_batches
 
 REFERENCE_PHI = {
     "tanh": np.tanh,
@@ -46,10 +47,10 @@ REFERENCE_PHI = {
     (dict(lr="fast"), "lr must be a positive finite number"),
     (dict(init_std=[1.0, 1.0]), "depth\\+1 = 3"),
     (dict(lr_mult=[1.0] * 4), "depth\\+1 = 3"),
-    (dict(init_std=[1.0, float("nan"), 1.0]), "finite and >= 0"),
-    (dict(init_std=float("inf")), "finite and >= 0"),
-    (dict(lr_mult=[1.0, -1.0, 1.0]), "finite and >= 0"),
-    (dict(init_std=[1.0, "a", 1.0]), "must be numbers"),
+    (dict(init_std=[1.0, float("nan"), 1.0]), r"init_std\[1\] must be a finite number >= 0, got nan \(not finite\)"),
+    (dict(init_std=float("inf")), r"init_std must be a finite number >= 0, got inf \(not finite\)"),
+    (dict(lr_mult=[1.0, -1.0, 1.0]), r"lr_mult\[1\] must be a finite number >= 0, got -1.0 \(out of range\)"),
+    (dict(init_std=[1.0, "a", 1.0]), r"init_std\[1\] must be a finite number >= 0, got 'a' \(not a number\)"),
 ])
 def test_mlp_validation(kw, msg):
     base = dict(depth=2)

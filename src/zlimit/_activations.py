@@ -13,6 +13,8 @@ from typing import Callable
 import numba
 import numpy as np
 
+from ._validate import check_choice
+
 __all__ = ["Activation", "ACTIVATIONS", "get_activation", "apply"]
 
 
@@ -144,11 +146,7 @@ def get_activation(spec: str | Activation) -> Activation:
     """Return the :class:`Activation` named by ``spec`` (or ``spec`` itself)."""
     if isinstance(spec, Activation):
         return spec
-    if isinstance(spec, str) and spec in ACTIVATIONS:
-        return ACTIVATIONS[spec]
-    raise ValueError(
-        f"activation must be one of {sorted(ACTIVATIONS)} or a zlimit.Activation, got {spec!r}"
-    )
+    return ACTIVATIONS[check_choice("activation", spec, sorted(ACTIVATIONS), hint=" or a zlimit.Activation")]
 
 
 @numba.njit(nogil=True)

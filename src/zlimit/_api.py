@@ -160,7 +160,7 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
         Monte Carlo options below.
     parametrization : {"mup", "ntk"}
         "ntk" gives the kernel limit of the same model for contrast (features frozen
-        at initialisation, f moved by kernel gradient descent; maths §5 and
+        at initialisation, f moved by kernel gradient descent; maths §9 and
         :mod:`zlimit._ntk`); it takes no ``gradient_independence`` or ``basis_tol``.
     on_step : callable, optional
         Called as ``on_step(group, t)`` after step t of each group (from the thread

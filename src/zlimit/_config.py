@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from ._validate import is_int
+
 __all__ = ["ConfigError", "Config", "RunSettings", "load_config", "parse_config", "read_toml"]
 
 
@@ -54,8 +56,7 @@ class ConfigError(ValueError):
 
 
 # ------------------------------------------------------------------ type checks
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+_is_int = is_int  # the package's one notion of an integer (bools are not)
 
 
 def _is_number(v) -> bool:

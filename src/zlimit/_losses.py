@@ -11,6 +11,8 @@ from typing import Callable
 
 import numpy as np
 
+from ._validate import check_choice
+
 __all__ = ["Loss", "LOSSES", "get_loss"]
 
 
@@ -61,6 +63,4 @@ def get_loss(spec: str | Loss) -> Loss:
     """Return the :class:`Loss` named by ``spec`` (or ``spec`` itself)."""
     if isinstance(spec, Loss):
         return spec
-    if isinstance(spec, str) and spec in LOSSES:
-        return LOSSES[spec]
-    raise ValueError(f"loss must be one of {sorted(LOSSES)} or a zlimit.Loss, got {spec!r}")
+    return LOSSES[check_choice("loss", spec, sorted(LOSSES), hint=" or a zlimit.Loss")]

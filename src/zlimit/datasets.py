@@ -11,14 +11,13 @@ inputs are parallel (for instance duplicated images).
 """
 from __future__ import annotations
 
-import operator
 import os
 import pickle
 import warnings
 
 import numpy as np
 
-from ._model import check_int
+from ._validate import check_choice, check_int
 
 __all__ = ["gaussian", "digits", "cifar10", "CIFAR10_CLASSES"]
 
@@ -159,10 +158,7 @@ def digits(classes=(0, 1), per_class: int = 5, seed: int = 0, exclude=None) -> t
         Bad classes, per_class, seed or exclude.
     """
     classes = _check_classes(classes, range(10), "digits 0..9")
-    try:
-        classes = tuple(operator.index(c) for c in classes)
-    except TypeError:
-        raise ValueError(f"classes must be two distinct integer digits 0..9, got {classes!r}") from None
+    classes = tuple(check_int(f"classes[{k}]", c, 0, 9, hint=" (a digit)") for k, c in enumerate(classes))
     per_class = check_int("per_class", per_class, 1)
     seed = check_int("seed", seed, 0)
     try:
@@ -241,8 +237,7 @@ def cifar10(path, classes=("airplane", "automobile"), per_class: int = 5, seed: 
         Unknown class names (the message lists the allowed ones), bad per_class,
         seed or split, or files that are not CIFAR-10 batches.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    split = check_choice("split", split, ("train", "test"))
     per_class = check_int("per_class", per_class, 1)
     seed = check_int("seed", seed, 0)
     folder = _cifar_folder(path)
