@@ -157,7 +157,7 @@ def test_simulate_from_file_matches_library(tmp_path):
     proc = zl("simulate", cfg, "--out", "res", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "res" / "outputs.png").read_bytes()[:8] == PNG
-    from zlimit._engine import simulate
+    from zlimit import simulate
     from zlimit.io import load
 
     run = load(tmp_path / "res" / "limit.npz")
@@ -222,7 +222,7 @@ def test_paper_figure_tiny(tmp_path):
     assert re.search(r"Time: finite nets \d+\.\d s, limit \d+\.\d s", proc.stdout)
     # numbers against the library: μP, width 16, seed 0 (layer 2 and the held-out inputs)
     from zlimit import diagnostics
-    from zlimit._finite import train_finite
+    from zlimit import train_finite
 
     X, y = datasets.digits(per_class=5)
     X_eval, y_eval = datasets.digits(per_class=5, exclude=X)
@@ -294,18 +294,20 @@ def test_paper_figure_bad_options_exit_2(tmp_path, option, value, fragment):
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(activation="gelu"), r"activation must be one of silu, tanh, relu \(the paper's\), got 'gelu'"),
-    (dict(lr=0), r"lr must be a positive number such as 0.1"),
-    (dict(lr=-0.5), r"lr must be a positive number"),
-    (dict(lr=float("nan")), r"lr must be a positive number"),
+    (dict(activation="gelu"), r"activation must be one of \('silu', 'tanh', 'relu'\) \(the paper's\), got 'gelu'"),
+    (dict(lr=0), r"lr must be a positive finite number such as 0.1"),
+    (dict(lr=-0.5), r"lr must be a positive finite number"),
+    (dict(lr=float("nan")), r"lr must be a positive finite number"),
+    (dict(lr=True), r"lr must be a positive finite number.*\(a bool\)"),
     (dict(steps=0), r"steps must be an integer >= 1 such as 1000"),
     (dict(steps=2.0), r"steps must be an integer"),
-    (dict(widths=(8, 0)), r"widths must be integers >= 1 \(or none, for the limit only\)"),
+    (dict(widths=(8, 0)), r"widths\[1\] must be an integer >= 1 \(or none, for the limit only\)"),
+    (dict(widths=(8, 64.5)), r"widths\[1\] must be an integer >= 1.*\(not an integer\)"),
     (dict(eval_per_class=0), r"eval_per_class must be an integer >= 1"),
     (dict(path="somewhere"), r"--path is only for --data cifar10"),
 ])
 def test_paper_figure_validation(kw, match):
-    from zlimit._demo import paper_figure
+    from zlimit import paper_figure
 
     with pytest.raises(ValueError, match=match):
         paper_figure(progress=False, **kw)

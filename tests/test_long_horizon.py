@@ -17,16 +17,16 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
 
 import zlimit
 from zlimit import _engine as engine, _gaussian as gaussian
+from tolerance import t_threshold
 
 FAMILY_ALPHA = 0.01
 
 
 def _t_quantile(groups: int, comparisons: int) -> float:
-    return float(stats.t.ppf(1 - FAMILY_ALPHA / (2 * comparisons), groups - 1))
+    return t_threshold(groups - 1, comparisons, FAMILY_ALPHA)
 
 
 def _paper_problem():

@@ -32,6 +32,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._model import MLP
+from ._stats import group_se, t_interval
+from ._validate import check_choice, check_float, check_int, check_int_list
 
 __all__ = ["run_demo", "demo_settings", "coord_table", "paper_figure", "PaperFigure", "PARAMETRIZATIONS",
            "PAPER_ACTIVATIONS"]
@@ -70,10 +72,8 @@ def coord_table(comparison, inputs: Sequence[int] = (0, 1), layer: int | None = 
     a, b = (inputs[0], inputs[1]) if len(inputs) > 1 else (inputs[0], inputs[0])
     cols = [f"f_T(ξ{i})" for i in inputs] + ["loss_T", f"K[x{L}](ξ{a},ξ{b})_T"]
 
-    def stats(per_seed: np.ndarray):  # (S, ...) -> mean, se
-        mean = per_seed.mean(axis=0)
-        se = per_seed.std(axis=0, ddof=1) / math.sqrt(per_seed.shape[0]) if per_seed.shape[0] > 1 else None
-        return mean, se
+    def stats(per_seed: np.ndarray):  # (S, ...) -> mean, se (None with one seed)
+        return per_seed.mean(axis=0), group_se(per_seed)
 
     rows = []
     for w in comparison.widths:
@@ -85,7 +85,7 @@ def coord_table(comparison, inputs: Sequence[int] = (0, 1), layer: int | None = 
     vals = [lim.outputs[T, i] for i in inputs] + [lim.loss[T], float(kg.mean())]
     ses = [lim.outputs_se[T, i] for i in inputs] if lim.outputs_se is not None else [math.nan] * len(inputs)
     ses += [lim.loss_se[T] if lim.loss_se is not None else math.nan,
-            float(kg.std(ddof=1) / math.sqrt(kg.size)) if kg.size > 1 else math.nan]
+            group_se(kg, single=math.nan)]
     rows.append(("∞", [_pm(v, s) for v, s in zip(vals, ses)]))
     width = max(len(c) for c in cols + [x for _, r in rows for x in r]) + 2
     head = f"{'width':>7}" + "".join(f"{c:>{width}}" for c in cols)
@@ -225,15 +225,11 @@ class PaperFigure:
 
 
 def _mean_se(values: list[float], level: float = 0.95) -> dict:
-    from scipy import stats
-
     v = np.asarray(values, dtype=float)
     mean = float(v.mean())
-    if v.size < 2:
-        return {"value": mean, "se": math.nan, "low": mean, "high": mean}
-    se = float(v.std(ddof=1) / math.sqrt(v.size))
-    q = float(stats.t.ppf(0.5 * (1 + level), v.size - 1))
-    return {"value": mean, "se": se, "low": mean - q * se, "high": mean + q * se}
+    se = group_se(v)  # None with one value: no error, the interval is the value
+    low, high = t_interval(mean, se, v.size - 1, level)
+    return {"value": mean, "se": math.nan if se is None else se, "low": low, "high": high}
 
 
 def _heldout_mse(outputs: np.ndarray, y_eval: np.ndarray) -> np.ndarray:
@@ -255,18 +251,14 @@ def _finite_measures(run, layers, T: int, m: int, y_eval: np.ndarray) -> dict:
 
 def _limit_measures(run, layers, T: int, m: int, y_eval: np.ndarray) -> dict:
     """Pooled values with per-group standard errors and t intervals."""
-    from scipy import stats
-
     from . import diagnostics
 
     G = run.groups
-    q = float(stats.t.ppf(0.975, G - 1)) if G > 1 else math.nan
 
     def interval(value: float, per_group: np.ndarray) -> dict:
-        if G < 2:
-            return {"value": value, "se": math.nan, "low": value, "high": value}
-        se = float(per_group.std(ddof=1) / math.sqrt(G))
-        return {"value": value, "se": se, "low": value - q * se, "high": value + q * se}
+        se = group_se(per_group)  # None when G = 1: the interval collapses to the value
+        low, high = t_interval(value, se, G - 1, 0.95)
+        return {"value": value, "se": math.nan if se is None else se, "low": low, "high": high}
 
     out = {}
     for l in layers:
@@ -285,22 +277,17 @@ def _paper_data(data: str, path, classes, per_class: int, eval_per_class: int):
     """Training and held-out inputs: X, y, X_eval, y_eval."""
     from . import datasets
 
+    data = check_choice("data", data, ("digits", "cifar10"))
     if data == "digits":
         if path is not None:
             raise ValueError("--path is only for --data cifar10 (digits ship with scikit-learn)")
         X, y = datasets.digits(classes=classes or (0, 1), per_class=per_class)
         return (X, y) + datasets.digits(classes=classes or (0, 1), per_class=eval_per_class, exclude=X)
-    if data == "cifar10":
-        if path is None:
-            raise ValueError("--data cifar10 needs --path DIR, the extracted 'cifar-10-batches-py' folder")
-        classes = classes or ("airplane", "automobile")
-        return (datasets.cifar10(path, classes=classes, per_class=per_class)
-                + datasets.cifar10(path, classes=classes, per_class=eval_per_class, split="test"))
-    raise ValueError(f"data must be 'digits' or 'cifar10', got {data!r}")
-
-
-def _is_int(value, low: int) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
+    if path is None:  # data == "cifar10"
+        raise ValueError("--data cifar10 needs --path DIR, the extracted 'cifar-10-batches-py' folder")
+    classes = classes or ("airplane", "automobile")
+    return (datasets.cifar10(path, classes=classes, per_class=per_class)
+            + datasets.cifar10(path, classes=classes, per_class=eval_per_class, split="test"))
 
 
 def paper_figure(data: str = "digits", path=None, steps: int = 1000, widths: Sequence[int] = (8, 64, 512, 4096),
@@ -361,26 +348,16 @@ def paper_figure(data: str = "digits", path=None, steps: int = 1000, widths: Seq
         Bad data, path, steps, widths, seeds, lr, activation, parametrizations or
         per-class counts.
     """
-    from ._engine import simulate
-    from ._finite import train_finite
+    from ._api import simulate, train_finite
 
-    if activation not in PAPER_ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(PAPER_ACTIVATIONS)} (the paper's), got {activation!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number such as 0.1 (the paper's), got {lr!r}")
-    for p in parametrizations:
-        if p not in PARAMETRIZATIONS:
-            raise ValueError(f"parametrizations must be among {PARAMETRIZATIONS}, got {p!r}")
-    if not _is_int(steps, 1):
-        raise ValueError(f"steps must be an integer >= 1 such as 1000 (the paper's), got {steps!r}")
-    if not _is_int(seeds, 1):
-        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
-    if not _is_int(eval_per_class, 1):
-        raise ValueError(f"eval_per_class must be an integer >= 1 (held-out images per class), got {eval_per_class!r}")
-    widths = sorted(int(w) for w in widths)
-    if widths and widths[0] < 1:
-        raise ValueError(f"widths must be integers >= 1 (or none, for the limit only), got {widths}")
+    activation = check_choice("activation", activation, PAPER_ACTIVATIONS, hint=" (the paper's)")
+    lr = check_float("lr", lr, 0, lo_open=True, hint=" such as 0.1 (the paper's)")
+    parametrizations = [check_choice(f"parametrizations[{k}]", p, PARAMETRIZATIONS)
+                        for k, p in enumerate(parametrizations)]
+    steps = check_int("steps", steps, 1, hint=" such as 1000 (the paper's)")
+    seeds = check_int("seeds", seeds, 1)
+    eval_per_class = check_int("eval_per_class", eval_per_class, 1, hint=" (held-out images per class)")
+    widths = sorted(check_int_list("widths", widths, 1, allow_empty=True, hint=" (or none, for the limit only)"))
     X, y, X_eval, y_eval = _paper_data(data, path, classes, per_class, eval_per_class)
     T, m, layers = int(steps), X.shape[0], (1, 2)
     model = MLP(depth=3, activation=activation, lr=lr, init_std=math.sqrt(2.0))

@@ -21,15 +21,17 @@ pure initialisation noise.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._model import MLP, check_batches
+from ._model import MLP
+from ._validate import check_batches
 from ._results import Run
+from ._stats import group_se, loglog_fit
+from ._validate import check_choice, check_int, check_int_list, is_int
 
 __all__ = ["Comparison", "DeviationFit", "compare", "deviation_fit", "LIMIT_OF"]
 
@@ -133,37 +135,11 @@ class Comparison:
         return np.stack([self.finite[(width, s)].outputs for s in self.seeds])
 
 
-def _int_list(name: str, values, lo: int) -> list[int]:
-    try:
-        values = list(values)
-    except TypeError:
-        raise ValueError(f"{name} must be a sequence of integers, got {values!r}") from None
-    out = []
-    for v in values:
-        if isinstance(v, (bool, np.bool_)):
-            raise ValueError(f"{name} entries must be integers >= {lo}, got {v!r}")
-        try:
-            v = operator.index(v)
-        except TypeError:
-            raise ValueError(f"{name} entries must be integers >= {lo}, got {v!r}") from None
-        if v < lo:
-            raise ValueError(f"{name} entries must be integers >= {lo}, got {v}")
-        out.append(int(v))
-    if not out:
-        raise ValueError(f"{name} must not be empty")
-    if len(set(out)) != len(out):
-        raise ValueError(f"{name} has repeated entries: {out}")
-    return out
-
-
 def _seed_list(seeds, base: int) -> list[int]:
-    if isinstance(seeds, (bool, np.bool_)):
-        raise ValueError(f"seeds must be a count >= 1 or a list of seeds, got {seeds!r}")
-    if isinstance(seeds, (int, np.integer)):
-        if seeds < 1:
-            raise ValueError(f"seeds must be a count >= 1 or a list of seeds, got {seeds!r}")
-        return [base + k for k in range(int(seeds))]
-    return _int_list("seeds", seeds, 0)
+    if is_int(seeds) or isinstance(seeds, (bool, np.bool_)):
+        count = check_int("seeds", seeds, 1, hint=" (a count) or a list of seeds")
+        return [base + k for k in range(count)]
+    return check_int_list("seeds", seeds, 0, unique=True)
 
 
 def deviation_fit(limit: Run, finite_outputs: dict) -> DeviationFit:
@@ -189,22 +165,13 @@ def deviation_fit(limit: Run, finite_outputs: dict) -> DeviationFit:
         out = np.asarray(finite_outputs[int(w)])[:, 1:]
         seeds = out.shape[0]
         dev.append(np.sqrt(np.mean((out.mean(axis=0) - ref) ** 2)))
-        if seeds > 1:
-            smse.append(np.sqrt(np.mean(out.var(axis=0, ddof=1) / seeds)))
-        else:
-            smse.append(np.nan)
+        smse.append(np.sqrt(np.mean(group_se(out, single=np.nan) ** 2)))
     dev, smse = np.array(dev), np.array(smse)
     limit_se = np.full(widths.shape, limit_rms)
     floor = np.sqrt(limit_se ** 2 + np.nan_to_num(smse) ** 2)
     slope = slope_se = intercept = math.nan
     if widths.size >= 2 and np.all(dev > 0):
-        x, yv = np.log(widths), np.log(dev)
-        A = np.vstack([np.ones_like(x), x]).T
-        (intercept, slope), *_ = np.linalg.lstsq(A, yv, rcond=None)
-        if widths.size > 2:
-            resid = yv - (intercept + slope * x)
-            s2 = float(resid @ resid) / (widths.size - 2)
-            slope_se = math.sqrt(s2 / float(((x - x.mean()) ** 2).sum()))
+        slope, slope_se, intercept = loglog_fit(widths, dev)
     return DeviationFit(float(slope), float(slope_se), float(intercept), widths.astype(int), dev,
                         limit_se, smse, floor, int(seeds or 0))
 
@@ -295,21 +262,16 @@ def compare(model: MLP, X, y, *, widths: Sequence[int], seeds, steps: int, parti
     >>> cmp.fit.slope  # doctest: +SKIP
     """
     pd = _import_pandas()
-    from ._engine import simulate
-    from ._finite import train_finite
+    from ._api import simulate, train_finite
 
     if not isinstance(model, MLP):
         raise ValueError(f"model must be a zlimit.MLP, got {type(model).__name__}")
-    if parametrization not in LIMIT_OF:
-        raise ValueError(
-            f"compare needs a computable limit: parametrization must be 'mup' or 'ntk' (NTP networks), "
-            f"got {parametrization!r}"
-        )
+    parametrization = check_choice("parametrization", parametrization, tuple(LIMIT_OF),
+                                   hint=" (compare needs a computable limit; 'ntp' is 'ntk')")
     limit_param, finite_param = LIMIT_OF[parametrization]
-    widths = sorted(_int_list("widths", widths, 1))
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    seeds = _seed_list(seeds, int(seed))
+    widths = sorted(check_int_list("widths", widths, 1, unique=True))
+    seed = check_int("seed", seed, 0)
+    seeds = _seed_list(seeds, seed)
     m = np.shape(X)[0] if np.ndim(X) == 2 else 0
     if batches is not None:
         batches = check_batches(batches, m, steps)

@@ -23,15 +23,15 @@ and :func:`independence` check this numerically.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 from ._results import Run
+from ._stats import group_se, t_interval
+from ._validate import check_float, check_int
 
 __all__ = [
     "Estimate",
@@ -142,11 +142,8 @@ class Verdict:
 
 # ---------------------------------------------------------------------- helpers
 def _step_index(step: int, count: int, what: str = "step") -> int:
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
-        raise ValueError(f"{what} must be an integer, got {step!r}")
-    s = int(step)
-    if not -count <= s < count:
-        raise ValueError(f"{what} {s} is out of range: this array has {count} steps (0..{count - 1}, or negative from the end)")
+    s = check_int(what, step, -count, count - 1,
+                  hint=f" (this array has {count} steps, 0..{count - 1}; negative ones count from the end)")
     return s % count
 
 
@@ -185,29 +182,11 @@ def _normalize(a: np.ndarray) -> np.ndarray:
     return a * s[..., :, None] * s[..., None, :]
 
 
-def _quantile(level: float, groups: int) -> float:
-    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0.0 < float(level) < 1.0:
-        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
-    if groups < 2:
-        return math.nan
-    return float(stats.t.ppf(0.5 * (1.0 + float(level)), groups - 1))
-
-
-def _se(per_group: np.ndarray) -> np.ndarray:
-    g = per_group.shape[0]
-    if g < 2:
-        return np.full(per_group.shape[1:], np.nan)
-    with np.errstate(invalid="ignore"):
-        return per_group.std(axis=0, ddof=1) / np.sqrt(g)
-
-
 def _estimate(value: float, per_group: np.ndarray, level: float) -> Estimate:
     g = per_group.shape[0]
-    q = _quantile(level, g)
-    if g < 2:
-        return Estimate(float(value), math.nan, float(value), float(value), g, float(level))
-    se = float(_se(per_group))
-    return Estimate(float(value), se, float(value - q * se), float(value + q * se), g, float(level))
+    se = group_se(per_group)  # None when g = 1: the interval collapses to the value
+    low, high = t_interval(float(value), se, g - 1, level)
+    return Estimate(float(value), math.nan if se is None else se, low, high, g, float(level))
 
 
 def _spectra(grams, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -437,13 +416,10 @@ def independence(G_groups, level: float = 0.95, tol: float | None = None, normal
         tol = DEFAULT_RTOL * max(float(pooled[-1]), 0.0)
         how = f"tol = {DEFAULT_RTOL:g}·λ_max = {tol:.3g}"
     else:
-        tol = float(tol)
-        if not math.isfinite(tol) or tol < 0:
-            raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+        tol = check_float("tol", tol, 0)
         how = f"tol = {tol:.3g}"
-    q = _quantile(level, g)
-    se = _se(per_group)
-    lower = pooled.copy() if g < 2 else pooled - q * se
+    se = group_se(per_group, single=np.nan)
+    lower, _ = t_interval(pooled, None if g < 2 else se, g - 1, level)
     rank = int(np.count_nonzero(lower > tol))
     label = "independent" if rank == k else "dependent"
     if g < 2:
@@ -479,10 +455,10 @@ def feature_change(run: Run, layer: int, kind: str = "h") -> tuple[np.ndarray, n
     se : ndarray, shape (T+1, M), or None
         Standard error from the spread of the per-group ratios (std, ddof = 1, over
         sqrt(G)); None when G = 1, as ``Run.outputs_se``; zeros for an exact run
-        (``run.meta["kind"] == "exact"``).
+        (``run.error_model == "exact"``).
     """
     value = run.feature_change(layer, kind)
-    if run.meta.get("kind") == "exact":
+    if run.error_model == "exact":
         return value, np.zeros_like(value)
     diag = np.einsum("gtaa->gta", run.kernel_groups(layer, kind))
     c0 = np.einsum("gtaa->gta", run.cross_kernel_groups(layer, kind, 0))
@@ -490,7 +466,7 @@ def feature_change(run: Run, layer: int, kind: str = "h") -> tuple[np.ndarray, n
         return value, None
     with np.errstate(divide="ignore", invalid="ignore"):
         per = np.sqrt(np.maximum(diag - 2.0 * c0 + diag[:, :1], 0.0) / diag[:, :1])
-    return value, _se(per)
+    return value, group_se(per)
 
 
 _SUMMARY_DTYPE = np.dtype([("min", np.float64), ("median", np.float64), ("count", np.int64)])

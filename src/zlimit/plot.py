@@ -18,6 +18,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ._stats import group_se
+from ._validate import check_int_list
+
 __all__ = ["trajectories", "deviation", "coord_check", "min_eigenvalue", "vs_width", "coordinate_size"]
 
 
@@ -87,9 +90,7 @@ def trajectories(comparison, inputs: Sequence[int] | None = None, max_inputs: in
     if inputs is None:  # training inputs, and the first evaluation input if there is one
         inputs = list(range(min(limit.m, max_inputs - (M > limit.m))))
         inputs += [limit.m] if M > limit.m else []
-    for i in inputs:
-        if not 0 <= i < M:
-            raise ValueError(f"input {i} is out of range: the runs have {M} inputs (0..{M - 1})")
+    inputs = check_int_list("inputs", inputs, 0, M - 1, hint=f" (the runs have {M} inputs)")
     ncols = min(len(inputs), 4)
     nrows = math.ceil(len(inputs) / ncols)
     fig, axes = _figure(nrows, ncols, sharex=True)
@@ -212,7 +213,11 @@ def coord_check(runs_by_width: Mapping, limit=None, layer_kinds: Sequence | None
     for item in layer_kinds:
         kind, layer = (item[0], int(item[1:])) if isinstance(item, str) else (item[0], int(item[1]))
         pairs.append((kind, layer))
-    steps = sorted({0, T // 2, T}) if steps is None else [int(s) % (T + 1) for s in steps]
+    if steps is None:
+        steps = sorted({0, T // 2, T})
+    else:
+        steps = [s % (T + 1) for s in check_int_list("steps", steps, -(T + 1), T,
+                                                      hint=f" (the runs have steps 0..{T}; negative ones count from the end)")]
     ncols = min(len(pairs), 3)
     nrows = math.ceil(len(pairs) / ncols)
     fig, axes = _figure(nrows, ncols, size=(3.4, 2.9))
@@ -228,7 +233,7 @@ def coord_check(runs_by_width: Mapping, limit=None, layer_kinds: Sequence | None
                 kg = limit.kernel_groups(layer, kind)[:, s]
                 per = np.sqrt(np.einsum("gaa->ga", kg).mean(axis=1))
                 val = float(np.sqrt(np.einsum("aa->a", kg.mean(axis=0)).mean()))
-                err = 2 * per.std(ddof=1) / math.sqrt(per.size) if per.size > 1 else 0.0
+                err = 2 * group_se(per, single=0.0)
                 ax.errorbar([inf_x], [val], yerr=[err], fmt="s", color=c, ms=4, capsize=2)
                 ax.axhline(val, color=c, lw=0.6, ls=":")
         _width_axis(ax, widths, inf_x)
