@@ -268,13 +268,6 @@ def test_check_record_steps_scalar_and_empty():
 
 
 # ---------------------------------------------------------------------- data and batches
-def test_check_data_and_batches_moved_and_reexported():
-    import zlimit._model as model_module
-
-    assert model_module.check_data is check_data and model_module.check_batches is check_batches
-    assert model_module.check_int is check_int
-
-
 @pytest.mark.parametrize("steps", [-1, 1.5, 2.0, "2", True, None])
 def test_check_batches_refuses_bad_steps(steps):
     refused("steps", check_batches, None, 3, steps)

@@ -95,6 +95,11 @@ class FiniteSettings:
     record_steps: tuple[int, ...]
 
 
+def _check_on_step(on_step) -> None:
+    if on_step is not None and not callable(on_step):
+        raise ValueError(f"on_step must be a function called as on_step(group, t), or None; got {on_step!r}")
+
+
 def _refuse(options: dict, names, why: str) -> None:
     """ValueError naming the first of ``names`` given (not None) in ``options``."""
     for name in names:
@@ -246,6 +251,7 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
     settings = limit_settings(method, parametrization, steps, record_steps, progress, particles=particles,
                               groups=groups, seed=seed, dtype=dtype, threads=threads, qmc=qmc,
                               gradient_independence=gradient_independence, basis_tol=basis_tol)
+    _check_on_step(on_step)
     data = Data.build(model, X, y, X_eval, batches, settings.steps)
     if settings.method == "exact":
         return _exact.simulate_exact(model, data, settings, on_step)
@@ -331,6 +337,7 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
     if not isinstance(model, MLP):
         raise ValueError(f"model must be a zlimit.MLP, got {type(model).__name__}")
     steps = check_int("steps", steps, 0)
+    _check_on_step(on_step)
     data = Data.build(model, X, y, X_eval, batches, steps)
     settings = FiniteSettings(width=check_int("width", width, 1), steps=steps, seed=check_int("seed", seed, 0),
                               parametrization=check_choice("parametrization", parametrization,

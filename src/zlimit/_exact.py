@@ -482,7 +482,12 @@ def simulate_exact(model: MLP, data, settings, on_step=None) -> Run:
     X, X_eval, steps, record_steps = data.X, data.X_eval, settings.steps, settings.record_steps
     batches = list(data.batches)
     m, me = data.m, data.M - data.m
-    hook = None if on_step is None else (lambda t, state, rec: on_step(0, t))
+    reported = [-1]  # steps already reported: a rerun with more base normals does not repeat them
+
+    def hook(t, state, rec):
+        if on_step is not None and t > reported[0]:
+            reported[0] = t
+            on_step(0, t)
 
     def train(width):
         state = ExactState(model, X, batches, steps, record_steps, me > 0, width)

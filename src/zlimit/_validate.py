@@ -348,6 +348,18 @@ def check_record_steps(record_steps, steps: int) -> tuple[int, ...]:
     return tuple(sorted({0, *values}))
 
 
+def _real_array(name: str, value) -> np.ndarray:
+    """``value`` as a float64 array, refusing what is not an array of real numbers (strings,
+    ragged nesting, objects, complex or bool entries) with a message naming ``name``."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name} must be an array of real numbers, got {_show(value)} (ragged or not numeric)") from None
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be an array of real numbers, got dtype {arr.dtype} ({_show(value)})")
+    return arr.astype(np.float64)
+
+
 def check_data(model: MLP, X, y, X_eval=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate and convert training and evaluation data.
 
@@ -370,15 +382,14 @@ def check_data(model: MLP, X, y, X_eval=None) -> tuple[np.ndarray, np.ndarray, n
     >>> X.shape, y.dtype, X_eval.shape
     ((1, 2), dtype('float64'), (0, 2))
     """
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    X, y = _real_array("X", X), _real_array("y", y)
     if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
         raise ValueError(f"X must have shape (m, d) with m, d >= 1, got shape {X.shape}")
     if y.shape != (X.shape[0],):
         raise ValueError(f"y must have shape (m,) = ({X.shape[0]},) to match X, got {y.shape}")
     if X_eval is None:
         X_eval = np.zeros((0, X.shape[1]))
-    X_eval = np.asarray(X_eval, dtype=np.float64)
+    X_eval = _real_array("X_eval", X_eval)
     if X_eval.ndim != 2 or X_eval.shape[1] != X.shape[1]:
         raise ValueError(
             f"X_eval must have shape (m_eval, d) with d = {X.shape[1]} as in X, got {X_eval.shape}"
@@ -416,7 +427,11 @@ def check_batches(batches, m: int, steps: int) -> list[np.ndarray]:
     steps = check_int("steps", steps, 0)
     if batches is None:
         return [np.arange(m)] * steps
-    batches = list(batches)
+    try:
+        batches = list(batches)
+    except TypeError:
+        raise ValueError(f"batches must be a sequence of index arrays (one per step) or None, "
+                         f"got {_show(batches)}") from None
     if len(batches) < steps:
         raise ValueError(f"batches has {len(batches)} entries but steps = {steps}; give one index array per step")
     out = []
