@@ -28,6 +28,7 @@ def simulate_exact(model, X, y, **kwargs):
     return zlimit.simulate(model, X, y, method="exact", **kwargs)
 
 from oracles import quadrature_l1
+from tolerance import assert_within_se
 
 
 def linear_model(depth, lr=0.3, sigma=None, mult=None, **kw):
@@ -331,7 +332,7 @@ def test_exact_is_the_limit_of_finite_width_nets(depth, lr, widths):
     run = simulate_exact(model, X, y, steps=steps, X_eval=X_eval, batches=batches)
     limit = [run.outputs[1:], run.kernel(depth, "h")[steps], run.cross_kernel_groups(depth, "h", 0)[0, steps]]
     seeds = 12
-    rms, z = [], []
+    rms = []
     for n in widths:
         with threadpool_limits(limits=1, user_api="blas"):  # matrix-vector work: one thread is faster here
             res = [finite_linear_mup(model, X, y, X_eval, batches, steps, n, seed=1000 * depth + s)
@@ -339,9 +340,12 @@ def test_exact_is_the_limit_of_finite_width_nets(depth, lr, widths):
         finite = [np.array([r[0][1:] for r in res]), np.array([r[1] for r in res]), np.array([r[2] for r in res])]
         dev = [F - ref for F, ref in zip(finite, limit)]
         rms.append(math.sqrt(np.mean(dev[0] ** 2)))  # seed-to-seed deviation of the outputs
-        z.append(max(np.max(np.abs(D.mean(0)) / (D.std(0, ddof=1) / math.sqrt(seeds))) for D in dev))
     assert rms[-1] < 0.5 * rms[0], f"deviation does not fall with width: {rms}"
-    assert z[-1] < 4.0, f"seed mean at width {widths[-1]} is {z[-1]:.2f} standard errors from the limit"
+    # the seed means at the largest width sit on the limit: a t-test with seeds − 1 degrees
+    # of freedom over all the outputs, kernel and cross-kernel entries (one Bonferroni family)
+    family = sum(D[0].size for D in dev)
+    for D in dev:
+        assert_within_se(D.mean(0), 0.0, D.std(0, ddof=1) / math.sqrt(seeds), dof=seeds - 1, n_comparisons=family)
     assert np.abs(run.outputs[-1]).max() > 0.1  # the outputs moved: the test is not about zeros
 
 
@@ -492,28 +496,6 @@ def test_run_layout():
     M = 5
     assert run.meta == {"kind": "exact", "method": "exact", "steps": 4, "m": 3, "m_eval": 2, "seed": None}
     assert run.groups == 1 and run.record_steps == (0, 1, 3)
-    assert run.outputs_groups.shape == (1, steps + 1, M) and run.loss_groups.shape == (1, steps + 1)
-    assert run.error_signals_groups.shape == (1, steps, 3)
-    np.testing.assert_array_equal(run.outputs_se, np.zeros((steps + 1, M)))
-    for t, b in enumerate(batches):  # χ is zero outside the batch
-        assert np.all(run.error_signals[t][np.setdiff1d(np.arange(3), b)] == 0.0)
-        assert np.all(run.error_signals[t][b] != 0.0)
-    # loss is the full training loss of the outputs (mean of (f − y)²/2)
-    np.testing.assert_allclose(run.loss, np.mean(0.5 * (run.outputs[:, :3] - y) ** 2, axis=1), rtol=1e-13)
-    for l in range(1, 4):
-        assert run.kernels[f"h{l}"].shape == (1, steps + 1, M, M)
-        np.testing.assert_array_equal(run.kernels[f"x{l}"], run.kernels[f"h{l}"])
-        dh = run.kernels[f"dh{l}"][0]
-        assert dh.shape == (steps, 3, 3)
-        for t, b in enumerate(batches):
-            inside = np.zeros((3, 3), bool)
-            inside[np.ix_(b, b)] = True
-            assert np.all(np.isfinite(dh[t][inside])) and np.all(np.isnan(dh[t][~inside]))
-        c = run.cross[f"h{l}"]
-        assert c.shape == (1, 3, steps + 1, M, M)
-        for r, s in enumerate(run.record_steps):
-            assert np.all(np.isnan(c[0, r, :s]))
-            np.testing.assert_allclose(c[0, r, s], run.kernel(l, "h")[s], rtol=1e-12, atol=1e-14)
     assert sorted(run.novelty) == ["bwd2", "bwd3", "fwd2", "fwd3"]
     for l in (2, 3):
         fwd, bwd = run.novelty[f"fwd{l}"][0], run.novelty[f"bwd{l}"][0]
@@ -539,13 +521,6 @@ def test_result_does_not_depend_on_the_first_allocation(monkeypatch):
     np.testing.assert_allclose(run.outputs, ref.outputs, rtol=1e-12, atol=1e-14)
     for key in ref.cross:
         np.testing.assert_allclose(run.cross[key], ref.cross[key], rtol=1e-12, atol=1e-14)
-
-
-def test_zero_steps():
-    X, y, _ = data(9, m=2, d=3, m_eval=0)
-    run = simulate_exact(linear_model(2), X, y, steps=0)
-    assert run.outputs.shape == (1, 2) and run.error_signals_groups.shape == (1, 0, 2)
-    assert run.kernels["dh1"].shape == (1, 0, 2, 2)
 
 
 # ------------------------------------------------------------------ bad input
