@@ -67,26 +67,8 @@ class _Encoder:
 
 # ---------------------------------------------------------------------- save
 def save(run, path) -> Path | None:
-    """Write a run to one ``.npz`` file (format in the module docstring).
-
-    Parameters
-    ----------
-    run : Run
-    path : str, os.PathLike or writable binary file object
-        Written exactly as given (no suffix is added; ``.npz`` is conventional).
-        A path is written atomically: to a temporary file in the same folder, then
-        renamed.
-
-    Returns
-    -------
-    Path of the file written (None for a file object).
-
-    Raises
-    ------
-    ValueError
-        For an object-dtype array, a dict key with characters outside
-        ``[A-Za-z0-9_.-]``, or a ``meta`` value that cannot be encoded.
-    """
+    """Write ``run`` to ``path``: the codec behind :func:`zlimit.io.save` and
+    :meth:`zlimit.Run.save` (see the former for the parameters and errors)."""
     arrays: dict[str, np.ndarray] = {}
     for name in FIELDS:
         arrays[name] = np.asarray(getattr(run, name))
