@@ -88,28 +88,15 @@ import functools
 import numpy as np
 import pytest
 from numpy.polynomial.hermite_e import hermegauss
-from scipy import stats
 
 import zlimit
 
-try:  # the shared Bonferroni/Student-t comparison (tests/tolerance.py)
-    from tolerance import assert_within_se
-except ImportError:  # pragma: no cover - stand-in with the same signature, until tolerance.py is committed
-    def assert_within_se(actual, expected, se, *, dof, n_comparisons=None, alpha=1e-3, atol=0.0):
-        """|actual − expected| <= t_{1−α/(2n), dof} · se + atol elementwise (Bonferroni over n)."""
-        actual, expected, se = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (actual, expected, se)))
-        n = actual.size if n_comparisons is None else n_comparisons
-        crit = stats.t.ppf(1.0 - alpha / (2.0 * n), dof)
-        gap = np.abs(actual - expected)
-        bad = gap > crit * se + atol
-        assert not bad.any(), (
-            f"{bad.sum()} of {actual.size} outside t({dof})·se = {crit:.2f} se (n = {n}, alpha = {alpha}): "
-            f"actual {actual[bad]}, expected {expected[bad]}, se {se[bad]}, gap/se {(gap / se)[bad]}"
-        )
+from tolerance import assert_within_se, t_threshold as _t_threshold
+from zlimit._stats import group_se
 
 
 def _crit(dof: int, n: int, alpha: float = 1e-3) -> float:
-    return float(stats.t.ppf(1.0 - alpha / (2.0 * n), dof))
+    return float(_t_threshold(dof, n, alpha))
 
 
 # ---------------------------------------------------------------- 1. depth-2 tanh oracle
@@ -225,10 +212,9 @@ PARTICLES, GROUPS, SEED = 240_000, 16, 3
 
 def _observed(run) -> tuple[np.ndarray, np.ndarray]:
     """(f̊_1, f̊_2, E[(h^1_1)²], E[(h^1_2)²], E[(h^2_1)²], E[(h^2_2)²]) and their standard errors."""
-    g = run.groups
     per_group = np.concatenate([run.outputs_groups[:, 1:, 0]]
                                + [run.kernel_groups(l, "h")[:, 1:, 0, 0] for l in (1, 2)], axis=1)
-    return per_group.mean(axis=0), per_group.std(axis=0, ddof=1) / np.sqrt(g)
+    return per_group.mean(axis=0), group_se(per_group)
 
 
 def _reference(ref: dict) -> np.ndarray:
@@ -336,7 +322,7 @@ def test_ntk_linear_closed_form():
             np.testing.assert_array_equal(k, np.broadcast_to(k[0], k.shape))  # features frozen
             kg = run.kernel_groups(l, kind)[:, 0]
             expected = np.prod(sig[:l] ** 2) * K  # E[h^l h^l'] = Π_{k<=l} σ_k² ξ·ξ'/d
-            assert_within_se(kg.mean(0), expected, kg.std(0, ddof=1) / np.sqrt(run.groups), dof=dof,
+            assert_within_se(kg.mean(0), expected, group_se(kg), dof=dof,
                              n_comparisons=M * (M + 1) // 2 * 2 * L)
         # backward kernel Π^l = Π_{k>l} σ_k², exact for φ' = 1 (no sampling in it)
         np.testing.assert_allclose(run.kernel(l, "dh"), np.prod(sig[l:] ** 2), rtol=1e-12)
