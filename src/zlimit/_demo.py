@@ -262,9 +262,7 @@ def _limit_measures(run, layers, T: int, m: int, y_eval: np.ndarray) -> dict:
 
     out = {}
     for l in layers:
-        diag = np.einsum("gtaa->gta", run.kernel_groups(l, "h"))[:, :, :m]
-        c0 = np.einsum("gtaa->gta", run.cross_kernel_groups(l, "h", 0))[:, :, :m]
-        per = np.sqrt(np.maximum(diag[:, T] - 2 * c0[:, T] + diag[:, 0], 0) / diag[:, 0]).mean(axis=1)
+        per = run.feature_change_groups(l, "h")[:, T, :m].mean(axis=1)
         out[("feature_change", l)] = interval(float(run.feature_change(l, "h")[T, :m].mean()), per)
         est = diagnostics.min_eigenvalue(diagnostics.space_time_gram(run, l, "h", steps=(0, T)), normalize=True)
         out[("min_eigenvalue", l)] = {"value": est.value, "se": est.se, "low": est.low, "high": est.high}

@@ -177,12 +177,23 @@ class Run:
             raise ValueError(f"step {s} was not recorded; this run kept steps {self.record_steps} (record_steps=...)")
         return self.cross[k][:, self.record_steps.index(s)]
 
-    def feature_change(self, layer: int, kind: str = "h") -> np.ndarray:
-        """sqrt(E[(Z_t − Z_0)²] / E[Z_0²]) per step and input, shape (T+1, M).
+    def _change_terms(self, layer: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per group, E[Z_t²] and E[Z_0 Z_t] for every step and input, (G, T+1, M) each."""
+        diag = np.einsum("gtaa->gta", self.kernel_groups(layer, kind))
+        return diag, np.einsum("gtaa->gta", self.cross_kernel_groups(layer, kind, 0))
 
-        For a finite run this is ‖v_t − v_0‖ / ‖v_0‖.
-        """
-        diag = np.einsum("gtaa->gta", self.kernel_groups(layer, kind)).mean(axis=0)
-        c0 = np.einsum("gtaa->gta", self.cross_kernel_groups(layer, kind, 0)).mean(axis=0)
-        num = np.maximum(diag - 2.0 * c0 + diag[:1], 0.0)
-        return np.sqrt(num / diag[:1])
+    @staticmethod
+    def _relative_change(diag: np.ndarray, c0: np.ndarray) -> np.ndarray:
+        """sqrt(E[(Z_t − Z_0)²] / E[Z_0²]) = sqrt((E[Z_t²] − 2 E[Z_0 Z_t] + E[Z_0²]) / E[Z_0²]), step axis −2."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.sqrt(np.maximum(diag - 2.0 * c0 + diag[..., :1, :], 0.0) / diag[..., :1, :])
+
+    def feature_change(self, layer: int, kind: str = "h") -> np.ndarray:
+        """sqrt(E[(Z_t − Z_0)²] / E[Z_0²]) per step and input, shape (T+1, M), from the
+        group-mean kernels. For a finite run this is ‖v_t − v_0‖ / ‖v_0‖."""
+        diag, c0 = self._change_terms(layer, kind)
+        return self._relative_change(diag.mean(axis=0), c0.mean(axis=0))
+
+    def feature_change_groups(self, layer: int, kind: str = "h") -> np.ndarray:
+        """The feature change of each group on its own, shape (G, T+1, M) (for standard errors)."""
+        return self._relative_change(*self._change_terms(layer, kind))

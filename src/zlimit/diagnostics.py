@@ -460,13 +460,7 @@ def feature_change(run: Run, layer: int, kind: str = "h") -> tuple[np.ndarray, n
     value = run.feature_change(layer, kind)
     if run.error_model == "exact":
         return value, np.zeros_like(value)
-    diag = np.einsum("gtaa->gta", run.kernel_groups(layer, kind))
-    c0 = np.einsum("gtaa->gta", run.cross_kernel_groups(layer, kind, 0))
-    if diag.shape[0] < 2:
-        return value, None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per = np.sqrt(np.maximum(diag - 2.0 * c0 + diag[:, :1], 0.0) / diag[:, :1])
-    return value, group_se(per)
+    return value, group_se(run.feature_change_groups(layer, kind))
 
 
 _SUMMARY_DTYPE = np.dtype([("min", np.float64), ("median", np.float64), ("count", np.int64)])
