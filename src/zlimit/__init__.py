@@ -15,9 +15,8 @@ True
 """
 from . import datasets, diagnostics
 from ._activations import Activation
-from ._api import simulate, train_finite
+from ._api import estimate_memory, simulate, train_finite
 from ._demo import paper_figure
-from ._engine import estimate_memory
 from ._errors import DivergenceError, MonteCarloWarning, NumericalError, ResourceError
 from ._finite import init_weights, layer_scales
 from ._losses import Loss

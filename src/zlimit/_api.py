@@ -16,12 +16,12 @@ import numba
 import numpy as np
 
 from . import _engine, _exact, _finite, _ntk
-from ._model import MLP
+from ._model import MLP, check_model
 from ._results import Run
 from ._validate import (check_batches, check_bool, check_choice, check_data, check_dtype, check_float,
                         check_int, check_record_steps)
 
-__all__ = ["simulate", "train_finite", "Data", "LimitSettings", "FiniteSettings"]
+__all__ = ["simulate", "train_finite", "estimate_memory", "Data", "LimitSettings", "FiniteSettings"]
 
 METHODS = ("mc", "exact")
 LIMIT_PARAMETRIZATIONS = ("mup", "ntk")
@@ -246,8 +246,7 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
     ...
     ValueError: particles does not apply to method="exact" (deterministic linear algebra, no particles); remove it
     """
-    if not isinstance(model, MLP):
-        raise ValueError(f"model must be a zlimit.MLP, got {type(model).__name__}")
+    check_model(model)
     settings = limit_settings(method, parametrization, steps, record_steps, progress, particles=particles,
                               groups=groups, seed=seed, dtype=dtype, threads=threads, qmc=qmc,
                               gradient_independence=gradient_independence, basis_tol=basis_tol)
@@ -258,6 +257,40 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
     if settings.parametrization == "ntk":
         return _ntk.simulate_ntk(model, data, settings, on_step)
     return _engine.simulate_mc(model, data, settings, on_step)
+
+
+def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, groups: int, batches=None,
+                    dtype="float64", record_steps=(0,), threads: int | None = None) -> int:
+    """Bytes a Monte Carlo run (:func:`simulate`) needs at its start.
+
+    Counts the bases and normals of every hidden matrix at their initial size, the
+    per-step feature arrays, the kept features and the records, for the groups run
+    at once (``threads``, by default ``NUMBA_NUM_THREADS`` as in :func:`simulate`). The
+    bases grow as the run adds Gaussian directions (a run whose features have
+    converged adds none), and :func:`simulate` checks each growth against the memory
+    the machine had at the start, stopping with :class:`ResourceError` before it runs
+    out. ``Run.bases`` reports the sizes reached.
+
+    Parameters
+    ----------
+    model : MLP
+    m, M : int
+        Training inputs, and all inputs (m plus evaluation inputs).
+    steps, particles, groups, batches, dtype, record_steps, threads
+        As for :func:`simulate`.
+
+    Examples
+    --------
+    >>> import zlimit
+    >>> zlimit.estimate_memory(zlimit.MLP(depth=3), m=10, M=10, steps=100, particles=10_000, groups=1) > 0
+    True
+    """
+    check_model(model)
+    m = check_int("m", m, 1)
+    M = check_int("M", M, m, hint=" (all inputs: m training plus the evaluation inputs)")
+    s = limit_settings("mc", "mup", steps, record_steps, False, particles=particles, groups=groups, dtype=dtype,
+                       threads=threads, seed=None, qmc=None, gradient_independence=None, basis_tol=None)
+    return _engine.memory_need(model, m, M, s, check_batches(batches, m, s.steps))[0]
 
 
 def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_eval=None,
@@ -334,8 +367,7 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
     >>> run.outputs.shape, run.kernel(1, "h").shape
     ((6, 2), (6, 2, 2))
     """
-    if not isinstance(model, MLP):
-        raise ValueError(f"model must be a zlimit.MLP, got {type(model).__name__}")
+    check_model(model)
     steps = check_int("steps", steps, 0)
     _check_on_step(on_step)
     data = Data.build(model, X, y, X_eval, batches, steps)

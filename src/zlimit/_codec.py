@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._activations import ACTIVATIONS
+from ._keys import parse_key
 from ._losses import LOSSES
 from ._version import __version__
 
@@ -173,7 +174,8 @@ def to_xarray(run):
         "error_signals": (("group", "update", "train_input"), run.error_signals_groups),
     }
     for key, value in run.kernels.items():
-        dims = ("group", "update", "train_input", "train_input2") if key.startswith("dh") else ("group", "step", "input", "input2")
+        dims = (("group", "update", "train_input", "train_input2") if parse_key(key)[0] == "dh"
+                else ("group", "step", "input", "input2"))
         data[f"kernel_{key}"] = (dims, value)
     for key, value in run.cross.items():
         data[f"cross_{key}"] = (("group", "record_step", "step", "input", "input2"), value)

@@ -22,7 +22,8 @@ import numpy as np
 
 from ._errors import DivergenceError
 from ._model import MLP, error_signal, total_loss
-from ._results import Run, key
+from ._keys import key
+from ._results import Run
 
 __all__ = ["Forward", "Backward", "State", "Recorder", "run_sgd", "assemble", "diverged", "FEATURES"]
 
@@ -92,7 +93,8 @@ class Recorder:
     Arrays are NaN until written: ``outputs`` (T+1, M), ``loss`` (T+1,), ``chi`` (T, m)
     (zero outside the batch), ``kernels[key(kind, l)]`` (T+1, M, M) for kinds h, x and
     (T, m, m) for dh, ``cross[key(kind, l)]`` (R, T+1, M, M) for the R record steps s
-    (E[Z_s Z_t'], t >= s), ``novelty[key(side, l)]`` (T+1, M) and ``bases`` (filled by
+    (E[Z_s Z_t'], t >= s), ``novelty[key(side, l)]`` (T+1, M) for l >= 2 when the state
+    has Gaussian processes (``processes``, the limit engines) and ``bases`` (filled by
     the Monte Carlo engine). A state whose forward pass returns r < M rows writes rows
     0..r−1 and leaves the rest for the producer to add.
 
@@ -103,7 +105,8 @@ class Recorder:
     wrong when the state's ``exact_eval_cross`` is False.
     """
 
-    def __init__(self, depth: int, steps: int, m: int, M: int, record_steps: tuple[int, ...]):
+    def __init__(self, depth: int, steps: int, m: int, M: int, record_steps: tuple[int, ...],
+                 processes: bool = False):
         self.depth, self.steps, self.m, self.M, self.record_steps = depth, steps, m, M, record_steps
         nan = np.nan
         self.outputs = np.full((steps + 1, M), nan)
@@ -115,6 +118,9 @@ class Recorder:
                 self.kernels[key(kind, l)] = np.full((steps + 1, M, M), nan)
                 self.cross[key(kind, l)] = np.full((len(record_steps), steps + 1, M, M), nan)
             self.kernels[key("dh", l)] = np.full((steps, m, m), nan)
+            if processes and l >= 2:  # the Gaussian processes of W^l: novelty of every vector entered
+                for side in ("fwd", "bwd"):
+                    self.novelty[key(side, l)] = np.full((steps + 1, M), nan)
 
     def forward(self, t: int, fw: Forward, loss: float, state: State, model: MLP) -> None:
         """f_t, the loss, E[Z Z'] at step t and against the kept steps s <= t, and novelty."""
@@ -123,6 +129,9 @@ class Recorder:
         for l, (h, x) in enumerate(zip(fw.hs, fw.xs), start=1):
             for kind, v in (("h", h), ("x", x)):
                 k = key(kind, l)
+                if kind == "x" and x is h:  # φ(x) = x stored once (the exact engine): same kernels
+                    self.copy_h_to_x(t, l)
+                    continue
                 K = state.gram(v, v)
                 if not np.all(np.isfinite(K)):
                     raise diverged(f"layer-{l} features {kind}", t, state, model)
@@ -137,6 +146,12 @@ class Recorder:
                             C[self.m:] = np.nan
         self.novel(t, "fwd", fw.novelty, fw.dropped, slice(0, r))
 
+    def copy_h_to_x(self, t: int, l: int) -> None:
+        """The x kernels of layer l at step t are its h kernels (a state with Z^x = Z^h)."""
+        h, x = key("h", l), key("x", l)
+        self.kernels[x][t] = self.kernels[h][t]
+        self.cross[x][:, t] = self.cross[h][:, t]
+
     def backward(self, t: int, batch: np.ndarray, bw: Backward) -> None:
         """The dh kernels on the batch and the backward novelty at step t."""
         for l, K in enumerate(bw.dh, start=1):
@@ -147,7 +162,7 @@ class Recorder:
         """Residual norms of the vectors added at step t to the ``side`` ("fwd" or "bwd")
         Gaussian processes, and what truncation dropped (maths §3)."""
         for l, rho in novelty.items():
-            self.novelty.setdefault(key(side, l), np.full((self.steps + 1, self.M), np.nan))[t, rows] = rho
+            self.novelty[key(side, l)][t, rows] = rho
         for l, mass in dropped.items():
             self.bases[key(side, l, "dropped")][t] += np.count_nonzero(mass)
             self.bases[key(side, l, "dropped_mass")][t] += mass.sum()

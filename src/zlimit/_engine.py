@@ -31,9 +31,10 @@ from ._kernels import apply_pair, fill_normals, stream_key
 from ._memory import available_memory
 from ._driver import Backward, Forward, Recorder, assemble, diverged, run_sgd
 from ._model import MLP
-from ._results import Run, key
+from ._keys import key
+from ._results import Run
 
-__all__ = ["simulate_mc", "estimate_memory", "initial_features"]
+__all__ = ["simulate_mc", "memory_need", "preflight", "initial_features"]
 
 #: warn when the groups' feature norms vary this many times more than sampling allows
 DRIFT_LIMIT = 1000.0
@@ -422,20 +423,36 @@ def _memory_parts(model: MLP, m: int, M: int, steps: int, particles: int, groups
     return bases, features, groups * records
 
 
-def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, groups: int,
-                    batches: list, dtype="float64", record_steps=(0,), threads: int = 1) -> int:
-    """Bytes a run needs at its start: one group's simulation times the groups run at once.
+def memory_need(model: MLP, m: int, M: int, settings, batches: list) -> tuple[int, int]:
+    """Bytes a run needs at its start, and the part of them outside the growing bases.
 
-    Counts the bases and normals of every hidden matrix (2 (K + J) N/G values each) at
-    their initial size, the per-step feature arrays, the kept features and the records.
-    The bases grow as the run adds Gaussian directions (a run whose features have
-    converged adds none), and :func:`simulate` checks each growth against the memory
-    the machine had at the start, stopping with :class:`ResourceError` before it runs out.
-    The most a run could need, m(T+1) forward and Σ|B_t| backward directions, is
-    rarely approached: ``Run.bases`` reports the sizes reached.
+    One group's simulation — the bases and normals of every hidden matrix (2 (K + J) N/G
+    values each) at their initial size, the per-step feature arrays and the kept
+    features — times the groups run at once, plus the records of all groups.
     """
-    bases, features, records = _memory_parts(model, m, M, steps, particles, groups, batches, dtype, record_steps)
-    return int(min(threads, groups) * (bases + features) + records)
+    s = settings
+    bases, features, records = _memory_parts(model, m, M, s.steps, s.particles, s.groups, batches, s.dtype,
+                                             s.record_steps)
+    live = min(s.threads, s.groups)
+    return int(live * (bases + features) + records), int(live * features + records)
+
+
+def preflight(model: MLP, data, settings) -> tuple[float, int]:
+    """Refuse a run that would not fit in memory; (bytes available, bytes outside the bases).
+
+    Raises
+    ------
+    ResourceError
+        When the run needs more than 80 % of the memory available now.
+    """
+    need, fixed = memory_need(model, data.m, data.M, settings, list(data.batches))
+    have = available_memory()
+    if need > 0.8 * have:
+        raise ResourceError(
+            f"this run needs about {need / 2**30:.1f} GiB at its start but {have / 2**30:.1f} GiB is available; "
+            "use fewer particles, more groups (memory is per group), threads=1, fewer steps, or dtype='float32'"
+        )
+    return have, fixed
 
 
 def simulate_mc(model: MLP, data, settings, on_step=None) -> Run:
@@ -448,16 +465,9 @@ def simulate_mc(model: MLP, data, settings, on_step=None) -> Run:
     s = settings
     m, M, steps, batches = data.m, data.M, s.steps, list(data.batches)
     cfg = _Config.of(s)
-    bases, features, records = _memory_parts(model, m, M, steps, s.particles, s.groups, batches, s.dtype,
-                                             s.record_steps)
+    have, fixed = preflight(model, data, s)
+    budget = MemoryBudget(0.8 * have - fixed)
     live = min(s.threads, s.groups)
-    need, have = live * (bases + features) + records, available_memory()
-    if need > 0.8 * have:
-        raise ResourceError(
-            f"this run needs about {need / 2**30:.1f} GiB at its start but {have / 2**30:.1f} GiB is available; "
-            "use fewer particles, more groups (memory is per group), threads=1, fewer steps, or dtype='float32'"
-        )
-    budget = MemoryBudget(0.8 * have - live * features - records)
     caps = _capacities(m, batches, steps, cfg.particles)
     X_all = data.X_all
     run_group = lambda g: _run_group(model, data.X, X_all, data.y, batches, cfg, g, caps, budget, steps, bar, on_step)
@@ -465,7 +475,7 @@ def simulate_mc(model: MLP, data, settings, on_step=None) -> Run:
             threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(live) as pool:
         recs = list(pool.map(run_group, range(s.groups)))
     meta = {"kind": "limit", "method": "mc", "parametrization": "mup", "seed": s.seed, "steps": steps, "m": m,
-            "m_eval": M - m, "particles": s.particles, "groups": s.groups, "dtype": s.dtype.name,
+            "m_eval": M - m, "particles": cfg.particles * s.groups, "groups": s.groups, "dtype": s.dtype.name,
             "gradient_independence": s.gradient_independence, "basis_tol": s.basis_tol, "qmc": s.qmc,
             "peak_basis_bytes": int(budget.peak)}
     run = assemble(model, meta, recs)
@@ -525,7 +535,7 @@ def _monte_carlo_warnings(run: Run, drift: np.ndarray, n: int) -> list[str]:
 def _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar, on_step=None) -> Recorder:
     """Simulate group g over all steps with :func:`zlimit._driver.run_sgd` and record its trajectory."""
     state = _Group(model, X, X_all, cfg, g, caps, budget)
-    rec = Recorder(model.depth, steps, X.shape[0], X_all.shape[0], cfg.record_steps)
+    rec = Recorder(model.depth, steps, X.shape[0], X_all.shape[0], cfg.record_steps, processes=True)
     monitor = _Monitor(rec, state, g, steps, bar, on_step)
     try:
         return run_sgd(state, model, y, batches, steps, rec, monitor)

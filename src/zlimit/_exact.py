@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
-from ._driver import FEATURES, Backward, Forward, Recorder, assemble, run_sgd
-from ._errors import DivergenceError
+from ._driver import Backward, Forward, Recorder, assemble, diverged, run_sgd
 from ._gaussian import orthonormalise, project
 from ._model import MLP
-from ._results import Run, key
+from ._keys import key
+from ._results import Run
 
 __all__ = ["simulate_exact", "ExactState"]
 
@@ -408,27 +409,29 @@ def _evaluate(model: MLP, state: ExactState, rec: Recorder, X: np.ndarray, X_eva
             h, rec.novelty[key("fwd", layer.layer)][t, m:] = layer.forward_eval(hs[-1], t, extra, width)
             hs.append(h)
         rec.outputs[t, m:] = _gram(hs[-1], state.w_hats[t][None, :])[:, 0]  # f̊_t(ξ_e)
+        if not np.all(np.isfinite(rec.outputs[t, m:])):
+            raise diverged("output f of an evaluation input", t, state, model)
         if t in rec.record_steps:
             kept[t] = hs
         _record_eval(state, rec, t, hs, kept, m)
 
 
 def _record_eval(state: ExactState, rec: Recorder, t: int, hs: list, kept: dict, m: int) -> None:
-    """Evaluation rows and columns of the step-t kernels and cross kernels (kinds h and x: equal)."""
+    """Evaluation rows and columns of the step-t kernels and cross kernels (kind h; x equals h)."""
     for l, h in enumerate(hs, start=1):
         tr = state.features[t][l - 1]
-        for kind in FEATURES:
-            K = rec.kernels[key(kind, l)][t]
-            K[m:, m:] = h @ h.T
-            K[:m, m:] = _gram(tr, h)
-            K[m:, :m] = K[:m, m:].T
-            for r, s in enumerate(rec.record_steps):
-                if s <= t:
-                    tr_s, ev_s = state.features[s][l - 1], kept[s][l - 1]
-                    C = rec.cross[key(kind, l)][r, t]
-                    C[:m, m:] = _gram(tr_s, h)
-                    C[m:, :m] = _gram(ev_s, tr)
-                    C[m:, m:] = _gram(ev_s, h)
+        K = rec.kernels[key("h", l)][t]
+        K[m:, m:] = h @ h.T
+        K[:m, m:] = _gram(tr, h)
+        K[m:, :m] = K[:m, m:].T
+        for r, s in enumerate(rec.record_steps):
+            if s <= t:
+                tr_s, ev_s = state.features[s][l - 1], kept[s][l - 1]
+                C = rec.cross[key("h", l)][r, t]
+                C[:m, m:] = _gram(tr_s, h)
+                C[m:, :m] = _gram(ev_s, tr)
+                C[m:, m:] = _gram(ev_s, h)
+        rec.copy_h_to_x(t, l)
 
 
 # ------------------------------------------------------------------------ public
@@ -485,24 +488,24 @@ def simulate_exact(model: MLP, data, settings, on_step=None) -> Run:
     reported = [-1]  # steps already reported: a rerun with more base normals does not repeat them
 
     def hook(t, state, rec):
-        if on_step is not None and t > reported[0]:
+        if t > reported[0]:
             reported[0] = t
-            on_step(0, t)
+            bar.update(1)
+            if on_step is not None:
+                on_step(0, t)
 
     def train(width):
         state = ExactState(model, X, batches, steps, record_steps, me > 0, width)
-        rec = Recorder(model.depth, steps, m, data.M, record_steps)
+        rec = Recorder(model.depth, steps, m, data.M, record_steps, processes=True)
         return state, run_sgd(state, model, data.y, batches, steps, rec, hook)
 
     upper = _capacities(model, m, X.shape[1], batches, steps)[2]
     upper_eval = min(me, X.shape[1]) + (model.depth - 1) * me * (steps + 1)
     # the products here are small: one BLAS thread avoids thread start-up and contention
-    with np.errstate(over="ignore", invalid="ignore"), threadpool_limits(limits=1, user_api="blas"):
+    with np.errstate(over="ignore", invalid="ignore"), threadpool_limits(limits=1, user_api="blas"), \
+            tqdm(total=steps + 1, disable=not settings.progress, desc="zlimit.simulate (exact)", unit="step") as bar:
         state, rec = _grown(train, upper)
         if me:
             _grown(lambda c: _evaluate(model, state, rec, X, X_eval, steps, c), upper_eval)
-    if not np.all(np.isfinite(rec.outputs)):
-        raise DivergenceError(f"f̊ of an evaluation input became non-finite; use a smaller lr (now {model.lr}) "
-                              "or lr_mult")
     meta = {"kind": "exact", "method": "exact", "steps": steps, "m": m, "m_eval": me, "seed": None}
     return assemble(model, meta, [rec], error_model="exact")

@@ -34,7 +34,7 @@ from scipy.linalg import get_blas_funcs
 
 from ._activations import apply
 from ._driver import Backward, Forward, Recorder, assemble, run_sgd
-from ._model import MLP
+from ._model import MLP, check_model
 from ._results import Run
 from ._validate import check_choice, check_dtype, check_int
 
@@ -78,6 +78,7 @@ def layer_scales(model: MLP, d: int, width: int, parametrization: str = "mup"
     -------
     stds, lrs : tuple of L+1 floats each
     """
+    check_model(model)
     parametrization = check_choice("parametrization", parametrization, PARAMETRIZATIONS)
     d = check_int("d", d, 1)
     n = check_int("width", width, 1)
@@ -132,7 +133,7 @@ def init_weights(model: MLP, d: int, width: int, parametrization: str = "mup", s
     """
     dtype = check_dtype(dtype).name
     stds, _ = layer_scales(model, d, width, parametrization)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_int("seed", seed, 0))
     return _draw_weights(rng, _shapes(model.depth, d, width), stds, dtype)
 
 

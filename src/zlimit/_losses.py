@@ -26,7 +26,7 @@ class Loss:
     value : callable ``(f, y) -> ℓ``, elementwise on arrays of equal shape.
     grad : callable ``(f, y) -> ∂ℓ/∂f``, elementwise.
     labels : {"real", "pm1"}
-        ``"pm1"`` makes :func:`zlimit._model.check_data` require labels in {-1, +1}.
+        ``"pm1"`` makes :func:`zlimit._validate.check_data` require labels in {-1, +1}.
     """
 
     name: str

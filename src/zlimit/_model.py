@@ -16,7 +16,7 @@ from ._activations import Activation, get_activation
 from ._losses import Loss, get_loss
 from ._validate import check_choice, check_float, check_int
 
-__all__ = ["MLP", "batch_schedule", "error_signal", "total_loss"]
+__all__ = ["MLP", "check_model", "batch_schedule", "error_signal", "total_loss"]
 
 REDUCTIONS = ("mean", "sum")
 
@@ -106,6 +106,13 @@ class MLP:
         return 1.0 / batch_size if self.reduction == "mean" else 1.0
 
 
+def check_model(model) -> MLP:
+    """``model`` if it is an :class:`MLP`, else a ValueError saying what to pass."""
+    if not isinstance(model, MLP):
+        raise ValueError(f"model must be a zlimit.MLP (e.g. zlimit.MLP(depth=3)), got {type(model).__name__}")
+    return model
+
+
 def batch_schedule(m: int, batch_size: int, steps: int, seed: int = 0) -> list[np.ndarray]:
     """Shuffled epochs of minibatches, one index array per step.
 
@@ -123,7 +130,7 @@ def batch_schedule(m: int, batch_size: int, steps: int, seed: int = 0) -> list[n
     m, batch_size, steps = check_int("m", m, 1), check_int("batch_size", batch_size, 1), check_int("steps", steps, 0)
     if batch_size > m:
         raise ValueError(f"batch_size = {batch_size} exceeds the number of training inputs m = {m}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_int("seed", seed, 0))
     per_epoch = m // batch_size
     out: list[np.ndarray] = []
     while len(out) < steps:

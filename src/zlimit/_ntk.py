@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ._driver import Backward, Forward, Recorder, assemble, run_sgd
-from ._engine import _Config, initial_features
+from ._engine import _Config, initial_features, preflight
 from ._gaussian import empirical_gram as _gram
 from ._model import MLP
 from ._results import Run
@@ -79,10 +79,11 @@ class NtkState:
         self._grams: dict = {}  # the features never change: each product is computed once
 
     def gram(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """E_N[Z^a Z^b'], computed once per pair of arrays (kept alive here, so ids stay unique)."""
         k = (id(a), id(b))
         if k not in self._grams:
-            self._grams[k] = _gram(a, b)
-        return self._grams[k]
+            self._grams[k] = (a, b, _gram(a, b))
+        return self._grams[k][2]
 
     def forward(self, t: int) -> Forward:
         return Forward(self.hs, self.xs, self.f.copy())
@@ -100,6 +101,7 @@ def simulate_ntk(model: MLP, data, settings, on_step=None) -> Run:
     """The NTK limit, G independent groups on ``settings.threads`` worker threads (called by
     :func:`zlimit.simulate` with ``parametrization="ntk"``)."""
     cfg, T = _Config.of(settings), settings.steps
+    preflight(model, data, settings)  # an NTK group holds at most what a μP group holds at step 0
 
     def run_group(g):
         hook = None if on_step is None else (lambda t, state, rec: on_step(g, t))
@@ -112,6 +114,6 @@ def simulate_ntk(model: MLP, data, settings, on_step=None) -> Run:
             threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(settings.threads, cfg.groups)) as pool:
         recs = list(pool.map(run_group, range(cfg.groups)))
     meta = {"kind": "limit", "method": "ntk", "parametrization": "ntk", "seed": cfg.seed, "steps": T, "m": data.m,
-            "m_eval": data.M - data.m, "particles": settings.particles, "groups": cfg.groups,
+            "m_eval": data.M - data.m, "particles": cfg.particles * cfg.groups, "groups": cfg.groups,
             "dtype": cfg.dtype.name, "qmc": cfg.qmc}
     return assemble(model, meta, recs)

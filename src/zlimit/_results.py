@@ -15,23 +15,14 @@ from typing import Any
 import numpy as np
 
 from . import _codec
+from ._keys import key, parse_key
 from ._model import MLP
+from ._validate import check_int
 from ._stats import group_se
 
-__all__ = ["Run", "key"]
+__all__ = ["Run", "key", "parse_key"]
 
 KINDS = ("h", "x", "dh")
-
-
-def key(kind: str, layer: int, stat: str | None = None) -> str:
-    """The key of a per-layer entry of a :class:`Run` — the one place keys are written.
-
-    ``key("h", 2) == "h2"`` (``kernels``, ``cross``: kinds "h", "x", "dh");
-    ``key("fwd", 3) == "fwd3"`` (``novelty``: the forward or backward Gaussian process
-    of W^3); ``key("bwd", 2, "size") == "size_bwd2"`` (``bases``: stats "size",
-    "dropped", "dropped_mass", "orthogonality").
-    """
-    return f"{kind}{layer}" if stat is None else f"{stat}_{kind}{layer}"
 
 
 @dataclass
@@ -149,9 +140,7 @@ class Run:
     def _key(self, layer: int, kind: str) -> str:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 1 <= layer <= self.model.depth:
-            raise ValueError(f"layer must be an integer in 1..{self.model.depth} (hidden layers), got {layer!r}")
-        k = key(kind, int(layer))
+        k = key(kind, check_int("layer", layer, 1, self.model.depth, hint=" (a hidden layer)"))
         if k not in self.kernels:
             raise ValueError(f"this run has no {kind!r} kernels (has {sorted(self.kernels)})")
         return k

@@ -10,7 +10,7 @@ Commands::
                         [--activation silu|tanh|relu] [--out DIR]
 
 Every command takes ``--quiet`` (no progress bars) and ``--debug`` (full tracebacks).
-Configuration files are described in :mod:`zlimit.config`.
+Configuration files are described by ``zlimit simulate --help`` (the docstring of :mod:`zlimit._config`).
 
 Exit status: 0 on success; 2 for usage and configuration errors (bad arguments,
 invalid or missing files, invalid settings); 1 for runtime failures (a run that
@@ -92,6 +92,13 @@ def _save_figures(figures: dict, out: Path) -> list[str]:
         fig.savefig(out / name, dpi=110)
         written.append(str(out / name))
     return written
+
+
+def _config_format() -> str:
+    """The TOML format, as its module documents it, for the help of simulate and compare."""
+    from . import _config
+
+    return _config.__doc__
 
 
 def _config_data(cfg):
@@ -219,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("compare", cmd_compare, "finite networks of several widths and seeds against the limit"),
     ):
         p = sub.add_parser(name, parents=[common], help=text, description=text[0].upper() + text[1:] +
-                           " (configuration format: see zlimit.config).")
+                           " (the configuration format is below).", epilog=_config_format(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("config", metavar="CONFIG.toml", help="run configuration ([model], [data], [run])")
         p.add_argument("--out", default=f"zlimit-{name}", metavar="DIR", help="output folder (default: %(default)s)")
         p.set_defaults(func=func)

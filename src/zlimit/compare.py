@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._model import MLP
+from ._model import MLP, check_model
 from ._validate import check_batches
 from ._results import Run
 from ._stats import group_se, loglog_fit
@@ -264,8 +264,7 @@ def compare(model: MLP, X, y, *, widths: Sequence[int], seeds, steps: int, parti
     pd = _import_pandas()
     from ._api import simulate, train_finite
 
-    if not isinstance(model, MLP):
-        raise ValueError(f"model must be a zlimit.MLP, got {type(model).__name__}")
+    check_model(model)
     parametrization = check_choice("parametrization", parametrization, tuple(LIMIT_OF),
                                    hint=" (compare needs a computable limit; 'ntp' is 'ntk')")
     limit_param, finite_param = LIMIT_OF[parametrization]

@@ -2,7 +2,7 @@
 and the residual norms ("novelty") of maths §3.
 
 Every function works on any run, finite or limit. Monte Carlo errors come from the
-spread between the run's G independent groups (see :mod:`zlimit.results`):
+spread between the run's G independent groups (see :class:`zlimit.Run`):
 
 * a *value* is always computed from the group-mean quantity (all particles pooled);
 * its standard error is ``std(per-group values, ddof=1) / sqrt(G)``;

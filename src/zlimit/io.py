@@ -22,8 +22,12 @@ document holds::
 
     {"format": "zlimit-run", "format_version": 1, "zlimit_version": "...",
      "model": MLP.describe(), "custom": {"activation": bool, "loss": bool},
-     "record_steps": [...], "meta": <Run.meta, encoded>,
+     "record_steps": [...], "error_model": "groups" | "exact",
+     "meta": <Run.meta, encoded>,
      "kernels": [keys], "cross": [keys], "novelty": [keys], "bases": [keys]}
+
+Files written before ``error_model`` existed load with "exact" when
+``meta["kind"] == "exact"`` and "groups" otherwise.
 
 ``Run.meta`` may hold None, bool, int, float (NaN and inf included), str, lists,
 tuples, dicts (any keys of these types) and numpy arrays or scalars; tuples, non-str
@@ -48,7 +52,7 @@ import numpy as np
 
 from ._codec import DICTS as _DICTS, FIELDS as _FIELDS, FORMAT, FORMAT_VERSION, META as _META
 from ._codec import save as _save, to_xarray
-from ._model import MLP
+from ._model import MLP, check_model
 from ._results import Run
 from ._activations import ACTIVATIONS
 from ._losses import LOSSES
@@ -187,8 +191,7 @@ def _parse_meta(path, entries: dict[str, np.ndarray]) -> dict:
 
 def _model(path, desc: dict, custom: dict, model: MLP | None) -> MLP:
     if model is not None:
-        if not isinstance(model, MLP):
-            raise ValueError(f"model must be a zlimit.MLP, got {type(model).__name__}")
+        check_model(model)
         given = model.describe()
         diff = sorted(k for k in set(desc) | set(given) if desc.get(k) != given.get(k))
         if diff:

@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ._keys import parse_key
 from ._stats import group_se
 from ._validate import check_int_list
 
@@ -211,7 +212,7 @@ def coord_check(runs_by_width: Mapping, limit=None, layer_kinds: Sequence | None
         layer_kinds = [(k, l) for l in range(1, L + 1) for k in ("h", "x")]
     pairs = []
     for item in layer_kinds:
-        kind, layer = (item[0], int(item[1:])) if isinstance(item, str) else (item[0], int(item[1]))
+        kind, layer = parse_key(item)[:2] if isinstance(item, str) else (item[0], int(item[1]))
         pairs.append((kind, layer))
     if steps is None:
         steps = sorted({0, T // 2, T})
