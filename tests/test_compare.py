@@ -251,3 +251,19 @@ def test_plots_draw_the_comparison(comparison, tmp_path):
     for name, f in {"a.png": fig, "b.png": plot.trajectories(lim)}.items():
         f.savefig(tmp_path / name)
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_coord_check_takes_every_kind_of_key_string():
+    """Keys as strings are parsed by the one key parser: "dh1" is layer 1 of kind "dh"
+    (it used to be read as int("h1") and crash)."""
+    from zlimit import plot
+
+    X, y = zlimit.datasets.gaussian(3, 4, seed=0)
+    model = zlimit.MLP(depth=2, lr=0.5)
+    run = zlimit.train_finite(model, X, y, width=64, steps=3)
+    fig = plot.coord_check({64: run}, layer_kinds=["dh1", "x2"], steps=[0, 2])
+    ax = fig.axes[0]
+    t0 = [line for line in ax.get_lines() if line.get_label() == "t = 0"][0]
+    np.testing.assert_allclose(t0.get_ydata(), [np.sqrt(np.diag(run.kernel(1, "dh")[0]).mean())], rtol=1e-12)
+    with pytest.raises(ValueError, match="not a zlimit Run key"):
+        plot.coord_check({64: run}, layer_kinds=["q1"])
