@@ -306,3 +306,37 @@ def test_same_seed_same_bits_for_one_and_two_threads(parametrization):
         assert a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes(), k
     other = zlimit.simulate(model, X, Y, threads=2, **kw | {"seed": 12})
     assert not np.array_equal(other.outputs_groups, one.outputs_groups)  # the seed matters
+
+
+# ---------------------------------------------------------------- review fixes
+def test_estimate_memory_validates_and_defaults_to_simulates_threads():
+    import numba
+
+    model = zlimit.MLP(depth=3)
+    batches = [np.arange(4)] * 5
+    for kw, name in ((dict(groups=0), "groups"), (dict(particles=2.5), "particles"), (dict(steps=-1), "steps"),
+                     (dict(dtype="float16"), "dtype"), (dict(m=0), "m"), (dict(M=3), "M")):
+        args = dict(model=model, m=4, M=4, steps=5, particles=4000, groups=4, batches=batches) | kw
+        with pytest.raises(ValueError, match=rf"^{name}\b"):
+            zlimit.estimate_memory(**args)
+    threads = numba.config.NUMBA_NUM_THREADS
+    same = zlimit.estimate_memory(model, 4, 4, 5, 4000, 4, batches, threads=threads)
+    assert zlimit.estimate_memory(model, 4, 4, 5, 4000, 4, batches) == same
+
+
+def test_ntk_limit_checks_memory_first(monkeypatch):
+    from zlimit import _engine
+
+    monkeypatch.setattr(_engine, "available_memory", lambda: 2**20)
+    X, y = zlimit.datasets.gaussian(3, 4, seed=0)
+    with pytest.raises(zlimit.ResourceError, match="GiB"):
+        zlimit.simulate(zlimit.MLP(depth=2), X, y, steps=2, particles=100_000, groups=4,
+                        parametrization="ntk", progress=False)
+
+
+def test_exact_limit_names_the_step_of_a_diverging_evaluation_input():
+    X, y = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([1.0, -1.0])
+    X_eval = np.array([[1e200, 1e200]])
+    with pytest.raises(zlimit.DivergenceError, match=r"evaluation input became non-finite at step 0"):
+        zlimit.simulate(zlimit.MLP(depth=3, activation="linear", lr=0.1), X, y, steps=2, X_eval=X_eval,
+                        method="exact", progress=False)

@@ -424,6 +424,8 @@ def _record_eval(state: ExactState, rec: Recorder, t: int, hs: list, kept: dict,
         K[m:, m:] = h @ h.T
         K[:m, m:] = _gram(tr, h)
         K[m:, :m] = K[:m, m:].T
+        if not np.all(np.isfinite(K[m:])):
+            raise diverged(f"layer-{l} features h of an evaluation input", t, state, state.model)
         for r, s in enumerate(rec.record_steps):
             if s <= t:
                 tr_s, ev_s = state.features[s][l - 1], kept[s][l - 1]
