@@ -1,7 +1,7 @@
 """Fits behind the benchmark's derived numbers: pure functions, numbers in, numbers out.
 
 * ``loglog_slope``: exponent p of y ∝ x^p by least squares in log-log
-  (``scipy.stats.linregress``), with its standard error (None below 3 points).
+  (``zlimit._stats.loglog_fit``), with its standard error (None below 3 points).
 * ``per_step``: from per-group step durations and basis sizes, the median step time,
   K + J per step and the bytes a step must stream at ONE pass over the basis and the
   normals of both sides of every hidden matrix: (K + J)·2·N_g·itemsize, K and J the
@@ -21,17 +21,22 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import linregress
+
+from zlimit._stats import loglog_fit
 
 
 def loglog_slope(x, y) -> tuple[float | None, float | None]:
-    """(slope, standard error) of log y against log x over the pairs with x, y > 0."""
+    """(slope, standard error) of log y against log x over the pairs with x, y > 0 finite.
+
+    ``zlimit._stats.loglog_fit`` on those pairs, with None (JSON null) where a measurement
+    gives no fit: fewer than 2 usable pairs or one distinct x (no slope), 2 pairs (no se).
+    """
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 2 or np.ptp(x[ok]) == 0:
         return None, None
-    fit = linregress(np.log(x[ok]), np.log(y[ok]))
-    return float(fit.slope), (float(fit.stderr) if ok.sum() >= 3 else None)
+    fit = loglog_fit(x[ok], y[ok])
+    return fit.slope, (None if math.isnan(fit.slope_se) else fit.slope_se)
 
 
 def per_step(durations, sizes, particles_per_group: int, itemsize: int) -> dict:

@@ -101,7 +101,9 @@ def step_durations(events, start: float, steps: int) -> np.ndarray:
 
 def basis_sizes(bases: dict) -> np.ndarray:
     """(G, T+1): directions held after each step, summed over every basis (Σ K + J)."""
-    return sum(v for k, v in bases.items() if k.startswith("size_")).astype(float)
+    from zlimit._results import parse_key
+
+    return sum(v for k, v in bases.items() if parse_key(k)[2] == "size").astype(float)
 
 
 # ------------------------------------------------------------ child jobs
@@ -109,6 +111,7 @@ def _simulate_job(job: dict) -> dict:
     import zlimit
     from analysis import per_step
     from problems import problem
+    from zlimit._results import parse_key
 
     model, X, y = problem(job["problem"])
     T, N, G = job["T"], job["N"], job["groups"]
@@ -131,7 +134,7 @@ def _simulate_job(job: dict) -> dict:
            "peak_rss_bytes": peak, "peak_rss_source": how, "peak_reset": reset, "ru_maxrss_self_bytes": _ru_maxrss(),
            "f_last": run.outputs[-1].tolist(), "se_last": None if se is None else se[-1].tolist(),
            "loss_first": float(run.loss[0]), "loss_last": float(run.loss[-1]),
-           "directions_max": int(max(v.max() for k, v in run.bases.items() if k.startswith("size_"))),
+           "directions_max": int(max(v.max() for k, v in run.bases.items() if parse_key(k)[2] == "size")),
            "step_s_per_group": durations.tolist()}
     item = np.dtype(run.meta["dtype"]).itemsize
     res.update(per_step(durations, sizes[:, :T], N // G, item))

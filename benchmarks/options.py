@@ -22,20 +22,22 @@ from pathlib import Path
 import numpy as np
 
 import zlimit
+from problems import problem
+from zlimit._results import key, parse_key
 
 
-def norms(run, key: str) -> np.ndarray:
-    """(G, T+1, M) norms sqrt(E[Z²]) of the vectors whose residuals ``run.novelty[key]`` holds.
+def norms(run, name: str) -> np.ndarray:
+    """(G, T+1, M) norms sqrt(E[Z²]) of the vectors whose residuals ``run.novelty[name]`` holds.
 
     ``fwd{l}``: the rows x^{l-1}_t (all M inputs, steps 0..T), from the x^{l-1} kernel.
     ``bwd{l}``: the rows dh^l_t of the batch (steps 0..T-1), from the dh^l kernel, NaN
     outside the batch and at step T. Per group, as the engine decides per group.
     """
-    side, l = key[:3], int(key[3:])
+    side, l, _ = parse_key(name)
     diag = lambda K: np.sqrt(np.einsum("gtaa->gta", K))
     if side == "fwd":
         return diag(run.kernel_groups(l - 1, "x"))
-    out = np.full(run.novelty[key].shape, np.nan)
+    out = np.full(run.novelty[name].shape, np.nan)
     dh = diag(run.kernel_groups(l, "dh"))  # (G, T, m)
     out[:, : dh.shape[1], : dh.shape[2]] = dh
     return out
@@ -45,10 +47,10 @@ def directions(run) -> dict:
     """Mean over groups of the directions opened per basis: training rows with ‖ρ‖ > basis_tol·‖v‖."""
     tol, m = run.meta["basis_tol"], run.m
     out = {}
-    for key, rho in run.novelty.items():
+    for name, rho in run.novelty.items():
         with np.errstate(invalid="ignore"):
-            kept = (rho > tol * norms(run, key)) & np.isfinite(rho)
-        out[key] = float(kept[:, :, :m].sum(axis=(1, 2)).mean())
+            kept = (rho > tol * norms(run, name)) & np.isfinite(rho)
+        out[name] = float(kept[:, :, :m].sum(axis=(1, 2)).mean())
     return out
 
 
@@ -59,8 +61,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    X, y = zlimit.datasets.gaussian(10, 16, seed=0)
-    model = zlimit.MLP(depth=3, activation="tanh", lr=0.1)
+    model, X, y = problem("S1")
     rows = []
     base = None
     for dtype, tol in [("float64", 1e-6), ("float32", 1e-6), ("float64", 1e-3), ("float64", 1e-2), ("float64", 1e-1)]:
@@ -74,9 +75,9 @@ def main() -> None:
                      "max_abs_diff_vs_float64": float(diff.max()),
                      "max_diff_in_se": float((diff / base.outputs_se[1:]).max()),
                      "max_se": float(run.outputs_se.max())})
-        r = rows[-1]
-        print(f"{dtype:8s} tol={tol:<6g} {secs:6.1f} s  K(fwd2,bwd2)=({r['directions'].get('fwd2', 0):.0f},"
-              f"{r['directions'].get('bwd2', 0):.0f})  max|Δf̊|={r['max_abs_diff_vs_float64']:.2e} "
+        r, k = rows[-1], rows[-1]["directions"]
+        print(f"{dtype:8s} tol={tol:<6g} {secs:6.1f} s  K(fwd2,bwd2)=({k.get(key('fwd', 2), 0):.0f},"
+              f"{k.get(key('bwd', 2), 0):.0f})  max|Δf̊|={r['max_abs_diff_vs_float64']:.2e} "
               f"({r['max_diff_in_se']:.2f} se)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,7 @@ import zlimit  # noqa: E402
 from problems import S4_SIZES, mode_of, paper  # noqa: E402
 from report import write_json  # noqa: E402
 from zlimit._demo import _finite_measures, _limit_measures, _mean_se  # noqa: E402
+from zlimit._results import key, parse_key  # noqa: E402
 
 LAYERS = (1, 2)
 QUANTITIES = (("feature_change", 1), ("feature_change", 2), ("min_eigenvalue", 1), ("min_eigenvalue", 2),
@@ -65,11 +66,12 @@ def _name(quantity: str, layer: int | None) -> str:
 
 def basis_summary(bases: dict, T: int) -> dict:
     """Directions at step T, truncation totals and orthogonality error of ``run.bases``."""
-    keys = sorted(k[len("size_"):] for k in bases if k.startswith("size_"))
-    per = {k: {"size_T_max": int(bases[f"size_{k}"][:, T].max()),
-               "dropped": float(bases[f"dropped_{k}"].sum(axis=1).mean()),
-               "dropped_mass": float(bases[f"dropped_mass_{k}"].sum(axis=1).mean())} for k in keys}
-    orth = np.concatenate([bases[f"orthogonality_{k}"].ravel() for k in keys])
+    processes = sorted({(side, l) for side, l, _ in map(parse_key, bases)})  # (fwd|bwd, l)
+    per = {key(side, l): {"size_T_max": int(bases[key(side, l, "size")][:, T].max()),
+                          "dropped": float(bases[key(side, l, "dropped")].sum(axis=1).mean()),
+                          "dropped_mass": float(bases[key(side, l, "dropped_mass")].sum(axis=1).mean())}
+           for side, l in processes}
+    orth = np.concatenate([bases[key(side, l, "orthogonality")].ravel() for side, l in processes])
     return {"per_basis": per,
             "directions_max": max(p["size_T_max"] for p in per.values()),
             "directions_sum": sum(p["size_T_max"] for p in per.values()),

@@ -201,11 +201,13 @@ def test_options_directions_match_the_bases():
     import options
     import zlimit
     from problems import problem
+    from zlimit._results import key, parse_key
 
     model, X, y = problem("S1")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for tol in (1e-3, 0.3):
             run = zlimit.simulate(model, X, y, steps=4, particles=2000, groups=2, basis_tol=tol, progress=False)
-            sizes = {k[len("size_"):]: float(v[:, -1].mean()) for k, v in run.bases.items() if k.startswith("size_")}
+            sizes = {key(side, l): float(v[:, -1].mean())
+                     for (side, l, stat), v in ((parse_key(k), v) for k, v in run.bases.items()) if stat == "size"}
             assert options.directions(run) == sizes

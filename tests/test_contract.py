@@ -5,13 +5,17 @@ limit (``simulate``), the exact linear limit (``method="exact"``), the NTK limit
 (``parametrization="ntk"``) and a finite network (``train_finite``). Each test below
 runs on every producer, on a small problem with minibatches, evaluation inputs and a
 recorded step s = 2: the linear variant (depth 3) for all four, a nonlinear one
-(tanh, depth 2) for the three that take it, and T = 0.
+(tanh, depth 2, with the logistic loss or the "sum" reduction) for the three that take
+it, and T = 0.
 
-The layout is the one of ``zlimit._results.Run`` and ``zlimit._driver.Recorder``.
-Facts of one producer stay in its own test file: novelty and bases of the limit runs,
-the withheld cross-step entries of evaluation inputs in the Monte Carlo engine (NaN
-in layers >= 2 for t > s; test_engine.py; here only the other three producers must
-report them), and the frozen features of the NTK limit.
+The layout is the one of ``zlimit._results.Run`` and ``zlimit._driver.Recorder``; keys
+are written with ``zlimit._results.key`` and read with ``parse_key``. Expected losses and
+error signals are written here in numpy from maths §1, not taken from the package.
+Facts of one producer stay in its own test file: the values of novelty and bases of
+the limit runs (here only their keys and shapes), the withheld cross-step entries of
+evaluation inputs in the Monte Carlo engine (NaN in layers >= 2 for t > s;
+test_engine.py; here only the other three producers must report them), and the frozen
+features of the NTK limit.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ import numpy as np
 import pytest
 
 import zlimit
-from zlimit._model import error_signal, total_loss
+from zlimit._results import key, parse_key
+from tolerance import assert_close
 
 M_TRAIN, D = 3, 3
 RECORD = (0, 2)
@@ -40,6 +45,8 @@ class Case:
     G: int  # groups
     T: int  # steps
     m_eval: int
+    loss: str = "mse"
+    reduction: str = "mean"
 
     @property
     def M(self) -> int:
@@ -55,9 +62,9 @@ CASES = {
     "exact-linear": Case("exact", "linear", 3, 1, STEPS, 2),
     "ntk-linear": Case("ntk", "linear", 3, 2, STEPS, 2),
     "finite-linear": Case("finite", "linear", 3, 1, STEPS, 2),
-    "mc-tanh": Case("mc", "tanh", 2, 1, STEPS, 2),
-    "ntk-tanh": Case("ntk", "tanh", 2, 1, STEPS, 2),
-    "finite-tanh": Case("finite", "tanh", 2, 1, STEPS, 2),
+    "mc-tanh": Case("mc", "tanh", 2, 1, STEPS, 2, loss="logistic"),
+    "ntk-tanh": Case("ntk", "tanh", 2, 1, STEPS, 2, loss="logistic", reduction="sum"),
+    "finite-tanh": Case("finite", "tanh", 2, 1, STEPS, 2, reduction="sum"),
     # T = 0 (no step, empty error signals and dh kernels) without evaluation inputs (M = m)
     "mc-T0": Case("mc", "tanh", 2, 2, 0, 0),
     "exact-T0": Case("exact", "linear", 2, 1, 0, 0),
@@ -74,7 +81,9 @@ def produce(case: str):
     rng = np.random.default_rng(2026)
     X, X_eval = rng.standard_normal((M_TRAIN, D)), rng.standard_normal((c.m_eval, D))
     y = rng.uniform(-1.0, 1.0, M_TRAIN)
-    model = zlimit.MLP(depth=c.L, activation=c.activation, lr=0.3)
+    if c.loss == "logistic":
+        y = np.sign(y)
+    model = zlimit.MLP(depth=c.L, activation=c.activation, loss=c.loss, reduction=c.reduction, lr=0.3)
     batches = zlimit.batch_schedule(M_TRAIN, 2, c.T, seed=3)  # every input sits out a step
     common = dict(steps=c.T, X_eval=X_eval if c.m_eval else None, batches=batches, record_steps=c.record)
     if c.producer == "finite":
@@ -96,10 +105,6 @@ def _in_batch(batch) -> np.ndarray:
     inside = np.zeros(M_TRAIN, bool)
     inside[batch] = True
     return inside
-
-
-def _scale(a: np.ndarray) -> float:
-    return float(np.nanmax(np.abs(a))) if np.any(np.isfinite(a)) else 1.0
 
 
 # --------------------------------------------------------------------------- shapes
@@ -141,19 +146,19 @@ def test_kernel_keys_shapes_and_nan_pattern(case):
     c = CASES[case]
     G, T, M = c.G, c.T, c.M
     layers = range(1, c.L + 1)
-    assert set(run.kernels) == {f"{k}{l}" for k in ("h", "x", "dh") for l in layers}
+    assert set(run.kernels) == {key(k, l) for k in ("h", "x", "dh") for l in layers}
     for l in layers:
         for kind in ("h", "x"):
-            K = run.kernels[f"{kind}{l}"]
+            K = run.kernels[key(kind, l)]
             assert K.shape == (G, T + 1, M, M) and K.dtype == np.float64
             assert np.all(np.isfinite(K)), (kind, l)
-        dh = run.kernels[f"dh{l}"]
+        dh = run.kernels[key("dh", l)]
         assert dh.shape == (G, T, M_TRAIN, M_TRAIN) and dh.dtype == np.float64
         for t, b in enumerate(batches):
             inside = np.outer(_in_batch(b), _in_batch(b))
             # NaN exactly in the rows and columns of inputs outside B_t
             np.testing.assert_array_equal(np.isnan(dh[:, t]), np.broadcast_to(~inside, dh[:, t].shape),
-                                          err_msg=f"dh{l} step {t} batch {b}")
+                                          err_msg=f"{key('dh', l)} step {t} batch {b}")
             assert np.all(np.isfinite(dh[:, t][:, inside])), (l, t)
 
 
@@ -162,7 +167,7 @@ def test_kernels_are_symmetric(case):
     for k, K in run.kernels.items():
         KT = np.swapaxes(K, -1, -2)
         np.testing.assert_array_equal(np.isnan(K), np.isnan(KT), err_msg=k)
-        np.testing.assert_allclose(K, KT, rtol=1e-13, atol=1e-14 * _scale(K), err_msg=k)
+        assert_close(K, KT, err_msg=k)
 
 
 def test_cross_keys_shapes_and_nan_before_s(case):
@@ -170,9 +175,9 @@ def test_cross_keys_shapes_and_nan_before_s(case):
     c = CASES[case]
     G, T, M, record = c.G, c.T, c.M, c.record
     assert run.record_steps == record
-    assert set(run.cross) == {f"{k}{l}" for k in ("h", "x") for l in range(1, c.L + 1)}
+    assert set(run.cross) == {key(k, l) for k in ("h", "x") for l in range(1, c.L + 1)}
     for k, C in run.cross.items():
-        l = int(k[1:])
+        _, l, _ = parse_key(k)
         assert C.shape == (G, len(record), T + 1, M, M) and C.dtype == np.float64, k
         for r, s in enumerate(record):
             assert np.all(np.isnan(C[:, r, :s])), (k, s)  # t < s: nothing to report
@@ -191,15 +196,15 @@ def test_cross_at_s_equals_the_step_s_kernel(case):
     for k, C in run.cross.items():
         for r, s in enumerate(run.record_steps):
             K = run.kernels[k][:, s]
-            np.testing.assert_allclose(C[:, r, s], K, rtol=1e-12, atol=1e-14 * _scale(K), err_msg=f"{k} s={s}")
+            assert_close(C[:, r, s], K, err_msg=f"{k} s={s}")
 
 
 @pytest.mark.parametrize("linear_case", [c for c in IDS if CASES[c].activation == "linear"])
 def test_linear_features_x_equal_h(linear_case):
     run, L = produce(linear_case)[0], CASES[linear_case].L
     for l in range(1, L + 1):
-        h, x = run.kernels[f"h{l}"], run.kernels[f"x{l}"]
-        np.testing.assert_allclose(x, h, rtol=1e-13, atol=1e-14 * _scale(h))
+        h, x = run.kernels[key("h", l)], run.kernels[key("x", l)]
+        assert_close(x, h)
 
 
 # ------------------------------------------------------------------ estimates
@@ -231,22 +236,66 @@ def test_estimates_are_group_means(case):
     np.testing.assert_array_equal(run.error_signals, run.error_signals_groups.mean(axis=0))
     for l in range(1, L + 1):
         for kind in ("h", "x", "dh"):
-            np.testing.assert_array_equal(run.kernel(l, kind), run.kernels[f"{kind}{l}"].mean(axis=0))
-            assert run.kernel_groups(l, kind) is run.kernels[f"{kind}{l}"]
+            np.testing.assert_array_equal(run.kernel(l, kind), run.kernels[key(kind, l)].mean(axis=0))
+            assert run.kernel_groups(l, kind) is run.kernels[key(kind, l)]
         for kind in ("h", "x"):
             for r, s in enumerate(run.record_steps):
-                np.testing.assert_array_equal(run.cross_kernel_groups(l, kind, s), run.cross[f"{kind}{l}"][:, r])
+                np.testing.assert_array_equal(run.cross_kernel_groups(l, kind, s), run.cross[key(kind, l)][:, r])
+
+
+def _np_loss(loss: str, f: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ℓ(f, y) of maths §1: (f − y)²/2 or log(1 + e^{−yf})."""
+    return 0.5 * (f - y) ** 2 if loss == "mse" else np.log1p(np.exp(-y * f))
+
+
+def _np_loss_grad(loss: str, f: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """∂ℓ/∂f: f − y or −y/(1 + e^{yf})."""
+    return f - y if loss == "mse" else -y / (1.0 + np.exp(y * f))
 
 
 def test_loss_and_error_signals_are_the_models_of_the_outputs(case):
-    run, model, y, batches = produce(case)
-    f = run.outputs_groups[:, :, :M_TRAIN]
-    G, T = run.groups, run.steps
-    loss = np.array([[total_loss(model, f[g, t], y) for t in range(T + 1)] for g in range(G)])
-    np.testing.assert_allclose(run.loss_groups, loss, rtol=1e-13, atol=0)
-    chi = np.array([[error_signal(model, f[g, t], y, batches[t]) for t in range(T)] for g in range(G)])
-    chi = chi.reshape(G, T, M_TRAIN)
-    np.testing.assert_allclose(run.error_signals_groups, chi, rtol=1e-13, atol=0)
+    """Full loss = mean or sum over the m training inputs of ℓ(f_t(ξ_i), y_i);
+    χ_{t,i} = r ∂ℓ/∂f(f_t(ξ_i), y_i) for i in B_t and 0 elsewhere, r = 1/|B_t| ("mean") or 1."""
+    run, _, y, batches = produce(case)
+    c = CASES[case]
+    f = run.outputs_groups[:, :, :M_TRAIN]  # (G, T+1, m)
+    ell = _np_loss(c.loss, f, y)
+    assert_close(run.loss_groups, ell.mean(-1) if c.reduction == "mean" else ell.sum(-1))
+    chi = np.zeros((c.G, c.T, M_TRAIN))
+    for t, b in enumerate(batches[: c.T]):
+        r = 1.0 / len(b) if c.reduction == "mean" else 1.0
+        chi[:, t, b] = r * _np_loss_grad(c.loss, f[:, t, b], y[b])
+    assert_close(run.error_signals_groups, chi)
+
+
+# ------------------------------------------------------------ novelty and bases
+BASIS_STATS = ("size", "dropped", "dropped_mass", "orthogonality")
+
+
+def test_novelty_and_bases_keys_and_shapes(case):
+    """Novelty: one (G, T+1, M) array per Gaussian process fwd/bwd of W^l, l = 2..L, in the
+    Monte Carlo and exact limits (also at T = 0); basis statistics (G, T+1) per process in
+    the Monte Carlo limit. The NTK limit and finite nets have neither."""
+    run = produce(case)[0]
+    c = CASES[case]
+    G, T, M = c.G, c.T, c.M
+    processes = [(side, l) for side in ("fwd", "bwd") for l in range(2, c.L + 1)]
+    if c.producer in ("mc", "exact"):
+        assert set(run.novelty) == {key(side, l) for side, l in processes}
+        for k, v in run.novelty.items():
+            assert v.shape == (G, T + 1, M) and v.dtype == np.float64, k
+            assert np.all(np.isnan(v) | (v >= 0.0)), k  # residual norms, NaN where none was added
+    else:
+        assert run.novelty == {}
+    if c.producer == "mc":
+        assert set(run.bases) == {key(side, l, stat) for side, l in processes for stat in BASIS_STATS}
+        for k, v in run.bases.items():
+            assert v.shape == (G, T + 1), k
+            assert np.all(np.isnan(v) | (v >= 0.0)), k
+            if parse_key(k)[2] != "orthogonality":  # NaN where not checked
+                assert np.all(np.isfinite(v)), k
+    elif c.producer != "exact":  # the exact limit has no Monte Carlo bases to report on
+        assert run.bases == {}
 
 
 # ------------------------------------------------------------------ save / load

@@ -21,14 +21,14 @@ from threadpoolctl import threadpool_limits
 
 import zlimit
 from zlimit._errors import DivergenceError
-
-
-def simulate_exact(model, X, y, **kwargs):
-    """The exact linear limit through the public entry point."""
-    return zlimit.simulate(model, X, y, method="exact", **kwargs)
-
+from zlimit._results import key, parse_key
 from oracles import quadrature_l1
-from tolerance import assert_within_se
+from tolerance import assert_close, assert_within_se
+
+
+def exact_limit(model, X, y, **kwargs):
+    """The exact linear limit through the public entry point (``zlimit._exact.simulate_exact`` behind it)."""
+    return zlimit.simulate(model, X, y, method="exact", **kwargs)
 
 
 def linear_model(depth, lr=0.3, sigma=None, mult=None, **kw):
@@ -121,10 +121,10 @@ def test_oracle_linear_one_step_closed_form():
     K = X @ X_all.T / 2
     e1, e2 = 0.4 * 1.2, 0.4 * 0.8
     expected = (1 / 3) * (e1 * 0.7**2 + e2 * 1.3**2) * (y @ K)
-    np.testing.assert_allclose(out["outputs"][0], 0.0, atol=1e-14)
-    np.testing.assert_allclose(out["outputs"][1], expected, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(out["error_signals"][0], -y / 3, rtol=1e-13)
-    np.testing.assert_allclose(out["loss"][0], np.mean(0.5 * y**2), rtol=1e-13)
+    assert_close(out["outputs"][0], 0.0, scale=np.abs(expected).max())  # f̊_0 = 0: the cancelling terms are O(f̊_1)
+    assert_close(out["outputs"][1], expected)
+    assert_close(out["error_signals"][0], -y / 3)
+    assert_close(out["loss"][0], np.mean(0.5 * y**2))
 
 
 @pytest.mark.parametrize("loss,reduction", [("mse", "mean"), ("mse", "sum"), ("logistic", "mean")])
@@ -134,14 +134,15 @@ def test_oracle_linear_matches_moment_recursion(loss, reduction):
     batches = [np.array([0, 2]), np.array([1]), np.array([0, 1, 2]), np.array([2]), np.array([0, 1])]
     ref, _, _ = l1_moments(model, X, y, X_eval, batches, 5)
     out = quadrature_l1(model, X, y, steps=5, X_eval=X_eval, batches=batches, order=8)
-    np.testing.assert_allclose(out["outputs"], ref, rtol=1e-11, atol=1e-13)
+    assert_close(out["outputs"], ref)
 
 
 @pytest.mark.parametrize("activation,lr,steps,tol", [
     ("sigmoid", 0.5, 2, 1e-11), ("silu", 0.5, 2, 1e-9), ("softplus", 0.5, 2, 1e-11), ("tanh", 0.1, 1, 1e-9),
 ])
 def test_oracle_quadrature_converges_in_order(activation, lr, steps, tol):
-    # Order 40 against 60. tanh converges more slowly than the others: the
+    # Order 40 against 60: the tolerances are the quadrature's truncation error, not
+    # round-off, hence per activation and not RTOL. tanh converges more slowly than the others: the
     # integrand's singularities (poles of tanh and sech² composed with h_0 − c Ŵ_0 ...)
     # approach the real axis as |Ŵ_0| grows, so it is checked at a small lr.
     X = np.array([[1.0, 0.0], [0.6, 0.8]])
@@ -162,11 +163,11 @@ def test_exact_matches_quadrature_l1(loss, reduction, minibatch, m_eval):
     model = linear_model(1, lr=0.3, sigma=[1.2, 0.8], mult=[0.9, 1.4], loss=loss, reduction=reduction)
     steps = 8
     batches = zlimit.batch_schedule(4, 2, steps, seed=3) if minibatch else None
-    run = simulate_exact(model, X, y, steps=steps, X_eval=X_eval, batches=batches)
+    run = exact_limit(model, X, y, steps=steps, X_eval=X_eval, batches=batches)
     ref = quadrature_l1(model, X, y, steps=steps, X_eval=X_eval, batches=batches, order=8)
-    np.testing.assert_allclose(run.outputs, ref["outputs"], rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(run.loss, ref["loss"], rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(run.error_signals, ref["error_signals"], rtol=1e-10, atol=1e-12)
+    assert_close(run.outputs, ref["outputs"])
+    assert_close(run.loss, ref["loss"])
+    assert_close(run.error_signals, ref["error_signals"])
     assert np.abs(run.outputs[-1]).max() > 0.05
 
 
@@ -174,14 +175,14 @@ def test_exact_l1_kernels_match_moment_recursion():
     X, y, X_eval = data(4, m=3, d=3, m_eval=2)
     model = linear_model(1, lr=0.4, sigma=[1.1, 0.9], mult=[1.3, 0.8])
     batches = zlimit.batch_schedule(3, 2, 6, seed=1)
-    run = simulate_exact(model, X, y, steps=6, X_eval=X_eval, batches=batches, record_steps=(2, 0, 5))
+    run = exact_limit(model, X, y, steps=6, X_eval=X_eval, batches=batches, record_steps=(2, 0, 5))
     outputs, kernels, cross = l1_moments(model, X, y, X_eval, batches, 6)
-    np.testing.assert_allclose(run.outputs, outputs, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(run.kernel(1, "h"), kernels, rtol=1e-10, atol=1e-12)
+    assert_close(run.outputs, outputs)
+    assert_close(run.kernel(1, "h"), kernels)
     for s in (0, 2, 5):
         got = run.cross_kernel_groups(1, "h", s)[0]
         assert np.all(np.isnan(got[:s]))
-        np.testing.assert_allclose(got[s:], np.array([cross[s][t] for t in range(s, 7)]), rtol=1e-10, atol=1e-12)
+        assert_close(got[s:], np.array([cross[s][t] for t in range(s, 7)]))
 
 
 # ---------------------------------------------------- one step from init, any depth
@@ -203,14 +204,14 @@ def test_exact_one_step_closed_form(depth):
     X, y, X_eval = data(5, m=3, d=4, m_eval=2)
     model = linear_model(depth, lr=0.37)
     batch = np.array([0, 2])
-    run = simulate_exact(model, X, y, steps=1, X_eval=X_eval, batches=[batch])
+    run = exact_limit(model, X, y, steps=1, X_eval=X_eval, batches=[batch])
     chi = chi_of(model, np.zeros(3), y, batch)
     X_all = np.vstack([X, X_eval])
     sig2 = np.array(model.sigma) ** 2
     ntk = sum(model.eta[l] * np.prod(np.delete(sig2, l)) for l in range(depth + 1))
     expected = -ntk * (chi @ (X @ X_all.T / 4))
-    np.testing.assert_allclose(run.outputs[0], 0.0, atol=1e-14)
-    np.testing.assert_allclose(run.outputs[1], expected, rtol=1e-11, atol=1e-13)
+    assert_close(run.outputs[0], 0.0, scale=np.abs(expected).max())
+    assert_close(run.outputs[1], expected)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
@@ -223,14 +224,14 @@ def test_exact_kernels_at_init(depth):
     X, y, X_eval = data(6, m=3, d=4, m_eval=2)
     model = linear_model(depth)
     batch = np.array([0, 1])
-    run = simulate_exact(model, X, y, steps=1, X_eval=X_eval, batches=[batch])
+    run = exact_limit(model, X, y, steps=1, X_eval=X_eval, batches=[batch])
     X_all = np.vstack([X, X_eval])
     K = X_all @ X_all.T / 4
     sig2 = np.array(model.sigma) ** 2
     for l in range(1, depth + 1):
-        np.testing.assert_allclose(run.kernel(l, "h")[0], np.prod(sig2[:l]) * K, rtol=1e-12, atol=1e-14)
+        assert_close(run.kernel(l, "h")[0], np.prod(sig2[:l]) * K)
         dh = run.kernel(l, "dh")[0]
-        np.testing.assert_allclose(dh[np.ix_(batch, batch)], np.prod(sig2[l:]), rtol=1e-12)
+        assert_close(dh[np.ix_(batch, batch)], np.prod(sig2[l:]))
         assert np.all(np.isnan(dh[2])) and np.all(np.isnan(dh[:, 2]))
 
 
@@ -242,14 +243,14 @@ def test_frozen_network_cross_kernels_are_constant():
     # with fresh directions at every step would decorrelate them across steps.
     X, y, X_eval = data(7, m=2, d=5, m_eval=2)
     model = linear_model(3, mult=[0.0, 0.0, 0.0, 0.0])
-    run = simulate_exact(model, X, y, steps=3, X_eval=X_eval)
+    run = exact_limit(model, X, y, steps=3, X_eval=X_eval)
     X_all = np.vstack([X, X_eval])
     K = X_all @ X_all.T / 5
     sig2 = np.array(model.sigma) ** 2
     for l in range(1, 4):
         c = run.cross_kernel_groups(l, "h", 0)[0]
         for t in range(4):
-            np.testing.assert_allclose(c[t], np.prod(sig2[:l]) * K, rtol=1e-12, atol=1e-14)
+            assert_close(c[t], np.prod(sig2[:l]) * K)
 
 
 # ------------------------------------------------------------- finite-width networks
@@ -329,7 +330,7 @@ def test_exact_is_the_limit_of_finite_width_nets(depth, lr, widths):
     model = linear_model(depth, lr=lr)
     steps = 4
     batches = [np.array([0, 1]), np.array([0]), np.array([1]), np.array([0, 1])]
-    run = simulate_exact(model, X, y, steps=steps, X_eval=X_eval, batches=batches)
+    run = exact_limit(model, X, y, steps=steps, X_eval=X_eval, batches=batches)
     limit = [run.outputs[1:], run.kernel(depth, "h")[steps], run.cross_kernel_groups(depth, "h", 0)[0, steps]]
     seeds = 12
     rms = []
@@ -376,11 +377,11 @@ def test_all_index_batches_equal_full_batch(p):
     model = linear_model(depth, lr=lr, sigma=sigma, mult=mult)
     m = X.shape[0]
     perm = np.random.default_rng(seed).permutation(m)
-    a = simulate_exact(model, X, y, steps=steps, X_eval=X_eval)
-    b = simulate_exact(model, X, y, steps=steps, X_eval=X_eval, batches=[perm] * steps)
+    a = exact_limit(model, X, y, steps=steps, X_eval=X_eval)
+    b = exact_limit(model, X, y, steps=steps, X_eval=X_eval, batches=[perm] * steps)
     assert np.array_equal(a.outputs, b.outputs) and np.array_equal(a.loss, b.loss)
-    for key in a.kernels:
-        assert np.array_equal(a.kernels[key], b.kernels[key], equal_nan=True)
+    for k in a.kernels:
+        assert np.array_equal(a.kernels[k], b.kernels[k], equal_nan=True)
 
 
 @given(problems())
@@ -391,16 +392,16 @@ def test_eval_inputs_do_not_change_training(p):
     m = X.shape[0]
     extra = np.vstack([X_eval, np.random.default_rng(seed).standard_normal((2, X.shape[1]))])
     batches = zlimit.batch_schedule(m, max(1, m // 2), steps, seed=seed)
-    a = simulate_exact(model, X, y, steps=steps, batches=batches)
-    b = simulate_exact(model, X, y, steps=steps, batches=batches, X_eval=extra)
+    a = exact_limit(model, X, y, steps=steps, batches=batches)
+    b = exact_limit(model, X, y, steps=steps, batches=batches, X_eval=extra)
     assert np.array_equal(a.outputs, b.outputs[:, :m])
     assert np.array_equal(a.loss, b.loss) and np.array_equal(a.error_signals, b.error_signals)
-    for key in a.kernels:
-        ka, kb = a.kernels[key], b.kernels[key]
-        kb = kb if key.startswith("dh") else kb[..., :m, :m]
+    for k in a.kernels:
+        ka, kb = a.kernels[k], b.kernels[k]
+        kb = kb if parse_key(k)[0] == "dh" else kb[..., :m, :m]
         assert np.array_equal(ka, kb, equal_nan=True)
-    for key in a.novelty:
-        assert np.array_equal(a.novelty[key], b.novelty[key][..., :m], equal_nan=True)
+    for k in a.novelty:
+        assert np.array_equal(a.novelty[k], b.novelty[k][..., :m], equal_nan=True)
 
 
 @given(problems())
@@ -412,15 +413,14 @@ def test_eval_copy_of_training_input_follows_it(p):
     model = linear_model(depth, lr=lr, sigma=sigma, mult=mult)
     m = X.shape[0]
     j = seed % m
-    run = simulate_exact(model, X, y, steps=steps, X_eval=np.vstack([X[j], X_eval]))
-    scale = 1.0 + np.abs(run.outputs).max()
-    np.testing.assert_allclose(run.outputs[:, m], run.outputs[:, j], rtol=0, atol=1e-11 * scale)
+    run = exact_limit(model, X, y, steps=steps, X_eval=np.vstack([X[j], X_eval]))
+    # scales 1 + max|·|: the outputs and kernels start at 0 or O(1) and may stay small
+    assert_close(run.outputs[:, m], run.outputs[:, j], scale=1.0 + np.abs(run.outputs).max())
     for l in range(1, depth + 1):
         K = run.kernel(l, "h")
-        ks = 1.0 + np.abs(K).max()
-        np.testing.assert_allclose(K[:, m], K[:, j], rtol=0, atol=1e-11 * ks)
+        assert_close(K[:, m], K[:, j], scale=1.0 + np.abs(K).max())
         C = run.cross_kernel_groups(l, "h", 0)[0]
-        np.testing.assert_allclose(C[:, m, :], C[:, j, :], rtol=0, atol=1e-11 * (1 + np.nanmax(np.abs(C))))
+        assert_close(C[:, m, :], C[:, j, :], scale=1.0 + np.nanmax(np.abs(C)))
 
 
 @given(problems(), st.floats(0.5, 2.0), st.data())
@@ -435,10 +435,9 @@ def test_layer_rebalancing_symmetry(p, a, draw):
     l, k = draw.draw(st.lists(st.integers(0, depth), min_size=2, max_size=2, unique=True))
     s2, c2 = sigma.copy(), mult.copy()
     s2[l], c2[l], s2[k], c2[k] = a * s2[l], a * a * c2[l], s2[k] / a, c2[k] / (a * a)
-    r1 = simulate_exact(linear_model(depth, lr=lr, sigma=sigma, mult=mult), X, y, steps=steps, X_eval=X_eval)
-    r2 = simulate_exact(linear_model(depth, lr=lr, sigma=s2, mult=c2), X, y, steps=steps, X_eval=X_eval)
-    scale = 1.0 + np.abs(r1.outputs).max()
-    np.testing.assert_allclose(r2.outputs, r1.outputs, rtol=0, atol=1e-10 * scale)
+    r1 = exact_limit(linear_model(depth, lr=lr, sigma=sigma, mult=mult), X, y, steps=steps, X_eval=X_eval)
+    r2 = exact_limit(linear_model(depth, lr=lr, sigma=s2, mult=c2), X, y, steps=steps, X_eval=X_eval)
+    assert_close(r2.outputs, r1.outputs, scale=1.0 + np.abs(r1.outputs).max())
 
 
 @given(problems(), st.floats(0.3, 3.0))
@@ -450,12 +449,13 @@ def test_target_scaling_symmetry(p, c):
     # In μP terms: y → c y, σ_l → a σ_l, lr → c^{−2L/(L+1)} lr  ⇒  f̊_t → c f̊_t.
     depth, X, y, X_eval, steps, sigma, mult, lr, seed = p
     a = c ** (1.0 / (depth + 1))
-    r1 = simulate_exact(linear_model(depth, lr=lr, sigma=sigma, mult=mult), X, y, steps=steps, X_eval=X_eval)
+    r1 = exact_limit(linear_model(depth, lr=lr, sigma=sigma, mult=mult), X, y, steps=steps, X_eval=X_eval)
     model2 = linear_model(depth, lr=lr * c ** (-2.0 * depth / (depth + 1)), sigma=a * sigma, mult=mult)
-    r2 = simulate_exact(model2, X, c * y, steps=steps, X_eval=X_eval)
+    r2 = exact_limit(model2, X, c * y, steps=steps, X_eval=X_eval)
     scale = 1.0 + np.abs(c * r1.outputs).max()
-    np.testing.assert_allclose(r2.outputs, c * r1.outputs, rtol=0, atol=1e-10 * scale)
-    np.testing.assert_allclose(r2.loss, c * c * r1.loss, rtol=1e-9, atol=1e-12)
+    assert_close(r2.outputs, c * r1.outputs, scale=scale)
+    # the loss ½(f − y)² inherits the outputs' round-off times |f − y| <= scale + max|c y|
+    assert_close(r2.loss, c * c * r1.loss, scale=scale * (scale + np.abs(c * y).max()))
 
 
 @given(problems())
@@ -466,23 +466,22 @@ def test_rotation_of_inputs_changes_nothing(p):
     d = X.shape[1]
     Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))
     model = linear_model(depth, lr=lr, sigma=sigma, mult=mult)
-    r1 = simulate_exact(model, X, y, steps=steps, X_eval=X_eval)
-    r2 = simulate_exact(model, X @ Q, y, steps=steps, X_eval=X_eval @ Q)
-    scale = 1.0 + np.abs(r1.outputs).max()
-    np.testing.assert_allclose(r2.outputs, r1.outputs, rtol=0, atol=1e-10 * scale)
+    r1 = exact_limit(model, X, y, steps=steps, X_eval=X_eval)
+    r2 = exact_limit(model, X @ Q, y, steps=steps, X_eval=X_eval @ Q)
+    assert_close(r2.outputs, r1.outputs, scale=1.0 + np.abs(r1.outputs).max())
     K1, K2 = r1.kernel(depth, "h"), r2.kernel(depth, "h")
-    np.testing.assert_allclose(K2, K1, rtol=0, atol=1e-10 * (1 + np.abs(K1).max()))
+    assert_close(K2, K1, scale=1.0 + np.abs(K1).max())
 
 
 @given(problems())
 @settings(**small)
 def test_first_layer_kernel_at_init(p):
     depth, X, y, X_eval, steps, sigma, mult, lr, seed = p
-    run = simulate_exact(linear_model(depth, lr=lr, sigma=sigma, mult=mult), X, y, steps=steps, X_eval=X_eval)
+    run = exact_limit(linear_model(depth, lr=lr, sigma=sigma, mult=mult), X, y, steps=steps, X_eval=X_eval)
     X_all = np.vstack([X, X_eval])
     expected = sigma[0] ** 2 * X_all @ X_all.T / X.shape[1]
-    np.testing.assert_allclose(run.kernel(1, "h")[0], expected, rtol=1e-13, atol=1e-14)
-    np.testing.assert_allclose(run.kernel(1, "x")[0], expected, rtol=1e-13, atol=1e-14)
+    assert_close(run.kernel(1, "h")[0], expected)
+    assert_close(run.kernel(1, "x")[0], expected)
     assert np.all(run.outputs[0] == 0.0)
 
 
@@ -492,19 +491,19 @@ def test_run_layout():
     model = linear_model(3)
     steps = 4
     batches = [np.array([0, 1]), np.array([2]), np.array([0, 2]), np.array([1])]
-    run = simulate_exact(model, X, y, steps=steps, X_eval=X_eval, batches=batches, record_steps=(3, 1))
+    run = exact_limit(model, X, y, steps=steps, X_eval=X_eval, batches=batches, record_steps=(3, 1))
     M = 5
     assert run.meta == {"kind": "exact", "method": "exact", "steps": 4, "m": 3, "m_eval": 2, "seed": None}
     assert run.groups == 1 and run.record_steps == (0, 1, 3)
-    assert sorted(run.novelty) == ["bwd2", "bwd3", "fwd2", "fwd3"]
+    assert set(run.novelty) == {key(side, l) for side in ("fwd", "bwd") for l in (2, 3)}
     for l in (2, 3):
-        fwd, bwd = run.novelty[f"fwd{l}"][0], run.novelty[f"bwd{l}"][0]
+        fwd, bwd = run.novelty[key("fwd", l)][0], run.novelty[key("bwd", l)][0]
         assert fwd.shape == bwd.shape == (steps + 1, M)
         assert np.all(np.isfinite(fwd)) and np.all(fwd >= 0)
         for t in range(steps + 1):
             b = batches[t] if t < steps else np.array([], int)
             assert np.all(np.isfinite(bwd[t, b])) and np.all(np.isnan(np.delete(bwd[t], b)))
-    assert simulate_exact(linear_model(1), X, y, steps=2).novelty == {}
+    assert exact_limit(linear_model(1), X, y, steps=2).novelty == {}
 
 
 def test_result_does_not_depend_on_the_first_allocation(monkeypatch):
@@ -515,12 +514,12 @@ def test_result_does_not_depend_on_the_first_allocation(monkeypatch):
     X, y, X_eval = data(12, m=3, d=4, m_eval=2)
     model = linear_model(3, lr=0.2)
     batches = zlimit.batch_schedule(3, 2, 6, seed=2)
-    ref = simulate_exact(model, X, y, steps=6, X_eval=X_eval, batches=batches, record_steps=(0, 3))
+    ref = exact_limit(model, X, y, steps=6, X_eval=X_eval, batches=batches, record_steps=(0, 3))
     monkeypatch.setattr(exact, "_FIRST_WIDTH", 2)
-    run = simulate_exact(model, X, y, steps=6, X_eval=X_eval, batches=batches, record_steps=(0, 3))
-    np.testing.assert_allclose(run.outputs, ref.outputs, rtol=1e-12, atol=1e-14)
-    for key in ref.cross:
-        np.testing.assert_allclose(run.cross[key], ref.cross[key], rtol=1e-12, atol=1e-14)
+    run = exact_limit(model, X, y, steps=6, X_eval=X_eval, batches=batches, record_steps=(0, 3))
+    assert_close(run.outputs, ref.outputs)
+    for k in ref.cross:
+        assert_close(run.cross[k], ref.cross[k])
 
 
 # ------------------------------------------------------------------ bad input
@@ -528,32 +527,32 @@ def test_result_does_not_depend_on_the_first_allocation(monkeypatch):
 def test_nonlinear_activation_is_refused(activation):
     X, y, _ = data(0)
     with pytest.raises(ValueError, match='activation="linear"'):
-        simulate_exact(zlimit.MLP(depth=2, activation=activation), X, y, steps=1)
+        exact_limit(zlimit.MLP(depth=2, activation=activation), X, y, steps=1)
 
 
 def test_custom_activation_named_linear_is_refused():
     fake = zlimit.Activation("linear", lambda x: 2.0 * x, lambda x: 2.0)
     X, y, _ = data(0)
     with pytest.raises(ValueError, match='activation="linear"'):
-        simulate_exact(zlimit.MLP(depth=2, activation=fake), X, y, steps=1)
+        exact_limit(zlimit.MLP(depth=2, activation=fake), X, y, steps=1)
 
 
 @pytest.mark.parametrize("record_steps", [(5,), (-1,), ("a",)])
 def test_bad_record_steps(record_steps):
     X, y, _ = data(0)
     with pytest.raises(ValueError, match="record_steps"):
-        simulate_exact(linear_model(2), X, y, steps=3, record_steps=record_steps)
+        exact_limit(linear_model(2), X, y, steps=3, record_steps=record_steps)
 
 
 def test_bad_data_and_batches():
     X, y, _ = data(0)
     with pytest.raises(ValueError, match="y must have shape"):
-        simulate_exact(linear_model(2), X, y[:2], steps=1)
+        exact_limit(linear_model(2), X, y[:2], steps=1)
     with pytest.raises(ValueError, match="batches"):
-        simulate_exact(linear_model(2), X, y, steps=2, batches=[np.array([0])])
+        exact_limit(linear_model(2), X, y, steps=2, batches=[np.array([0])])
 
 
 def test_divergence_is_reported():
     X, y, _ = data(0)
     with pytest.raises(DivergenceError, match="non-finite"):
-        simulate_exact(linear_model(3, lr=50.0), X, 10 * y, steps=40)
+        exact_limit(linear_model(3, lr=50.0), X, 10 * y, steps=40)

@@ -7,13 +7,28 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tolerance import (RTOL, assert_coverage, assert_within_se, coverage_band, t_threshold,
+from tolerance import (RTOL, assert_close, assert_coverage, assert_within_se, coverage_band, t_threshold,
                        within_se_fraction)
 
 
 def test_rtol_table_is_per_dtype_and_above_round_off():
     for dt in (np.float64, np.float32):
         assert 100 * np.finfo(dt).eps < RTOL[np.dtype(dt)] < 1e-3
+
+
+def test_assert_close_is_relative_to_the_scale_of_the_array():
+    e = np.array([2.0, -1.0, 1e-9, 0.0, np.nan])
+    assert_close(e * (1 + 0.4 * RTOL[np.dtype("float64")]), e)  # round-off: passes
+    assert_close(e + 0.9 * RTOL[np.dtype("float64")] * 2.0, e)  # near-zero entries: RTOL·max|e| absolute
+    assert_close(e.astype(np.float32), e, np.float32)
+    for bad in (e * (1 + 1e-8), np.where(np.isnan(e), 0.0, e)):  # beyond round-off; NaN moved
+        with pytest.raises(AssertionError):
+            assert_close(bad, e)
+    with pytest.raises(AssertionError):
+        assert_close(np.array([1e-12]), np.array([0.0]))  # a reference of zeros needs its scale
+    assert_close(np.array([1e-12]), np.array([0.0]), scale=1.0)
+    with pytest.raises(AssertionError):
+        assert_close(np.array([1e-9 * (1 + 1e-6)]), np.array([1e-9]), scale=0.0)  # purely relative
 
 
 def test_t_threshold_is_the_bonferroni_t_quantile():

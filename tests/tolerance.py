@@ -3,7 +3,8 @@
 Two kinds of comparison appear in the tests:
 
 * deterministic ones (two computations of the same number that differ only by
-  floating-point round-off): relative tolerance ``RTOL[dtype]``;
+  floating-point round-off): :func:`assert_close`, relative tolerance ``RTOL[dtype]``
+  of the array's scale;
 * Monte Carlo ones (an estimate with a standard error from G independent groups
   against a reference): :func:`assert_within_se`, a Student-t test with G − 1
   degrees of freedom whose family-wise false-failure rate is ``alpha`` however many
@@ -21,7 +22,7 @@ import math
 import numpy as np
 from scipy import stats
 
-__all__ = ["RTOL", "DEFAULT_ALPHA", "t_threshold", "assert_within_se", "within_se_fraction",
+__all__ = ["RTOL", "assert_close", "DEFAULT_ALPHA", "t_threshold", "assert_within_se", "within_se_fraction",
            "coverage_band", "assert_coverage"]
 
 #: Relative tolerance of deterministic comparisons, per floating-point dtype.
@@ -33,6 +34,28 @@ __all__ = ["RTOL", "DEFAULT_ALPHA", "t_threshold", "assert_within_se", "within_s
 #: float32: eps = 1.2e-7, and the same reasoning gives 1e-4 (~840 ulps) — a float32
 #: result that agrees to less than that has lost more than round-off.
 RTOL = {np.dtype("float64"): 1e-10, np.dtype("float32"): 1e-4}
+
+
+def assert_close(actual, expected, dtype=np.float64, *, scale=None, err_msg="") -> None:
+    """Assert a deterministic result equals its reference up to round-off in ``dtype``.
+
+    |actual − expected| <= RTOL[dtype]·(|expected| + scale) elementwise; NaN must sit
+    where the reference has NaN.
+
+    There is no separate absolute-tolerance table: round-off in an entry is
+    proportional to the size of the numbers it was computed from, not to the entry,
+    so an entry that cancels to (nearly) zero carries an error of RTOL·scale, where
+    ``scale`` is the size of its inputs. ``scale`` defaults to max|expected| over its
+    finite entries, which is that size when the reference is not all small; pass it
+    where it is not (a reference of zeros: the size of the quantities that cancel;
+    ``scale=0`` for a purely relative comparison entry by entry).
+    """
+    rtol = RTOL[np.dtype(dtype)]
+    if scale is None:
+        e = np.abs(np.asarray(expected, dtype=np.float64))
+        e = e[np.isfinite(e)]
+        scale = float(e.max()) if e.size else 0.0
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=err_msg)
 
 #: Family-wise false-failure probability of one :func:`assert_within_se` call.
 DEFAULT_ALPHA = 1e-3
