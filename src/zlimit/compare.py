@@ -255,11 +255,18 @@ def compare(model: MLP, X, y, *, widths: Sequence[int], seeds, steps: int, parti
     Examples
     --------
     >>> import zlimit
-    >>> from zlimit.datasets import gaussian
-    >>> X, y = gaussian(4, 6)
+    >>> from zlimit.compare import compare
+    >>> X, y = zlimit.datasets.gaussian(4, 6, seed=0)
     >>> cmp = compare(zlimit.MLP(depth=2, lr=0.5), X, y, widths=[64, 256], seeds=2,
-    ...               steps=3, particles=4000, progress=False)  # doctest: +SKIP
-    >>> cmp.fit.slope  # doctest: +SKIP
+    ...               steps=3, particles=4000, groups=4, progress=False)
+    >>> cmp.limit.outputs.shape, cmp.outputs(64).shape  # (T+1, M) and (S, T+1, M)
+    ((4, 4), (2, 4, 4))
+    >>> sorted(cmp.finite)  # (width, seed)
+    [(64, 0), (64, 1), (256, 0), (256, 1)]
+    >>> cmp.fit.widths.tolist(), cmp.fit.seeds, bool(cmp.fit.deviations.min() > 0)
+    ([64, 256], 2, True)
+    >>> print(cmp.fit)  # two widths: a slope, no standard error
+    deviation ~ n^... (± n/a) over widths 64..256, 2 seed(s) per width
     """
     pd = _import_pandas()
     from ._api import simulate, train_finite
