@@ -1,22 +1,27 @@
 """Saving and loading runs: bit-exact round trips and clear errors for bad files."""
 from __future__ import annotations
 
+import functools
 import io as stdio
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
+import time
+import warnings
 import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import zlimit
 from zlimit import io as zio
 from zlimit._results import Run
+
 
 def random_array(rng, shape, dtype):
     """Random values of ``dtype`` with about 20% NaN, ±inf, -0.0, subnormals and extremes."""
@@ -265,3 +270,300 @@ def test_to_xarray_without_xarray(monkeypatch):
     monkeypatch.setitem(sys.modules, "xarray", None)  # import xarray -> ImportError
     with pytest.raises(ImportError, match="pip install xarray"):
         zio.to_xarray(run)
+
+
+# ------------------------------------------------------------ load: arguments
+def test_load_needs_a_path_or_file_object(tmp_path):
+    path = tmp_path / "r.npz"
+    zio.save(make_run(np.random.default_rng(8), G=1, T=1, M=2, m=1, depth=1, record_steps=(0,),
+                      novelty=False, dtype=np.float64), path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(ValueError, match="file descriptor is not accepted"):
+            zio.load(fd)
+        os.fstat(fd)  # still open: load neither read nor closed it
+    finally:
+        os.close(fd)
+    for bad in (True, False, os.fsencode(path), 2.5, None):
+        with pytest.raises(ValueError, match=r"load needs the path of a run file \(str or os.PathLike\)"):
+            zio.load(bad)
+    with open(path, "rb") as fh:  # an open binary file object is still accepted
+        assert zio.load(fh).steps == 1
+    with open(path, encoding="latin-1") as fh, pytest.raises(ValueError, match="open it in binary mode"):
+        zio.load(fh)
+    fh = open(path, "rb")
+    fh.close()
+    with pytest.raises(ValueError, match="the file object is not a readable zlimit run file: cannot read it"):
+        zio.load(fh)
+
+
+class deadline:
+    """Fail (TimeoutError) instead of hanging when the body blocks for ``seconds``."""
+
+    def __init__(self, seconds: int):
+        self.seconds = seconds
+
+    def __enter__(self):
+        def expire(signum, frame):
+            raise TimeoutError(f"blocked for {self.seconds} s")
+        self.old = signal.signal(signal.SIGALRM, expire)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *exc):
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self.old)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes or SIGALRM")
+def test_load_refuses_folders_pipes_and_devices(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        zio.load(tmp_path)
+    os.mkfifo(tmp_path / "pipe.npz")  # opening it would block until a writer comes
+    with deadline(5), pytest.raises(ValueError, match="not a regular file"):
+        zio.load(tmp_path / "pipe.npz")
+    if os.path.exists("/dev/zero"):  # read from, never written
+        with deadline(5), pytest.raises(ValueError, match="not a regular file"):
+            zio.load("/dev/zero")
+
+
+# ------------------------------------------------------ load: damaged bytes
+@functools.lru_cache(maxsize=None)
+def small_file() -> tuple[Run, bytes, tuple[int, ...]]:
+    """A small run, its file, and the offsets of the file's zip headers and directory."""
+    run = make_run(np.random.default_rng(7), G=1, T=1, M=2, m=1, depth=1, record_steps=(0,), novelty=False,
+                   dtype=np.float64, meta={"kind": "limit", "steps": 1, "m": 1, "m_eval": 1,
+                                           "arr": np.arange(3.0), "pair": (1, "a")})
+    buf = stdio.BytesIO()
+    zio.save(run, buf)
+    data = buf.getvalue()
+    with zipfile.ZipFile(stdio.BytesIO(data)) as zf:
+        structure = {i for i in range(zf.start_dir, len(data))}  # central directory and its end
+        for info in zf.infolist():
+            o = info.header_offset
+            names = int.from_bytes(data[o + 26:o + 28], "little") + int.from_bytes(data[o + 28:o + 30], "little")
+            structure.update(range(o, o + 30 + names))
+    return run, data, tuple(sorted(structure))
+
+
+def load_or_refuse(blob: bytes) -> str:
+    """"equal" when ``blob`` loads as ``small_file``'s run, bit for bit; "refused" on ValueError."""
+    run = small_file()[0]
+    try:
+        got = zio.load(stdio.BytesIO(blob))
+    except ValueError as exc:
+        assert "not a readable zlimit run file" in str(exc) and "\n" not in str(exc), str(exc)
+        return "refused"
+    assert_runs_equal(run, got)
+    assert got.error_model == run.error_model and list(got.meta) == list(run.meta)
+    assert got.meta["pair"] == (1, "a") and got.meta["steps"] == 1
+    assert_bit_equal(got.meta["arr"], run.meta["arr"])
+    return "equal"
+
+
+@settings(max_examples=300, deadline=None)
+@given(draw=st.data())
+def test_a_flipped_bit_is_refused_or_harmless(draw):
+    """A single flipped bit, anywhere or in the zip headers and directory (where the
+    parsing is), gives ValueError or the very same run, never another exception."""
+    _, data, structure = small_file()
+    byte = draw.draw(st.one_of(st.integers(0, len(data) - 1), st.sampled_from(structure)), label="byte")
+    bit = draw.draw(st.integers(0, 7), label="bit")
+    blob = bytearray(data)
+    blob[byte] ^= 1 << bit
+    event(load_or_refuse(bytes(blob)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(start=st.integers(0, 10**6), noise=st.binary(min_size=1, max_size=16), cut=st.booleans())
+def test_overwritten_or_truncated_bytes_are_refused_or_harmless(start, noise, cut):
+    data = small_file()[1]
+    start %= len(data)
+    blob = data[:start] if cut else data[:start] + noise + data[start + len(noise):]
+    event(load_or_refuse(blob))
+
+
+def test_archive_members_that_lie_are_refused(tmp_path):
+    def archive(name, members):
+        path = tmp_path / name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Duplicate name"
+            with zipfile.ZipFile(path, "w") as zf:
+                for member, blob in members:
+                    zf.writestr(member, blob)
+        return path
+    data = small_file()[1]
+    with zipfile.ZipFile(stdio.BytesIO(data)) as zf:
+        members = [(n, zf.read(n)) for n in zf.namelist()]
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000,), }"
+    huge = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(64)
+    cases = {"huge.npz": (members + [("meta/9.npy", huge)], r"shape \(1000000000000,\) and dtype float64, larger than its 143 bytes"),
+             "raw.npz": (members + [("notes.txt", b"hello")], "'notes.txt' is not a .npy array"),
+             "twice.npz": (members + members[:1], "appears twice"),
+             "pickle.npz": (members + [("meta/9.npy", _npy(np.array([None], dtype=object)))], "pickle")}
+    for name, (content, why) in cases.items():
+        with pytest.raises(ValueError, match=why):
+            zio.load(archive(name, content))
+    assert_runs_equal(small_file()[0], zio.load(archive("same.npz", members)))
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = stdio.BytesIO()
+    np.save(buf, a, allow_pickle=True)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------- load: edited JSON
+def rewrite(tmp_path, edit, name="edited.npz"):
+    """saved_bytes()'s run with its __meta__ (and entries) changed by ``edit(info, entries)``."""
+    with np.load(stdio.BytesIO(saved_bytes()), allow_pickle=False) as z:
+        entries = {k: z[k] for k in z.files}
+    info = json.loads(str(entries["__meta__"][()]))
+    text = edit(info, entries) or json.dumps(info)
+    np.savez(tmp_path / name, **{**entries, "__meta__": np.array(text)})
+    return tmp_path / name
+
+
+def _depth(info, depth):
+    info["model"]["depth"] = depth
+    for k in ("init_std", "lr_mult"):
+        info["model"][k] = (info["model"][k] * 2)[:depth + 1]
+
+
+EDITS = {
+    "kind exact, error_model groups": (lambda i, e: i["meta"].update(kind="exact"),
+                                       r"error_model 'groups' disagrees with meta\['kind'\] 'exact'"),
+    "error_model exact, kind limit": (lambda i, e: i.update(error_model="exact"),
+                                      r"error_model 'exact' disagrees with meta\['kind'\] 'limit'"),
+    "error_model unknown": (lambda i, e: i.update(error_model="bogus"), "'error_model' is 'bogus'"),
+    "deeper model": (lambda i, e: _depth(i, 3), r"kernels has 'h' layers \[1, 2\]; a model of depth 3"),
+    "shallower model": (lambda i, e: _depth(i, 1), "kernels key 'h2' does not fit a model of depth 1"),
+    "steps": (lambda i, e: i["meta"].update(steps=3), r"meta\['steps'\] = 3 disagrees with the arrays"),
+    "m": (lambda i, e: i["meta"].update(m=1), r"meta\['m'\] = 1 disagrees"),
+    "m_eval": (lambda i, e: i["meta"].update(m_eval=True), r"meta\['m_eval'\] = True disagrees"),
+    "fewer record_steps": (lambda i, e: i.update(record_steps=[0]), r"cross/h1 has shape \(2, 2, 3, 3, 3\)"),
+    "record_step past T": (lambda i, e: i.update(record_steps=[0, 9]), r"record_steps \(0, 9\) are not"),
+    "record_steps of bools": (lambda i, e: i.update(record_steps=[0, True]), "not a list of integers"),
+    "loss shape": (lambda i, e: e.update(loss_groups=np.zeros((2, 4))), r"loss_groups has shape \(2, 4\)"),
+    "signals shape": (lambda i, e: e.update(error_signals_groups=np.zeros((2, 2, 4))), "error_signals_groups"),
+    "kernel shape": (lambda i, e: e.update({"kernels/dh1": np.zeros((2, 3, 2, 2))}), r"kernels/dh1 has shape"),
+    "text kernel": (lambda i, e: e.update({"kernels/h1": np.full((2, 3, 3, 3), "a")}), "kernels/h1 has dtype"),
+    "keys not a list": (lambda i, e: i.update(kernels="h1"), "'kernels' is 'h1', not a list"),
+    "meta points at an output": (lambda i, e: i["meta"].update(x={"__zlimit_array__": "outputs_groups"}),
+                                 "not a meta/ entry"),
+    "meta not a dict": (lambda i, e: i.update(meta=[1]), "meta is a list, expected a dict"),
+    "model not a dict": (lambda i, e: i.update(model=[2]), "'model' .* must be JSON objects"),
+    "unhashable activation": (lambda i, e: i["model"].update(activation=["tanh"]), r"custom activation \['tanh'\]"),
+    "nested 10^5 deep": (lambda i, e: json.dumps(i).replace('"seed": 3', '"seed": ' + "[" * 10**5 + "]" * 10**5),
+                         "JSON document nests 100002 levels deep, more than the 64"),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_edited_metadata_is_refused_naming_the_field(tmp_path, edit):
+    change, why = EDITS[edit]
+    path = rewrite(tmp_path, change)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=why) as info:
+        zio.load(path)
+    assert time.monotonic() - start < 2.0
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_legacy_file_without_error_model_takes_it_from_kind(tmp_path):
+    def legacy(kind):
+        def edit(info, entries):
+            del info["error_model"]
+            info["meta"]["kind"] = kind
+        return edit
+    assert zio.load(rewrite(tmp_path, legacy("exact"), "e.npz")).error_model == "exact"
+    assert zio.load(rewrite(tmp_path, legacy("limit"), "l.npz")).error_model == "groups"
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(tmp_path):
+    meta = {"kind": "limit", "note": "[{" * 5000 + '"\\]', "key[": {"{": "]]]"}}
+    run = make_run(np.random.default_rng(9), G=1, T=1, M=2, m=1, depth=1, record_steps=(0,), novelty=False,
+                   dtype=np.float64, meta=meta)
+    zio.save(run, tmp_path / "s.npz")
+    assert zio.load(tmp_path / "s.npz").meta == meta
+
+
+_LEVELS = {"list": 1, "tuple": 2, "dict": 1, "keyed": 3}
+
+
+def _json_nesting(x) -> int:
+    if isinstance(x, (list, dict)):
+        return 1 + max((_json_nesting(v) for v in (x.values() if isinstance(x, dict) else x)), default=0)
+    return 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(kinds=st.lists(st.sampled_from(sorted(_LEVELS)), min_size=20, max_size=60), numpy_leaf=st.booleans())
+def test_meta_nesting_limit_is_the_same_for_save_and_load(tmp_path_factory, kinds, numpy_leaf):
+    """save refuses exactly the meta that would nest the JSON document deeper than load
+    accepts (64 levels), and everything it writes loads back equal."""
+    value = np.float64(0.5) if numpy_leaf else 0.5
+    for kind in reversed(kinds):
+        value = {"list": lambda v: [v], "tuple": lambda v: (v,), "dict": lambda v: {"k": v},
+                 "keyed": lambda v: {1: v}}[kind](value)
+    meta = {"kind": "limit", "deep": value}
+    depth = 2 + sum(_LEVELS[k] for k in kinds) + numpy_leaf  # info and meta dicts, then the wrappers
+    run = make_run(np.random.default_rng(10), G=1, T=0, M=1, m=1, depth=1, record_steps=(0,), novelty=False,
+                   dtype=np.float64, meta=meta)
+    path = tmp_path_factory.mktemp("nest") / "n.npz"
+    event("refused" if depth > 64 else "saved")
+    if depth > 64:
+        with pytest.raises(ValueError, match="nested too deeply"):
+            zio.save(run, path)
+        return
+    zio.save(run, path)
+    with np.load(path, allow_pickle=False) as z:
+        assert _json_nesting(json.loads(str(z["__meta__"][()]))) == depth
+    assert zio.load(path).meta == meta
+
+
+def test_meta_arrays_of_every_layout_round_trip(tmp_path):
+    structured = np.zeros(2, dtype=[("μ", "f8"), ("b", "i4")])  # a non-Latin-1 field name: .npy format 3.0
+    structured["μ"] = [1.5, -0.0]
+    meta = {"kind": "limit", "structured": structured, "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+            "empty": np.zeros((0, 3)), "text": np.array(["ab", "c"]), "void": np.zeros(3, "V0")}
+    run = make_run(np.random.default_rng(11), G=1, T=1, M=2, m=1, depth=1, record_steps=(0,), novelty=False,
+                   dtype=np.float64, meta=meta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Stored array in format 3.0"
+        zio.save(run, tmp_path / "a.npz")
+    got = zio.load(tmp_path / "a.npz").meta
+    for key in ("structured", "fortran", "empty", "text", "void"):
+        assert got[key].dtype == meta[key].dtype and got[key].shape == meta[key].shape
+        assert got[key].tobytes(order="A") == meta[key].tobytes(order="A")
+        assert got[key].flags.f_contiguous == meta[key].flags.f_contiguous and got[key].flags.writeable
+
+
+# ------------------------------------------------- every producer round-trips
+def _produce(how):
+    rng = np.random.default_rng(12)
+    X, y, X_eval = rng.standard_normal((3, 2)), rng.standard_normal(3), rng.standard_normal((2, 2))
+    if how == "exact":
+        return zlimit.simulate(zlimit.MLP(depth=2, activation="linear", lr=0.1), X, y, steps=2, X_eval=X_eval,
+                               method="exact", record_steps=(0, 1), progress=False)
+    if how == "finite":
+        return zlimit.train_finite(zlimit.MLP(depth=2, activation="relu", lr=0.1), X, y, width=16, steps=2,
+                                   X_eval=X_eval, record_steps=(0, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", zlimit.MonteCarloWarning)  # 32 particles per group
+        return zlimit.simulate(zlimit.MLP(depth=2, activation="relu", lr=0.1), X, y, steps=2, particles=64,
+                               groups=2, X_eval=X_eval, parametrization=how, progress=False,
+                               record_steps=(0, 1) if how == "mup" else (0,))
+
+
+@pytest.mark.parametrize("how", ["exact", "mup", "ntk", "finite"])
+def test_every_producer_round_trips(tmp_path, how):
+    run = _produce(how)
+    path = zio.save(run, tmp_path / f"{how}.npz")
+    got = zio.load(path)
+    assert_runs_equal(run, got)
+    for name in ("bases", "novelty"):
+        assert list(getattr(got, name)) == list(getattr(run, name))
+        for k, v in getattr(run, name).items():
+            assert_bit_equal(getattr(got, name)[k], v)
+    assert got.error_model == run.error_model and (got.error_model == "exact") == (how == "exact")
+    assert json.dumps(got.meta, default=repr) == json.dumps(run.meta, default=repr)

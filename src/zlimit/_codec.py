@@ -7,20 +7,20 @@ without an import cycle; :func:`zlimit.io.load` builds the objects.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._activations import ACTIVATIONS
+from ._atomic import atomic_write
 from ._keys import parse_key
 from ._losses import LOSSES
 from ._version import __version__
 
-__all__ = ["save", "to_xarray", "FORMAT", "FORMAT_VERSION", "DICTS", "FIELDS", "META"]
+__all__ = ["save", "to_xarray", "check_layout", "FORMAT", "FORMAT_VERSION", "DICTS", "FIELDS", "META", "KEY",
+           "MAX_DEPTH", "ERROR_MODELS"]
 
 FORMAT = "zlimit-run"
 FORMAT_VERSION = 1
@@ -28,12 +28,20 @@ FORMAT_VERSION = 1
 META = "__meta__"
 DICTS = ("kernels", "cross", "novelty", "bases")
 FIELDS = ("outputs_groups", "loss_groups", "error_signals_groups")
-_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
+#: the names allowed as keys of a run's dicts (entry names in the archive)
+KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
+#: deepest nesting of the JSON document (containers within containers) that is saved or loaded
+MAX_DEPTH = 64
+ERROR_MODELS = ("groups", "exact")
 
 
 # ---------------------------------------------------------------------- meta
 class _Encoder:
-    """Encode Run.meta into JSON-able data; numpy values go to separate arrays."""
+    """Encode Run.meta into JSON-able data; numpy values go to separate arrays.
+
+    ``level`` counts the JSON containers around a value; a value whose encoding would
+    nest deeper than :data:`MAX_DEPTH` is refused (a file :func:`zlimit.io.load` reads).
+    """
 
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
@@ -45,25 +53,140 @@ class _Encoder:
         self.arrays[name] = value
         return name
 
-    def __call__(self, x: Any, where: str = "") -> Any:
+    @staticmethod
+    def _open(level: int, containers: int, where: str) -> int:
+        """The level inside ``containers`` nested containers opened at ``level``."""
+        if level + containers > MAX_DEPTH:
+            raise ValueError(f"run.meta{where} is nested too deeply to save: a run file's JSON document "
+                             f"nests at most {MAX_DEPTH} levels")
+        return level + containers
+
+    def __call__(self, x: Any, where: str = "", level: int = 1) -> Any:
         if isinstance(x, np.generic):
+            self._open(level, 1, where)
             return {"__zlimit_scalar__": self._store(np.asarray(x), where)}
         if isinstance(x, np.ndarray):
+            self._open(level, 1, where)
             return {"__zlimit_array__": self._store(x, where)}
         if x is None or isinstance(x, (bool, int, float, str)):
             return x
         if isinstance(x, tuple):
-            return {"__zlimit_tuple__": [self(v, f"{where}[{i}]") for i, v in enumerate(x)]}
+            inner = self._open(level, 2, where)
+            return {"__zlimit_tuple__": [self(v, f"{where}[{i}]", inner) for i, v in enumerate(x)]}
         if isinstance(x, list):
-            return [self(v, f"{where}[{i}]") for i, v in enumerate(x)]
+            inner = self._open(level, 1, where)
+            return [self(v, f"{where}[{i}]", inner) for i, v in enumerate(x)]
         if isinstance(x, dict):
             if all(isinstance(k, str) and not k.startswith("__zlimit_") for k in x):
-                return {k: self(v, f"{where}[{k!r}]") for k, v in x.items()}
-            return {"__zlimit_dict__": [[self(k, f"{where} key"), self(v, f"{where}[{k!r}]")] for k, v in x.items()]}
+                inner = self._open(level, 1, where)
+                return {k: self(v, f"{where}[{k!r}]", inner) for k, v in x.items()}
+            inner = self._open(level, 3, where)
+            return {"__zlimit_dict__": [[self(k, f"{where} key", inner), self(v, f"{where}[{k!r}]", inner)]
+                                        for k, v in x.items()]}
         raise ValueError(
             f"run.meta{where} has type {type(x).__name__}, which cannot be saved; meta may hold "
             "None, bool, int, float, str, lists, tuples, dicts and numpy arrays or scalars"
         )
+
+
+# ---------------------------------------------------------------------- layout
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _expect(name: str, a: np.ndarray, shape: tuple, dims: str) -> None:
+    if a.shape != shape:
+        raise ValueError(f"{name} has shape {a.shape}, expected {dims}: {shape}")
+
+
+def check_layout(depth: int, fields: dict[str, np.ndarray], dicts: dict[str, dict[str, np.ndarray]],
+                 record_steps: tuple, error_model: Any, meta: Any) -> None:
+    """Check that a run's arrays, keys and metadata agree; ValueError naming the first disagreement.
+
+    Parameters
+    ----------
+    depth : int
+        L, the model's depth.
+    fields : dict
+        ``outputs_groups`` (G, T+1, M), ``loss_groups`` (G, T+1) and
+        ``error_signals_groups`` (G, T, m) with m <= M.
+    dicts : dict
+        ``kernels``, ``cross``, ``novelty`` and ``bases``, each key -> array. Kernel
+        keys ``{h,x}{l}`` (G, T+1, M, M) and ``dh{l}`` (G, T, m, m); cross keys
+        ``{h,x}{l}`` (G, R, T+1, M, M) with R = len(record_steps); for each kind
+        present, layers 1..L all present. Novelty ``{fwd,bwd}{l}`` (G, T+1, M) and
+        bases ``{stat}_{fwd,bwd}{l}`` (G, T+1) with l in 1..L.
+    record_steps : tuple
+        Distinct integers in [0, T] including 0.
+    error_model : {"groups", "exact"}
+        "exact" exactly when ``meta["kind"] == "exact"`` (when meta has a kind).
+    meta : dict
+        Its ``steps``, ``m`` and ``m_eval``, when present, equal T, m and M - m.
+
+    Every array has a real numeric dtype (bool, integer or floating point).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fields = {"outputs_groups": np.zeros((1, 3, 2)), "loss_groups": np.zeros((1, 3)),
+    ...           "error_signals_groups": np.zeros((1, 2, 2))}
+    >>> dicts = {"kernels": {}, "cross": {}, "novelty": {}, "bases": {}}
+    >>> check_layout(1, fields, dicts, (0,), "groups", {"steps": 2})
+    >>> check_layout(1, fields, dicts, (0,), "groups", {"steps": 5})
+    Traceback (most recent call last):
+    ...
+    ValueError: meta['steps'] = 5 disagrees with the arrays, which hold T = 2 (outputs_groups (1, 3, 2), error_signals_groups (1, 2, 2))
+    """
+    for name, a in [*fields.items(), *((f"{g}/{k}", a) for g, d in dicts.items() for k, a in d.items())]:
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"{name} has dtype {a.dtype}; run arrays hold real numbers")
+    out = fields["outputs_groups"]
+    if out.ndim != 3 or out.shape[0] < 1 or out.shape[1] < 1:
+        raise ValueError(f"outputs_groups has shape {out.shape}, expected (G, T+1, M) with G >= 1 and T >= 0")
+    (G, T1, M), T = out.shape, out.shape[1] - 1
+    _expect("loss_groups", fields["loss_groups"], (G, T1), "(G, T+1)")
+    signals = fields["error_signals_groups"]
+    if signals.ndim != 3 or signals.shape[:2] != (G, T) or signals.shape[2] > M:
+        raise ValueError(f"error_signals_groups has shape {signals.shape}, expected (G, T, m) = ({G}, {T}, m) "
+                         f"with m <= M = {M} (outputs_groups has shape {out.shape})")
+    m = signals.shape[2]
+    if (not all(_is_int(s) and 0 <= s <= T for s in record_steps) or len(set(record_steps)) != len(record_steps)
+            or 0 not in record_steps):
+        raise ValueError(f"record_steps {record_steps!r} are not distinct steps in [0, T = {T}] including 0")
+    square, signal = ((G, T1, M, M), "(G, T+1, M, M)"), ((G, T, m, m), "(G, T, m, m)")
+    cross = ((G, len(record_steps), T1, M, M), "(G, R, T+1, M, M) with R = len(record_steps)")
+    layout = {("kernels", "h"): square, ("kernels", "x"): square, ("kernels", "dh"): signal,
+              ("cross", "h"): cross, ("cross", "x"): cross,
+              **{("novelty", side): ((G, T1, M), "(G, T+1, M)") for side in ("fwd", "bwd")},
+              **{("bases", side): ((G, T1), "(G, T+1)") for side in ("fwd", "bwd")}}
+    for group, entries in dicts.items():
+        layers: dict[str, set[int]] = {}
+        for k, a in entries.items():
+            try:
+                kind, layer, stat = parse_key(k)
+            except ValueError as exc:
+                raise ValueError(f"{group} key: {exc}") from None
+            if (group, kind) not in layout or (stat is None) == (group == "bases") or not 1 <= layer <= depth:
+                raise ValueError(f"{group} key {k!r} does not fit a model of depth {depth}")
+            layers.setdefault(kind, set()).add(layer)
+            _expect(f"{group}/{k}", a, *layout[group, kind])
+        if group in ("kernels", "cross"):
+            for kind, have in layers.items():
+                if have != set(range(1, depth + 1)):
+                    raise ValueError(f"{group} has {kind!r} layers {sorted(have)}; a model of depth {depth} "
+                                     f"has layers 1..{depth}")
+    if error_model not in ERROR_MODELS:
+        raise ValueError(f"error_model is {error_model!r}, expected one of {ERROR_MODELS}")
+    if not isinstance(meta, dict):
+        raise ValueError(f"meta is a {type(meta).__name__}, expected a dict")
+    kind = meta.get("kind")
+    if kind is not None and (kind == "exact") != (error_model == "exact"):
+        raise ValueError(f"error_model {error_model!r} disagrees with meta['kind'] {kind!r}: runs of kind "
+                         "'exact', and only those, have error_model 'exact'")
+    for name, symbol, value in (("steps", "T", T), ("m", "m", m), ("m_eval", "M - m", M - m)):
+        if name in meta and not (_is_int(meta[name]) and meta[name] == value):
+            raise ValueError(f"meta[{name!r}] = {meta[name]!r} disagrees with the arrays, which hold {symbol} = "
+                             f"{value} (outputs_groups {out.shape}, error_signals_groups {signals.shape})")
 
 
 # ---------------------------------------------------------------------- save
@@ -77,13 +200,19 @@ def save(run, path) -> Path | None:
     for group in DICTS:
         keys[group] = []
         for key, value in getattr(run, group).items():
-            if not isinstance(key, str) or not _KEY.match(key):
+            if not isinstance(key, str) or not KEY.match(key):
                 raise ValueError(f"run.{group} key {key!r} is not a plain name ([A-Za-z0-9_.-]+) and cannot be saved")
             arrays[f"{group}/{key}"] = np.asarray(value)
             keys[group].append(key)
     for name, value in arrays.items():
         if value.dtype.hasobject:
             raise ValueError(f"array {name!r} has object dtype, which cannot be saved without pickle")
+    try:
+        check_layout(run.model.depth, {name: arrays[name] for name in FIELDS},
+                     {group: {k: arrays[f"{group}/{k}"] for k in keys[group]} for group in DICTS},
+                     tuple(run.record_steps), run.error_model, run.meta)
+    except ValueError as exc:
+        raise ValueError(f"this run cannot be saved, its parts disagree: {exc}") from None
 
     encode = _Encoder()
     model = run.model
@@ -107,19 +236,7 @@ def save(run, path) -> Path | None:
     if hasattr(path, "write"):
         np.savez(path, **arrays)
         return None
-    path = Path(os.fspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays), what="run file")
 
 
 # ---------------------------------------------------------------------- xarray

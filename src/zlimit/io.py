@@ -29,6 +29,15 @@ document holds::
 Files written before ``error_model`` existed load with "exact" when
 ``meta["kind"] == "exact"`` and "groups" otherwise.
 
+The document nests at most 64 levels (:data:`zlimit._codec.MAX_DEPTH`; :func:`save`
+refuses deeper ``meta``). The parts must agree, on saving and on loading: with G,
+T+1 and M from ``outputs_groups``, the shapes above, ``kernels/dh{l}`` (G, T, m, m),
+``cross/*`` (G, len(record_steps), T+1, M, M), ``novelty/*`` (G, T+1, M) and
+``bases/*`` (G, T+1); kernel and cross keys for layers 1..L of the model's depth L;
+``record_steps`` distinct steps in [0, T] including 0; ``meta["steps"]``,
+``meta["m"]`` and ``meta["m_eval"]`` (when present) equal to T, m and M - m; and
+``error_model`` "exact" exactly when ``meta["kind"]`` is "exact".
+
 ``Run.meta`` may hold None, bool, int, float (NaN and inf included), str, lists,
 tuples, dicts (any keys of these types) and numpy arrays or scalars; tuples, non-str
 dict keys and numpy values are tagged (``{"__zlimit_tuple__": [...]}``,
@@ -42,16 +51,19 @@ asks for ``load(path, model=...)``.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import stat
 import zipfile
-import zlib
 from typing import Any
 
 import numpy as np
+from numpy.lib import format as npy
 
-from ._codec import DICTS as _DICTS, FIELDS as _FIELDS, FORMAT, FORMAT_VERSION, META as _META
-from ._codec import save as _save, to_xarray
+from ._codec import DICTS as _DICTS, ERROR_MODELS, FIELDS as _FIELDS, FORMAT, FORMAT_VERSION, KEY as _KEY, MAX_DEPTH
+from ._codec import META as _META, check_layout, save as _save, to_xarray
 from ._model import MLP, check_model
 from ._results import Run
 from ._activations import ACTIVATIONS
@@ -59,7 +71,8 @@ from ._losses import LOSSES
 
 __all__ = ["save", "load", "to_xarray", "FORMAT", "FORMAT_VERSION"]
 
-_TAGS = ("__zlimit_tuple__", "__zlimit_dict__", "__zlimit_array__", "__zlimit_scalar__")
+#: a JSON string, escapes included (unrolled so that long strings match in linear time)
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
 def save(run: Run, path):
@@ -70,18 +83,37 @@ def save(run: Run, path):
     run : Run
     path : str, os.PathLike or writable binary file object
         Written exactly as given (no suffix is added; ``.npz`` is conventional).
-        A path is written atomically: to a temporary file in the same folder, then
-        renamed.
+        A path is written atomically (:func:`zlimit._atomic.atomic_write`): to a
+        temporary file ``.{name}.{pid}.{random}.tmp`` in the same folder, flushed to
+        disk, then renamed over the target, so the file holds either its old bytes or
+        the whole new run, whatever happens. A symlink is followed and its target
+        replaced (the link survives); a replaced file keeps its permission bits, a new
+        one gets ``0o666 & ~umask``. A temporary file left by a killed process is
+        removed by the next save to the same path.
 
     Returns
     -------
-    Path of the file written (None for a file object).
+    Path of the file written, as given (None for a file object).
 
     Raises
     ------
     ValueError
-        For an object that is not a Run, an object-dtype array, a dict key with
-        characters outside ``[A-Za-z0-9_.-]``, or a ``meta`` value that cannot be encoded.
+        For an object that is not a Run, a run whose arrays, keys and metadata
+        disagree (shapes, depth, ``record_steps``, ``error_model`` against
+        ``meta["kind"]``), an object-dtype array, a dict key with characters outside
+        ``[A-Za-z0-9_.-]``, a ``meta`` value that cannot be encoded or is nested
+        deeper than the format allows, a path that is not a str or os.PathLike (a
+        file descriptor), or a path to a device, named pipe or socket (left
+        untouched).
+    IsADirectoryError
+        If ``path`` is a folder.
+    FileNotFoundError
+        If the folder of ``path`` does not exist.
+    PermissionError
+        If ``path`` is read-only or its folder is not writable.
+    OSError
+        If writing fails, e.g. on a full disk: same errno, one line naming ``path``;
+        the old file is kept and no temporary file is left.
     """
     if not isinstance(run, Run):
         raise ValueError(f"save needs a zlimit Run, got {type(run).__name__}")
@@ -89,76 +121,139 @@ def save(run: Run, path):
 
 
 def _decode(x: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """Undo :class:`zlimit._codec._Encoder`'s tags; TypeError or ValueError for a malformed value.
+
+    Its recursion follows the JSON nesting, which :func:`_parse_meta` bounds by
+    :data:`~zlimit._codec.MAX_DEPTH` before parsing.
+    """
     if isinstance(x, list):
         return [_decode(v, arrays) for v in x]
-    if isinstance(x, dict):
-        if len(x) == 1:
-            (tag, v), = x.items()
-            if tag == "__zlimit_tuple__":
-                return tuple(_decode(e, arrays) for e in v)
-            if tag == "__zlimit_dict__":
-                out = {}
-                for k, e in v:
-                    k = _decode(k, arrays)
-                    out[k] = _decode(e, arrays)
-                return out
+    if not isinstance(x, dict):
+        return x
+    if len(x) == 1:
+        (tag, v), = x.items()
+        if tag in ("__zlimit_tuple__", "__zlimit_dict__") and not isinstance(v, list):
+            raise ValueError(f"{tag} holds a {type(v).__name__}, not a list")
+        if tag == "__zlimit_tuple__":
+            return tuple(_decode(e, arrays) for e in v)
+        if tag == "__zlimit_dict__":
+            return {_decode(k, arrays): _decode(e, arrays) for k, e in v}
+        if tag in ("__zlimit_array__", "__zlimit_scalar__"):
+            if not (isinstance(v, str) and v.startswith("meta/") and v in arrays):
+                raise ValueError(f"{tag} refers to {v!r}, which is not a meta/ entry of the archive")
             if tag == "__zlimit_array__":
                 return arrays[v]
-            if tag == "__zlimit_scalar__":
-                return arrays[v][()]
-        return {k: _decode(v, arrays) for k, v in x.items()}
-    return x
+            if arrays[v].ndim != 0:
+                raise ValueError(f"{tag} {v!r} has shape {arrays[v].shape}, not a scalar")
+            return arrays[v][()]
+    return {k: _decode(v, arrays) for k, v in x.items()}
 
 
 # ---------------------------------------------------------------------- load
 _PASS = (FileNotFoundError, IsADirectoryError, PermissionError)
-_BAD = (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError)
 
 
 def _bad(path, why: str) -> ValueError:
-    return ValueError(f"{_name(path)}: not a readable zlimit run file ({why})")
+    why = " ".join(why.split())  # one line, whatever the library messages hold
+    return ValueError(f"{_name(path)} is not a readable zlimit run file: {why}")
 
 
 def _name(path) -> str:
-    return repr(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else "file"
+    return repr(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else "the file object"
 
 
-def _head(path) -> bytes:
-    """The first bytes of a path or a seekable file object (position kept)."""
+def _check_source(path) -> None:
+    """ValueError unless ``path`` is a str or os.PathLike path, or a file object."""
     if hasattr(path, "read"):
-        pos = path.tell()
-        head = path.read(8)
-        path.seek(pos)
-        return bytes(head)
-    with open(path, "rb") as fh:
-        return fh.read(8)
+        return
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        hint = " (a file descriptor is not accepted: pass the file's path)" if isinstance(path, int) else ""
+        raise ValueError("load needs the path of a run file (str or os.PathLike) or a readable binary file "
+                         f"object, got {type(path).__name__} {path!r}{hint}")
+
+
+def _array(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One ``.npy`` member, read to its end so that zipfile checks its CRC-32.
+
+    The header is read first: an array larger than its member (a damaged shape)
+    is refused before memory is allocated for it.
+    """
+    with zf.open(info) as f:
+        version = npy.read_magic(f)
+        # versions 2.0 and 3.0 share the header layout; only the field names' encoding
+        # differs, and the size does not depend on it
+        read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+    if int(np.prod(shape, dtype=object)) * dtype.itemsize > info.file_size:
+        raise ValueError(f"member {info.filename!r} declares an array of shape {shape} and dtype {dtype}, "
+                         f"larger than its {info.file_size} bytes")
+    with zf.open(info) as f:
+        array = npy.read_array(f, allow_pickle=False)
+        if f.read(1):
+            raise ValueError(f"member {info.filename!r} has bytes after its array")
+    return array
+
+
+def _entries(path, fh) -> dict[str, np.ndarray]:
+    """Every array of the archive open as ``fh``, by name without ``.npy``."""
+    try:
+        start = fh.tell()
+        head = fh.read(8)
+        fh.seek(start)
+    except (OSError, ValueError) as exc:  # not seekable, closed, or text that does not decode
+        raise _bad(path, f"cannot read it: {exc}") from exc
+    if not isinstance(head, bytes):
+        raise _bad(path, f"reading it gives {type(head).__name__}, not bytes: open it in binary mode ('rb')")
+    if not head:
+        raise _bad(path, "the file is empty")
+    if head.startswith(b"\x93NUMPY"):
+        raise _bad(path, "it holds a single .npy array, not an .npz archive")
+    if not head.startswith(b"PK"):
+        raise _bad(path, f"it is not an .npz (zip) archive: it starts with {head!r}, not b'PK'")
+    entries: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(fh) as zf:
+            for info in zf.infolist():
+                name = info.filename.removesuffix(".npy")
+                if name == info.filename or name in entries:
+                    raise ValueError(f"member {info.filename!r} is not a .npy array or appears twice")
+                entries[name] = _array(zf, info)
+    except MemoryError:
+        raise
+    except Exception as exc:  # the zip and npy readers raise many types on damaged bytes
+        raise _bad(path, f"corrupted or truncated archive: {type(exc).__name__}: {exc}") from exc
+    return entries
 
 
 def _read(path) -> dict[str, np.ndarray]:
-    """All entries of an .npz, read eagerly; every failure becomes ValueError."""
+    """All entries of an .npz, read eagerly; every failure but a missing, unreadable
+    or folder path becomes ValueError."""
+    if hasattr(path, "read"):
+        return _entries(path, path)
     try:
-        head = _head(path)
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, f"{_name(path)} is a folder, not a run file")
+        if not stat.S_ISREG(st.st_mode):  # a pipe would block, a device never end
+            raise _bad(path, "it is a device, named pipe or socket, not a regular file")
+        with open(path, "rb") as fh:
+            return _entries(path, fh)
     except _PASS:
         raise
     except OSError as exc:
-        raise _bad(path, f"cannot read it: {exc}") from exc
-    if not head:
-        raise _bad(path, "the file is empty")
-    if not (head.startswith(b"PK") or head.startswith(b"\x93NUMPY")):
-        raise _bad(path, f"it is not an .npz (zip) archive: it starts with {head[:8]!r}, not b'PK'")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except _PASS:
-        raise
-    except _BAD as exc:
-        raise _bad(path, f"corrupted or truncated, or not an .npz archive: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise _bad(path, "it holds a single .npy array, not an .npz archive")
-    try:
-        with z:
-            return {name: z[name] for name in z.files}
-    except _BAD as exc:
-        raise _bad(path, f"corrupted or truncated archive: {type(exc).__name__}: {exc}") from exc
+        raise _bad(path, f"cannot read it: {exc.strerror or exc}") from exc
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of ``[`` and ``{`` in a JSON text, brackets inside strings not counted.
+
+    >>> _json_depth('{"a": [1, {"b": "[[["}]}')
+    3
+    """
+    codes = np.frombuffer(_STRING.sub("", text).encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    opens = (codes == ord("[")) | (codes == ord("{"))
+    closes = (codes == ord("]")) | (codes == ord("}"))
+    return int(np.cumsum(opens.astype(np.int64) - closes).max(initial=0))
 
 
 def _parse_meta(path, entries: dict[str, np.ndarray]) -> dict:
@@ -172,8 +267,15 @@ def _parse_meta(path, entries: dict[str, np.ndarray]) -> dict:
             text = raw.tobytes().decode("utf-8")
         else:
             raise ValueError(f"{_META!r} has dtype {raw.dtype} and shape {raw.shape}")
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise _bad(path, f"its {_META!r} entry is not a JSON text: {exc}") from exc
+    depth = _json_depth(text)  # json.loads recurses once per level
+    if depth > MAX_DEPTH:
+        raise _bad(path, f"its {_META!r} JSON document nests {depth} levels deep, more than the {MAX_DEPTH} "
+                         "a run file may")
+    try:
         info = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
         raise _bad(path, f"its {_META!r} entry is not a JSON document: {exc}") from exc
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         fmt = info.get("format") if isinstance(info, dict) else None
@@ -189,6 +291,32 @@ def _parse_meta(path, entries: dict[str, np.ndarray]) -> dict:
     return info
 
 
+def _structure(info: dict) -> tuple[dict[str, list[str]], tuple[int, ...], str, dict, dict]:
+    """Keys per dict, record_steps, error_model, model description and custom flags of
+    a parsed ``__meta__``; ValueError naming the first malformed field."""
+    keys = {}
+    for group in _DICTS:
+        names = info.get(group, [])
+        if (not isinstance(names, list) or not all(isinstance(k, str) and _KEY.match(k) for k in names)
+                or len(set(names)) != len(names)):
+            raise ValueError(f"{group!r} is {names!r}, not a list of distinct plain names")
+        keys[group] = names
+    steps = info.get("record_steps")
+    if not isinstance(steps, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
+        raise ValueError(f"'record_steps' is {steps!r}, not a list of integers")
+    if "error_model" in info:
+        error_model = info["error_model"]
+        if error_model not in ERROR_MODELS:
+            raise ValueError(f"'error_model' is {error_model!r}, expected one of {ERROR_MODELS}")
+    else:  # files written before error_model existed marked exact runs by meta["kind"]
+        meta = info.get("meta")
+        error_model = "exact" if isinstance(meta, dict) and meta.get("kind") == "exact" else "groups"
+    desc, custom = info.get("model"), info.get("custom", {})
+    if not isinstance(desc, dict) or not isinstance(custom, dict):
+        raise ValueError(f"'model' {desc!r} and 'custom' {custom!r} must be JSON objects")
+    return keys, tuple(steps), error_model, desc, custom
+
+
 def _model(path, desc: dict, custom: dict, model: MLP | None) -> MLP:
     if model is not None:
         check_model(model)
@@ -200,7 +328,7 @@ def _model(path, desc: dict, custom: dict, model: MLP | None) -> MLP:
         return model
     for what, registry, flag in (("activation", ACTIVATIONS, "activation"), ("loss", LOSSES, "loss")):
         name = desc.get(what)
-        if custom.get(flag) or name not in registry:
+        if custom.get(flag) or not isinstance(name, str) or name not in registry:
             cls = "Activation" if what == "activation" else "Loss"
             raise ValueError(
                 f"{_name(path)} was written with a custom {what} {name!r}, which cannot be rebuilt from its "
@@ -217,7 +345,7 @@ def _model(path, desc: dict, custom: dict, model: MLP | None) -> MLP:
             init_std=desc["init_std"],
             lr_mult=desc["lr_mult"],
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise _bad(path, f"invalid model description {desc!r}: {exc}") from exc
 
 
@@ -227,6 +355,13 @@ def load(path, model: MLP | None = None) -> Run:
     Parameters
     ----------
     path : str, os.PathLike or readable binary file object
+        A path, not a file descriptor. Symlinks are followed. The whole archive is
+        read and checked: every member's CRC-32, every array's size against its
+        header, the JSON document's nesting (at most
+        :data:`~zlimit._codec.MAX_DEPTH` levels) and the agreement of the arrays'
+        shapes with each other, with the model's depth, with ``record_steps`` and
+        with ``meta`` (``steps``, ``m``, ``m_eval``, and ``kind`` "exact" exactly
+        when ``error_model`` is "exact").
     model : MLP, optional
         The model to attach. Needed when the run used a custom activation or loss;
         it must have the same :meth:`MLP.describe` as the saved model. By default the
@@ -243,22 +378,25 @@ def load(path, model: MLP | None = None) -> Run:
     ------
     FileNotFoundError
         If the file does not exist.
+    IsADirectoryError
+        If ``path`` is a folder.
+    PermissionError
+        If the file may not be read.
     ValueError
-        For a corrupted or truncated file, a file that is not a zlimit run
-        (e.g. a plain .npz), a newer format version, or a custom activation/loss
-        without ``model=``.
+        For anything else, with ``path`` in a one-line message: an argument that is
+        not a path or file object (a file descriptor, bytes), a device or named
+        pipe, a corrupted or truncated file (a single flipped bit included), a file
+        that is not a zlimit run (e.g. a plain .npz), an edited file whose parts
+        disagree, a newer format version, or a custom activation/loss without
+        ``model=``.
     """
+    _check_source(path)
     entries = _read(path)
     info = _parse_meta(path, entries)
     try:
-        keys = {group: list(info.get(group, [])) for group in _DICTS}
-        record_steps = tuple(int(s) for s in info["record_steps"])
-        # files written before error_model existed marked exact runs by meta["kind"]
-        error_model = str(info.get("error_model") or ("exact" if info.get("meta", {}).get("kind") == "exact"
-                                                       else "groups"))
-        desc, custom = dict(info["model"]), dict(info.get("custom", {}))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _bad(path, f"incomplete {_META!r} entry: {exc}") from exc
+        keys, record_steps, error_model, desc, custom = _structure(info)
+    except ValueError as exc:
+        raise _bad(path, f"invalid {_META!r} entry: {exc}") from exc
     needed = list(_FIELDS) + [f"{g}/{k}" for g, ks in keys.items() for k in ks]
     missing = [name for name in needed if name not in entries]
     if missing:
@@ -266,20 +404,13 @@ def load(path, model: MLP | None = None) -> Run:
     mlp = _model(path, desc, custom, model)
     try:
         meta = _decode(info.get("meta", {}), entries)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _bad(path, f"run.meta refers to a missing entry: {exc}") from exc
-    return Run(
-        model=mlp,
-        meta=meta,
-        outputs_groups=entries["outputs_groups"],
-        loss_groups=entries["loss_groups"],
-        error_signals_groups=entries["error_signals_groups"],
-        kernels={k: entries[f"kernels/{k}"] for k in keys["kernels"]},
-        cross={k: entries[f"cross/{k}"] for k in keys["cross"]},
-        record_steps=record_steps,
-        novelty={k: entries[f"novelty/{k}"] for k in keys["novelty"]},
-        bases={k: entries[f"bases/{k}"] for k in keys["bases"]},
-        error_model=error_model,
-    )
-
-
+    except (TypeError, ValueError) as exc:
+        raise _bad(path, f"its meta cannot be decoded: {exc}") from exc
+    dicts = {group: {k: entries[f"{group}/{k}"] for k in keys[group]} for group in _DICTS}
+    try:
+        check_layout(mlp.depth, {name: entries[name] for name in _FIELDS}, dicts, record_steps, error_model, meta)
+    except ValueError as exc:
+        raise _bad(path, f"its parts disagree: {exc}") from exc
+    return Run(model=mlp, meta=meta, outputs_groups=entries["outputs_groups"], loss_groups=entries["loss_groups"],
+               error_signals_groups=entries["error_signals_groups"], record_steps=record_steps,
+               error_model=error_model, **dicts)
