@@ -1,7 +1,10 @@
 """Data loaders (zlimit.datasets): shapes, normalisation, labels, provenance, errors."""
 from __future__ import annotations
 
+import os
 import pickle
+import re
+import subprocess
 import sys
 
 import numpy as np
@@ -60,7 +63,7 @@ def test_gaussian_is_isotropic_and_balanced():
 
 
 @pytest.mark.parametrize("kw", [dict(m=0, d=2), dict(m=2, d=0), dict(m=2.0, d=2), dict(m=True, d=2),
-                                dict(m=2, d=2, seed=-1), dict(m=2, d="3")])
+                                dict(m=2, d=2, seed=-1), dict(m=2, d=2, seed=2**64), dict(m=2, d="3")])
 def test_gaussian_bad_arguments(kw):
     with pytest.raises(ValueError):
         gaussian(**kw)
@@ -142,24 +145,35 @@ def test_digits_without_sklearn_says_how_to_install(monkeypatch):
 
 
 # --------------------------------------------------------------------- cifar10
-def _write_fake_cifar(folder, per_batch=12, seed=0):
+def _dump(obj, file, protocol=None):
+    """Pickle ``obj`` into ``file``; protocol "numpy1" is protocol 2 with the module names
+    of NumPy 1 (``numpy.core.multiarray._reconstruct``), as in the official CIFAR-10 files."""
+    if protocol == "numpy1":
+        data = pickle.dumps(obj, protocol=2).replace(b"\nnumpy._core.multiarray\n", b"\nnumpy.core.multiarray\n")
+        data = data.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+        assert b"numpy._core" not in data
+    else:
+        data = pickle.dumps(obj, protocol=protocol)
+    with open(file, "wb") as fh:
+        fh.write(data)
+
+
+def _write_fake_cifar(folder, per_batch=12, seed=0, protocol=None):
     """A tiny folder in the real CIFAR-10 python format. Image k of batch b has every
     pixel positive; its first three bytes encode (batch, index, label) so a test can
     tell where a returned row came from."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_cases_per_batch": per_batch,
-                     b"num_vis": 3072}, fh)
+    _dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_cases_per_batch": per_batch,
+           b"num_vis": 3072}, folder / "batches.meta", protocol)
     images = {}
     for b, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
         labels = [int(v) for v in rng.integers(0, 10, per_batch)]
         labels[:2] = [0, 1]  # every batch has airplanes and automobiles
         data = rng.integers(20, 256, size=(per_batch, 3072), dtype=np.uint8)
         data[:, 0], data[:, 1], data[:, 2] = b + 1, np.arange(per_batch) + 1, np.array(labels) + 1
-        with open(folder / name, "wb") as fh:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                         b"filenames": [f"{k}.png".encode() for k in range(per_batch)]}, fh)
+        _dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
+               b"filenames": [f"{k}.png".encode() for k in range(per_batch)]}, folder / name, protocol)
         images[name] = (data, labels)
     return images
 
@@ -242,3 +256,123 @@ def test_cifar10_bad_arguments_and_files(tmp_path):
         pickle.dump({b"data": np.zeros((3, 100), np.uint8), b"labels": [0, 1, 2]}, fh)
     with pytest.raises(ValueError, match="not a CIFAR-10 batch"):
         cifar10(tmp_path, split="test")
+
+
+@pytest.mark.parametrize("protocol", ["numpy1", 2, 3, 4, 5])
+def test_cifar10_reads_every_pickle_protocol(tmp_path, protocol):
+    """The official files are protocol-2 pickles naming numpy.core.multiarray._reconstruct;
+    a copy re-pickled by Python 3 (any protocol, NumPy 2 names) reads the same."""
+    images = _write_fake_cifar(tmp_path, protocol=protocol)
+    X, y = cifar10(tmp_path, per_class=3, seed=4)
+    found = _provenance(X, images)
+    assert [f[2] for f in found] == [0] * 3 + [1] * 3
+    ref, _ = cifar10(_write_fake_cifar_copy(tmp_path), per_class=3, seed=4)
+    assert np.array_equal(X, ref)
+
+
+def _write_fake_cifar_copy(tmp_path):
+    folder = tmp_path / "reference"
+    _write_fake_cifar(folder)
+    return folder
+
+
+class _Payload:
+    """Unpickling runs ``call(*args)``: a crafted pickle that would create ``marker``."""
+
+    def __init__(self, call, args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+def _payloads(marker):
+    return {
+        f"{os.system.__module__}.system": _Payload(os.system, (f"touch {marker}",)),
+        "builtins.eval": _Payload(eval, (f"open({str(marker)!r}, 'w')",)),
+        "builtins.exec": _Payload(exec, (f"open({str(marker)!r}, 'w')",)),
+        "subprocess.call": _Payload(subprocess.call, (["touch", str(marker)],)),
+        "numpy.save": _Payload(np.save, (str(marker), np.zeros(1))),  # an allowed module, not an allowed name
+    }
+
+
+@pytest.mark.parametrize("where", ["batches.meta", "data_batch_2", "test_batch"])
+@pytest.mark.parametrize("name", ["posix.system", "builtins.eval", "builtins.exec", "subprocess.call", "numpy.save"])
+def test_cifar10_refuses_pickles_that_run_code(tmp_path, where, name):
+    """A crafted batch file would run os.system / eval / a subprocess when read with
+    pickle.load; the loader refuses it, naming the file and the global, and runs nothing."""
+    name = name.replace("posix", os.system.__module__)
+    folder = tmp_path / "cifar"
+    _write_fake_cifar(folder)
+    marker = tmp_path / "marker.npy"
+    payload = _payloads(marker)[name]
+    # the payload would run: plain pickle.load creates the marker
+    pickle.loads(pickle.dumps(payload))
+    assert marker.exists()
+    marker.unlink()
+    key = b"label_names" if where == "batches.meta" else b"labels"
+    for protocol in (2, 4, 5):
+        _dump({key: payload, b"data": np.zeros((1, 3072), np.uint8)}, folder / where, protocol)
+        split = "test" if where == "test_batch" else "train"
+        with pytest.raises(ValueError) as info:
+            cifar10(folder, split=split)
+        assert str(info.value) == (
+            f"{folder / where} is not a CIFAR-10 batch file: it refers to {name}, which is not allowed "
+            "(the files hold only dicts, lists, bytes and NumPy arrays)")
+        assert not marker.exists()
+
+
+def test_cifar10_refuses_bytes_in_other_codecs(tmp_path):
+    """``_codecs.encode`` is allowed only as Python 3 uses it at protocol 2: latin-1."""
+    _write_fake_cifar(tmp_path)
+    with open(tmp_path / "batches.meta", "wb") as fh:
+        fh.write(b"\x80\x02c_codecs\nencode\nX\x05\x00\x00\x00hello" + b"X\x03\x00\x00\x00hex\x86R.")
+    with pytest.raises(ValueError, match=r"batches.meta is not a CIFAR-10 batch file: it cannot be unpickled "
+                                         r"\(UnpicklingError: bytes encoded as 'hex', not latin-1\)"):
+        cifar10(tmp_path)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"label_names = airplane, automobile\n", "is not a CIFAR-10 batch file: it cannot be unpickled"),
+    (pickle.dumps({b"label_names": "airplane"}), "is not a CIFAR-10 meta file: it needs b'label_names', a list"),
+    (pickle.dumps([b"airplane", b"automobile"]), "is not a CIFAR-10 meta file"),
+    (pickle.dumps(np.zeros(3)), "is not a CIFAR-10 meta file"),
+    (pickle.dumps({b"label_names": [b"airplane", 3]}), "is not a CIFAR-10 meta file"),
+    (pickle.dumps({b"label_names": [b"a"]})[:-5], "it cannot be unpickled"),
+])
+def test_cifar10_bad_meta_files(tmp_path, content, message):
+    _write_fake_cifar(tmp_path)
+    (tmp_path / "batches.meta").write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cifar10(tmp_path)
+
+
+@pytest.mark.parametrize("batch, message", [
+    ([1, 2], "is not a CIFAR-10 batch (needs a dict with keys b'data' and b'labels')"),
+    (np.zeros((3, 3072)), "is not a CIFAR-10 batch (needs a dict"),
+    ({b"data": np.zeros((2, 3072), np.uint8)}, "needs a dict with keys b'data' and b'labels'"),
+    ({b"data": np.zeros((2, 3072)), b"labels": [0, 1]}, "b'data' must be integers of shape (N, 3072)"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [b"a", b"b"]}, "and b'labels' N integers, got uint8"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, "got uint8 (2, 3072) and int64 (1,)"),
+])
+def test_cifar10_bad_batch_files(tmp_path, batch, message):
+    _write_fake_cifar(tmp_path)
+    _dump(batch, tmp_path / "test_batch")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cifar10(tmp_path, split="test")
+
+
+def test_cifar10_path_that_is_a_file(tmp_path):
+    (tmp_path / "cifar").write_text("")
+    with pytest.raises(NotADirectoryError, match="CIFAR-10 path .*cifar' is a file, not a folder; give the extracted"):
+        cifar10(tmp_path / "cifar")
+
+
+@pytest.mark.parametrize("m, d", [(2 ** 63 - 1, 4), (4, 2 ** 63 - 1), (2 ** 40, 2 ** 20)])
+def test_gaussian_too_large_names_m_and_d(m, d):
+    """NumPy's own words ("Maximum allowed dimension exceeded") named neither."""
+    from zlimit import ResourceError
+
+    with pytest.raises(ResourceError, match=rf"^m = {m} inputs of dimension d = {d} need .* GiB, more than can be "
+                                            "allocated; use fewer or smaller inputs$"):
+        gaussian(m, d)

@@ -11,22 +11,23 @@ inputs are parallel (for instance duplicated images).
 """
 from __future__ import annotations
 
+import _compat_pickle
 import os
 import pickle
 import warnings
 
 import numpy as np
 
-from ._validate import check_choice, check_int
+from ._errors import ResourceError
+from ._validate import check_choice, check_int, check_seed
 
-__all__ = ["gaussian", "digits", "cifar10", "CIFAR10_CLASSES"]
+__all__ = ["gaussian", "digits", "cifar10", "CIFAR10_CLASSES", "CIFAR10_SPLITS"]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 _CIFAR_TRAIN = tuple(f"data_batch_{k}" for k in range(1, 6))
 _CIFAR_TEST = ("test_batch",)
-
-
+CIFAR10_SPLITS = ("train", "test")
 
 
 def _normalise_rows(X: np.ndarray) -> np.ndarray:
@@ -56,10 +57,10 @@ def _warn_if_parallel(X: np.ndarray) -> None:
 def _pick(labels: np.ndarray, classes, per_class: int, rng: np.random.Generator, names) -> np.ndarray:
     """Indices of ``per_class`` random examples of classes[0], then of classes[1]."""
     out = []
-    for c, name in zip(classes, names):
+    for k, (c, name) in enumerate(zip(classes, names)):
         idx = np.flatnonzero(labels == c)
         if idx.size < per_class:
-            raise ValueError(f"per_class = {per_class} but class {name!r} has only {idx.size} examples")
+            raise ValueError(f"per_class = {per_class} but classes[{k}] = {name!r} has only {idx.size} examples")
         out.append(np.sort(rng.choice(idx, size=per_class, replace=False)))
     return np.concatenate(out)
 
@@ -79,12 +80,19 @@ def gaussian(m: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     d : int
         Input dimension, d >= 1.
     seed : int
-        Seed of ``np.random.default_rng``.
+        Seed of ``np.random.default_rng``, in [0, 2**64).
 
     Returns
     -------
     X : ndarray, shape (m, d)
     y : ndarray, shape (m,), values in {−1.0, +1.0}
+
+    Raises
+    ------
+    ValueError
+        Bad m, d or seed.
+    ResourceError
+        The m × d inputs do not fit in memory.
 
     Examples
     --------
@@ -98,10 +106,14 @@ def gaussian(m: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """
     m = check_int("m", m, 1)
     d = check_int("d", d, 1)
-    seed = check_int("seed", seed, 0)
+    seed = check_seed("seed", seed)
     rng = np.random.default_rng(seed)
-    teacher = rng.standard_normal(d)
-    X = rng.standard_normal((m, d))
+    try:
+        teacher = rng.standard_normal(d)
+        X = rng.standard_normal((m, d))
+    except (MemoryError, ValueError):  # NumPy: not enough memory, or beyond its largest array
+        raise ResourceError(f"m = {m} inputs of dimension d = {d} need {8 * m * d / 2 ** 30:.3g} GiB, more than "
+                            "can be allocated; use fewer or smaller inputs") from None
     while np.any(np.linalg.norm(X, axis=1) == 0):  # probability zero; redraw such rows
         zero = np.linalg.norm(X, axis=1) == 0
         X[zero] = rng.standard_normal((int(zero.sum()), d))
@@ -138,7 +150,7 @@ def digits(classes=(0, 1), per_class: int = 5, seed: int = 0, exclude=None) -> t
     per_class : int
         Images per class, 1 <= per_class <= the number of images of that class (≈ 180).
     seed : int
-        Seed of ``np.random.default_rng`` for the choice of images.
+        Seed of ``np.random.default_rng`` for the choice of images, in [0, 2**64).
     exclude : array_like, shape (k, 64), optional
         Images never to draw, as rows returned by an earlier call (an image matches
         when it is parallel to a row): ``digits(exclude=X_train)`` gives a held-out
@@ -160,7 +172,7 @@ def digits(classes=(0, 1), per_class: int = 5, seed: int = 0, exclude=None) -> t
     classes = _check_classes(classes, range(10), "digits 0..9")
     classes = tuple(check_int(f"classes[{k}]", c, 0, 9, hint=" (a digit)") for k, c in enumerate(classes))
     per_class = check_int("per_class", per_class, 1)
-    seed = check_int("seed", seed, 0)
+    seed = check_seed("seed", seed)
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:
@@ -192,9 +204,106 @@ def _cifar_folder(path) -> str:
     return path
 
 
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as Python 3 pickles bytes at protocol <= 2, for latin-1 only."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"bytes encoded as {encoding!r}, not latin-1")
+    return text.encode("latin1")
+
+
+#: The globals a CIFAR-10 batch may refer to: NumPy's array constructors (NumPy 1 and 2
+#: module names; ``_reconstruct`` up to protocol 4, ``_frombuffer`` at protocol 5) and
+#: the latin-1 encoding of bytes that Python 3 writes at protocol 2. The official files
+#: (Python 2, protocol 2) need only numpy's ``_reconstruct``, ``ndarray`` and ``dtype``.
+_CIFAR_GLOBALS = {
+    **{(f"{m}.multiarray", "_reconstruct"): np.zeros(1).__reduce__()[0] for m in ("numpy.core", "numpy._core")},
+    **{(f"{m}.numeric", "_frombuffer"): np.zeros(1).__reduce_ex__(5)[0] for m in ("numpy.core", "numpy._core")},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle refers to a global outside :data:`_CIFAR_GLOBALS`."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, bytes, numbers and NumPy arrays; refuses every other global,
+    so that a crafted file cannot run code (``os.system``, ``eval``, ...) when read."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            # named as Python 3 calls it: pickles of protocol <= 2 use Python 2 names (__builtin__.eval)
+            module, name = _compat_pickle.NAME_MAPPING.get(
+                (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
+            raise _Refused(f"{module}.{name}") from None
+
+
 def _load_pickle(file: str) -> dict:
+    """Read one file of the CIFAR-10 python version with :class:`_CifarUnpickler`.
+
+    Raises
+    ------
+    ValueError
+        The file refers to a global that a CIFAR-10 file does not need (the message
+        names it), or it is not a pickle at all.
+    OSError
+        The file cannot be read.
+    """
     with open(file, "rb") as fh:
-        return pickle.load(fh, encoding="bytes")
+        try:
+            return _CifarUnpickler(fh, encoding="bytes").load()
+        except _Refused as exc:
+            raise ValueError(f"{file} is not a CIFAR-10 batch file: it refers to {exc}, which is not allowed "
+                             "(the files hold only dicts, lists, bytes and NumPy arrays)") from None
+        except OSError:
+            raise
+        except Exception as exc:  # any failure to decode the bytes: not a pickle of a batch
+            raise ValueError(f"{file} is not a CIFAR-10 batch file: it cannot be unpickled "
+                             f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+
+
+def _check_cifar_files(folder: str, expected: tuple, split: str) -> None:
+    """FileNotFoundError or NotADirectoryError unless ``folder`` holds the ``expected`` files."""
+    wanted = (f"the extracted 'cifar-10-batches-py' folder of the CIFAR-10 python version, containing "
+              f"{', '.join(expected)} (nothing is downloaded)")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"CIFAR-10 path {folder!r} is a file, not a folder; give {wanted}")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"CIFAR-10 folder {folder!r} does not exist; expected {wanted}")
+    missing = [f for f in expected if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise FileNotFoundError(
+            f"CIFAR-10 folder {folder!r} lacks {', '.join(missing)}; the {split} split needs "
+            f"{', '.join(expected)} (the files of the CIFAR-10 python version; nothing is downloaded)"
+        )
+
+
+def _class_names(file: str) -> tuple[str, ...]:
+    """The class names of ``batches.meta`` (its ``b"label_names"``)."""
+    meta = _load_pickle(file)
+    names = meta.get(b"label_names") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, (bytes, str)) for n in names):
+        raise ValueError(f"{file} is not a CIFAR-10 meta file: it needs b'label_names', a list of class names")
+    return tuple(n.decode("latin1") if isinstance(n, bytes) else n for n in names)
+
+
+def _batch(file: str) -> tuple[np.ndarray, np.ndarray]:
+    """(data (N, 3072), labels (N,)) of one batch file."""
+    batch = _load_pickle(file)
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise ValueError(f"{file} is not a CIFAR-10 batch (needs a dict with keys b'data' and b'labels')")
+    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],) \
+            or data.dtype.kind not in "iu" or labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"{file} is not a CIFAR-10 batch: b'data' must be integers of shape (N, 3072) and b'labels' N "
+            f"integers, got {data.dtype} {data.shape} and {labels.dtype} {labels.shape}"
+        )
+    return data, labels
 
 
 def cifar10(path, classes=("airplane", "automobile"), per_class: int = 5, seed: int = 0,
@@ -206,8 +315,9 @@ def cifar10(path, classes=("airplane", "automobile"), per_class: int = 5, seed: 
     ``batches.meta`` (the class names, ``b"label_names"``), ``data_batch_1`` ..
     ``data_batch_5`` (training split) and ``test_batch`` (test split). Each batch is a
     pickled dict with ``b"data"`` (uint8, shape (N, 3072), channel-major 32×32 RGB)
-    and ``b"labels"`` (N ints). Pickles can run code when loaded: only point this at
-    files you trust.
+    and ``b"labels"`` (N ints). The pickles are read by an unpickler that builds only
+    dicts, lists, bytes, numbers and NumPy arrays: a file that refers to anything else
+    (such as ``os.system``, which a crafted pickle would run) is refused, not run.
 
     Images are flattened to d = 3072 and scaled to ‖ξ‖² = 3072.
 
@@ -219,7 +329,7 @@ def cifar10(path, classes=("airplane", "automobile"), per_class: int = 5, seed: 
     per_class : int
         Images per class, drawn at random without replacement.
     seed : int
-        Seed of ``np.random.default_rng`` for the choice of images.
+        Seed of ``np.random.default_rng`` for the choice of images, in [0, 2**64).
     split : {"train", "test"}
         Draw from ``data_batch_1..5`` or from ``test_batch``.
 
@@ -233,50 +343,23 @@ def cifar10(path, classes=("airplane", "automobile"), per_class: int = 5, seed: 
     ------
     FileNotFoundError
         The folder or one of the files it must contain is missing.
+    NotADirectoryError
+        ``path`` is a file, not a folder.
     ValueError
         Unknown class names (the message lists the allowed ones), bad per_class,
-        seed or split, or files that are not CIFAR-10 batches.
+        seed or split, or files that are not CIFAR-10 batches (among them pickles
+        that refer to code).
     """
-    split = check_choice("split", split, ("train", "test"))
+    split = check_choice("split", split, CIFAR10_SPLITS)
     per_class = check_int("per_class", per_class, 1)
-    seed = check_int("seed", seed, 0)
+    seed = check_seed("seed", seed)
     folder = _cifar_folder(path)
     expected = ("batches.meta",) + (_CIFAR_TRAIN if split == "train" else _CIFAR_TEST)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(
-            f"CIFAR-10 folder {folder!r} does not exist; expected the extracted 'cifar-10-batches-py' "
-            f"folder of the CIFAR-10 python version, containing {', '.join(expected)} (nothing is downloaded)"
-        )
-    missing = [f for f in expected if not os.path.isfile(os.path.join(folder, f))]
-    if missing:
-        raise FileNotFoundError(
-            f"CIFAR-10 folder {folder!r} lacks {', '.join(missing)}; the {split} split needs "
-            f"{', '.join(expected)} (the files of the CIFAR-10 python version; nothing is downloaded)"
-        )
-    meta = _load_pickle(os.path.join(folder, "batches.meta"))
-    try:
-        names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta[b"label_names"])
-    except (KeyError, TypeError):
-        raise ValueError(f"{os.path.join(folder, 'batches.meta')} has no b'label_names' list; not a CIFAR-10 meta file") from None
+    _check_cifar_files(folder, expected, split)
+    names = _class_names(os.path.join(folder, "batches.meta"))
     classes = _check_classes(classes, names, "CIFAR-10 class names")
     codes = tuple(names.index(c) for c in classes)
-
-    datas, labels = [], []
-    for f in expected[1:]:
-        file = os.path.join(folder, f)
-        batch = _load_pickle(file)
-        try:
-            data = np.asarray(batch[b"data"])
-            lab = np.asarray(batch[b"labels"])
-        except (KeyError, TypeError):
-            raise ValueError(f"{file} is not a CIFAR-10 batch (needs keys b'data' and b'labels')") from None
-        if data.ndim != 2 or data.shape[1] != 3072 or lab.shape != (data.shape[0],):
-            raise ValueError(
-                f"{file} is not a CIFAR-10 batch: b'data' must have shape (N, 3072) and b'labels' N entries, "
-                f"got {data.shape} and {lab.shape}"
-            )
-        datas.append(data)
-        labels.append(lab)
+    datas, labels = zip(*(_batch(os.path.join(folder, f)) for f in expected[1:]))
     data = np.concatenate(datas)
     labels = np.concatenate(labels)
     rng = np.random.default_rng(seed)
