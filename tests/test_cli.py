@@ -7,6 +7,7 @@ traceback unless ``--debug``.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +89,18 @@ def optional_modules_outside(extras) -> set[str]:
 def write(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path
+
+
+def main_error(capsys, code: int, *argv) -> str:
+    """Run ``cli.main(argv)`` in this process; check the exit status, that stderr is one
+    ``zlimit: error:`` (or ``zlimit: interrupted``) line and nothing else; return that line."""
+    capsys.readouterr()
+    assert cli.main([str(a) for a in argv]) == code
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("zlimit: error: ") or lines[0] == "zlimit: interrupted", lines[0]
+    return lines[0]
 
 
 def assert_one_line_error(proc, code: int, *fragments: str):
@@ -285,11 +299,10 @@ def test_paper_figure_limit_only(tmp_path):
     ("--steps", "0", "expected an integer >= 1"),
     ("--widths", "8,0", "integers >= 1"),
 ])
-def test_paper_figure_bad_options_exit_2(tmp_path, option, value, fragment):
-    proc = zl("paper-figure", f"{option}={value}", "--out", "pf", cwd=tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert option in last and fragment in last, last
+def test_paper_figure_bad_options_exit_2(tmp_path, monkeypatch, capsys, option, value, fragment):
+    monkeypatch.chdir(tmp_path)
+    line = main_error(capsys, 2, "paper-figure", f"{option}={value}", "--out", "pf")
+    assert option in line and fragment in line and line.endswith("(see zlimit paper-figure --help)")
     assert not (tmp_path / "pf").exists()
 
 
@@ -315,12 +328,13 @@ def test_paper_figure_validation(kw, match):
 
 # ---------------------------------------------------------------------- errors
 @pytest.mark.parametrize("edit, fragment", [
-    (lambda t: t.replace("lr = 0.5", "lr = 0.5\nlearning_rate = 1"), "unknown key 'learning_rate'"),
-    (lambda t: t.replace("steps = 3", 'steps = "3"'), "steps: expected an integer"),
+    (lambda t: t.replace("lr = 0.5", "lr = 0.5\nlearning_rate = 1"), "[model] unknown key 'learning_rate'"),
+    (lambda t: t.replace("steps = 3", 'steps = "3"'), "[run] steps must be an integer >= 0, got '3'"),
     (lambda t: t.replace('source = "gaussian"\nm = 3\nd = 4\nm_eval = 1\nseed = 2',
                          'source = "file"\npath = "missing.npz"'), "does not exist"),
 ])
 def test_bad_config_exits_2_with_one_line(tmp_path, edit, fragment):
+    """In a subprocess, as a user runs it."""
     text = edit(TINY)
     assert text != TINY
     cfg = write(tmp_path / "bad.toml", text)
@@ -344,21 +358,152 @@ def test_divergence_exits_1(tmp_path):
     assert_one_line_error(proc, 1, "non-finite", "lr")
 
 
-def test_usage_errors_exit_2(tmp_path):
+def test_usage_errors_exit_2(tmp_path, capsys):
     proc = zl("paper-figure", "--widths", "8,x", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "--widths" in proc.stderr.splitlines()[-1]
-    # in process: main() returns the status, one line on stderr
-    assert cli.main(["simulate", str(tmp_path / "nope.toml")]) == 2
+    assert proc.stderr.splitlines() == ["zlimit: error: argument --widths: expected comma-separated integers "
+                                        "such as 8,64,512, got '8,x' (see zlimit paper-figure --help)"]
+    # in process: main() returns the status (also for the parser's errors), one line on stderr
+    assert "does not exist" in main_error(capsys, 2, "simulate", tmp_path / "nope.toml")
+    assert "required: COMMAND" in main_error(capsys, 2)
+    assert "invalid choice: 'simulte'" in main_error(capsys, 2, "simulte", "x.toml")
+    assert cli.main(["--version"]) == 0 and zlimit.__version__ in capsys.readouterr().out
+
+
+def test_out_that_is_a_file_exits_2(tmp_path, monkeypatch, capsys):
+    """``demo --out FILE`` was a FileExistsError traceback."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("")
+    assert main_error(capsys, 2, "demo", "--quick", "--quiet", "--out", "taken") == \
+        "zlimit: error: --out 'taken' exists and is not a folder"
+    cfg = write(tmp_path / "c.toml", TINY)
+    assert "--out 'taken' exists" in main_error(capsys, 2, "simulate", cfg, "--quiet", "--out", "taken")
+
+
+def _raise(exc):
+    def fail(*args, **kwargs):
+        raise exc
+    return fail
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return write(tmp_path / "c.toml", TINY)
+
+
+@pytest.mark.parametrize("command", ["simulate", "compare"])
+def test_full_disk_exits_1_with_one_line(tiny_cfg, monkeypatch, capsys, command):
+    """No space left while writing the results: one line naming the file, exit 1 (was three
+    chained tracebacks)."""
+    monkeypatch.setattr(zlimit.Run, "save", lambda run, path: _raise(
+        OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)))())
+    line = main_error(capsys, 1, command, tiny_cfg, "--quiet", "--out", "res")
+    assert line == f"zlimit: error: {os.strerror(errno.ENOSPC)}: '{Path('res') / 'limit.npz'}'"
+
+
+def test_write_errors_of_figures_and_tables_exit_1(tiny_cfg, monkeypatch, capsys):
+    import matplotlib.figure
+    import pandas as pd
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", _raise(OSError(errno.EIO, "Input/output error")))
+    assert main_error(capsys, 1, "simulate", tiny_cfg, "--quiet") == "zlimit: error: Input/output error"
+    monkeypatch.setattr(pd.DataFrame, "to_csv", _raise(OSError("disk quota exceeded while writing comparison.csv")))
+    assert "disk quota exceeded" in main_error(capsys, 1, "compare", tiny_cfg, "--quiet")
+
+
+def test_debug_shows_the_traceback_of_an_os_error(tiny_cfg, monkeypatch, capsys):
+    monkeypatch.setattr(zlimit.Run, "save", _raise(OSError(errno.ENOSPC, "No space left on device")))
+    assert cli.main(["simulate", str(tiny_cfg), "--quiet", "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "OSError" in err
+    assert err.splitlines()[-1] == "zlimit: error: No space left on device"
+
+
+@pytest.mark.parametrize("exc, code, text", [
+    (KeyboardInterrupt(), 130, "zlimit: interrupted"),
+    (zlimit.NumericalError("basis of W^2 lost orthogonality at step 3;\nuse float64"), 1,
+     "zlimit: error: basis of W^2 lost orthogonality at step 3; use float64"),
+    (zlimit.ResourceError("needs 9 GiB, 2 GiB available"), 1, "zlimit: error: needs 9 GiB, 2 GiB available"),
+    (MemoryError(), 1, "zlimit: error: out of memory (MemoryError)"),
+    (PermissionError(errno.EACCES, "Permission denied", "res"), 2, "zlimit: error: Permission denied: 'res'"),
+])
+def test_runtime_errors_and_interrupts(tiny_cfg, monkeypatch, capsys, exc, code, text):
+    monkeypatch.setattr(zlimit._api, "simulate", _raise(exc))
+    assert main_error(capsys, code, "simulate", tiny_cfg, "--quiet") == text
+
+
+def test_bugs_are_not_hidden(tiny_cfg, monkeypatch):
+    monkeypatch.setattr(zlimit._api, "simulate", _raise(TypeError("a bug")))
+    with pytest.raises(TypeError, match="a bug"):
+        cli.main(["simulate", str(tiny_cfg), "--quiet"])
+
+
+def test_warnings_are_one_line_each_and_settings_restored(tiny_cfg, monkeypatch, capsys):
+    real = zlimit._api.simulate
+
+    def warn_twice(*args, **kwargs):
+        warnings.warn("groups drift apart\n  at step 2; use more particles", zlimit.MonteCarloWarning)
+        warnings.warn("a second\nwarning", UserWarning)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(zlimit._api, "simulate", warn_twice)
+    before = (warnings.showwarning, warnings.formatwarning, list(warnings.filters))
+    assert cli.main(["simulate", str(tiny_cfg), "--quiet", "--out", "res"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["zlimit: warning: groups drift apart at step 2; use more particles",
+                   "zlimit: warning: a second warning"]
+    assert (warnings.showwarning, warnings.formatwarning, list(warnings.filters)) == before
+
+
+def _to_file(path, save, *args, **kwargs):
+    """``save`` into ``path`` exactly (numpy's savers add a suffix to a name without one)."""
+    with open(path, "wb") as fh:
+        save(fh, *args, **kwargs)
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p.write_text("X,y\n1,2\n"), "d.dat is not an .npz file (not a zip archive); save X (m, d)"),
+    (lambda p: p.mkdir(), "is a folder, not an .npz file"),
+    (lambda p: _to_file(p, np.save, np.ones(3)), "d.dat is a .npy file (one array), not an .npz file"),
+    (lambda p: p.write_bytes(b"PK\x03\x04 damaged"), "d.dat is not a readable .npz file"),
+    (lambda p: _to_file(p, np.savez, X=np.array([[1.0], ["a"]], dtype=object), y=np.ones(2)),
+     "is not a readable .npz file (Object arrays cannot be loaded when allow_pickle=False)"),
+    (lambda p: _to_file(p, np.savez, X=np.ones((2, 3)), y=np.ones(3)),
+     "d.dat: y must have shape (m,) = (2,) to match X, got (3,)"),
+    (lambda p: _to_file(p, np.savez, X=np.array([[1.0, np.nan]]), y=np.ones(1)), "d.dat: X contains NaN or inf"),
+    (lambda p: _to_file(p, np.savez, X=np.ones((2, 3)), Y=np.ones(2)), "holds arrays ['X', 'Y']; it needs X"),
+])
+def test_bad_data_files_say_what_is_wrong(tiny_cfg, capsys, make, fragment):
+    """A text file was "contains pickled data", a folder "does not exist"."""
+    make(tiny_cfg.parent / "d.dat")
+    cfg = write(tiny_cfg, TINY.replace('source = "gaussian"\nm = 3\nd = 4\nm_eval = 1\nseed = 2',
+                                       'source = "file"\npath = "d.dat"'))
+    line = main_error(capsys, 2, "simulate", cfg, "--quiet")
+    assert line.startswith("zlimit: error: c.toml: [data] path: ") and fragment in line, line
+    assert "pickled" not in line and "does not exist" not in line
+
+
+def test_cifar_path_that_is_a_file(tiny_cfg, capsys):
+    (tiny_cfg.parent / "cifar").write_text("")
+    cfg = write(tiny_cfg, TINY.replace('source = "gaussian"\nm = 3\nd = 4\nm_eval = 1\nseed = 2',
+                                       'source = "cifar10"\npath = "cifar"'))
+    line = main_error(capsys, 2, "simulate", cfg, "--quiet")
+    assert line.startswith("zlimit: error: c.toml: [data] path: CIFAR-10 path ") and "is a file, not a folder" in line
+
+
+def test_unreadable_configurations(tmp_path, capsys):
+    (tmp_path / "dir.toml").mkdir()
+    assert main_error(capsys, 2, "simulate", tmp_path / "dir.toml").endswith("is not a file")
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"[model]\ndepth = \xff\n")
+    assert main_error(capsys, 2, "simulate", bad) == "zlimit: error: bad.toml: invalid TOML: not UTF-8 text"
+    bad.write_text("[model]\ndepth = 2\ndepth = 3\n")
+    assert "bad.toml: invalid TOML: Cannot overwrite a value (at line 3" in main_error(capsys, 2, "simulate", bad)
 
 
 # ---------------------------------------------------------------------- config
 def _doc(changes=None):
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
-
     doc = tomllib.loads(TINY)
     for (table, key), value in (changes or {}).items():
         if value is None:
@@ -368,26 +513,101 @@ def _doc(changes=None):
     return doc
 
 
-@pytest.mark.parametrize("changes, match", [
-    ({("model", "depth"): True}, r"\[model\] depth: expected an integer"),
-    ({("model", "depth"): 0}, r"\[model\] depth must be an integer >= 1"),
-    ({("model", "activation"): "swish"}, r"\[model\]"),
-    ({("model", "init_std"): [1.0, "a"]}, r"init_std: expected a number or a list"),
-    ({("model", "depth"): None}, r"missing required key 'depth'"),
-    ({("data", "source"): "mnist"}, r"source: expected one of"),
-    ({("data", "classes"): [0, 1]}, r"unknown key 'classes'"),
-    ({("data", "m"): 0}, r"m: must be >= 1"),
-    ({("run", "steps"): None}, r"missing required key 'steps'"),
-    ({("run", "widths"): [16, "32"]}, r"widths: expected a list of integers"),
-    ({("run", "widths"): [16, 16]}, r"repeated"),
-    ({("run", "seeds"): 0}, r"seeds: a count must be >= 1"),
-    ({("run", "seeds"): 1.0}, r"seeds: expected an integer or a list"),
-    ({("run", "parametrization"): "sp"}, r"parametrization: expected one of mup, ntk"),
-    ({("run", "particles"): 4}, r"too few for groups"),
+def _api_message(table: str, key: str, value) -> str:
+    """The message of the library's own check of ``value`` given as argument ``key``."""
+    from zlimit.compare import compare
+
+    model = zlimit.MLP(depth=2)
+    X, y = datasets.gaussian(3, 4, seed=2)
+    run = dict(steps=3, particles=2000, groups=4, progress=False)  # as in TINY
+    calls = {
+        ("run", "widths"): lambda: compare(model, X, y, widths=value, seeds=2, **run),
+        ("run", "seeds"): lambda: compare(model, X, y, widths=[8, 16], seeds=value, **run),
+        ("run", "batch_size"): lambda: zlimit.batch_schedule(3, value, 2),
+        ("data", "m_eval"): lambda: zlimit._validate.check_int("m_eval", value, 0),  # the config's own key
+        ("data", "m"): lambda: datasets.gaussian(value, 4),
+        ("data", "d"): lambda: datasets.gaussian(3, value),
+        ("data", "seed"): lambda: datasets.gaussian(3, 4, seed=value),
+    }
+    others = {"model": lambda: zlimit.MLP(**{"depth": 2, key: value}),
+              "run": lambda: zlimit.simulate(model, X, y, **{**run, key: value})}
+    with pytest.raises(ValueError) as info:
+        calls.get((table, key), others.get(table))()
+    return str(info.value)
+
+
+@pytest.mark.parametrize("table, key, value", [
+    ("model", "depth", True), ("model", "depth", 0), ("model", "depth", 2.0), ("model", "depth", "2"),
+    ("model", "activation", "swish"), ("model", "activation", 1), ("model", "loss", ["mse"]),
+    ("model", "reduction", True), ("model", "lr", "0.1"), ("model", "lr", math.nan), ("model", "lr", -math.inf),
+    ("model", "lr", 0), ("model", "init_std", [1.0, "a", 1.0]), ("model", "init_std", [1.0, 1.0]),
+    ("model", "init_std", {"a": 1.0}), ("model", "lr_mult", -1.0),
+    ("data", "m", 0), ("data", "m", 1.5), ("data", "d", "4"), ("data", "m_eval", -1), ("data", "seed", 1.5),
+    ("data", "seed", False),
+    ("run", "steps", 3.0), ("run", "steps", {"a": 1}), ("run", "steps", -1), ("run", "particles", 1.5),
+    ("run", "particles", 1), ("run", "particles", 4), ("run", "groups", 0), ("run", "seed", -1),
+    ("run", "seed", True), ("run", "parametrization", "sp"), ("run", "parametrization", ""),
+    ("run", "batch_size", False), ("run", "batch_size", 0),
+    ("run", "widths", [16, "32"]), ("run", "widths", [16, 16]), ("run", "widths", []), ("run", "widths", 16),
+    ("run", "seeds", 0), ("run", "seeds", True), ("run", "seeds", [1, -1]), ("run", "seeds", 1.0),
+    ("run", "seeds", [2, 2]),
 ])
-def test_config_validation(changes, match):
-    with pytest.raises(ConfigError, match=match):
+def test_config_applies_the_library_checks(table, key, value):
+    """A value is refused as the library refuses that argument, with its words, after the
+    file and the table; nothing is converted before (TOML's "0.1", 3.0, true stay what they are)."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(_doc({(table, key): value}), "c.toml")
+    assert str(info.value) == f"c.toml: [{table}] {_api_message(table, key, value)}"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({("model", "depth"): None}, "[model] missing required key 'depth'"),
+    ({("model", "width"): 3}, "[model] unknown key 'width' (allowed: activation, depth, init_std, loss, lr, lr_mult, "
+                              "reduction)"),
+    ({("data", "source"): "mnist"}, "[data] source must be one of ('gaussian', 'digits', 'cifar10', 'file'), "
+                                    "got 'mnist'"),
+    ({("data", "source"): None}, "[data] missing required key 'source' (one of gaussian, digits, cifar10, file)"),
+    ({("data", "classes"): [0, 1]}, "[data] unknown key 'classes' for source = 'gaussian' (allowed: d, m, m_eval, "
+                                    "seed, source)"),
+    ({("data", "d"): None}, "[data] missing required key 'd'"),
+    ({("run", "steps"): None}, "[run] missing required key 'steps'"),
+    ({("run", "particles"): 4}, "[run] particles = 4 is too few for groups = 4; give each group >= 2"),
+    ({("run", "seed"): 2 ** 63}, "[run] seed = 9223372036854775808 does not fit in 64 bits (TOML integers are in "
+                                 "[-2**63, 2**63 - 1])"),
+    ({("run", "widths"): [16, 2 ** 70]}, "[run] widths[1] = 1180591620717411303424 does not fit in 64 bits"),
+    ({("model", "lr_mult"): {"a": -(2 ** 64)}}, "[model] lr_mult.a = -18446744073709551616 does not fit in 64 bits"),
+    ({("run", "progress"): True}, "[run] unknown key 'progress' (allowed: batch_size, groups, parametrization, "
+                                  "particles, seed, seeds, steps, widths)"),
+])
+def test_config_validation(changes, message):
+    with pytest.raises(ConfigError) as info:
         parse_config(_doc(changes), "c.toml")
+    assert str(info.value).startswith("c.toml: " + message), str(info.value)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"source": "digits", "classes": 0}, "[data] classes must be a list of two classes, got 0"),
+    ({"source": "digits", "classes": [0, 10]}, "[data] unknown class 10; classes must be two distinct digits 0..9"),
+    ({"source": "digits", "per_class": 10_000}, "[data] per_class = 10000 but classes[0] = 0 has only 178 examples"),
+    ({"source": "cifar10", "path": ""}, "[data] path must be a non-empty string (a path), got ''"),
+    ({"source": "cifar10", "path": 3}, "[data] path must be a non-empty string (a path), got 3"),
+    ({"source": "cifar10", "path": "c", "split": "valid"}, "[data] split must be one of ('train', 'test'), got 'valid'"),
+    ({"source": "cifar10", "path": "nowhere"}, "[data] path: CIFAR-10 folder "),
+    ({"source": "file"}, "[data] missing required key 'path'"),
+    ({"source": "file", "path": "d.npz", "seed": 0}, "[data] unknown key 'seed' for source = 'file' (allowed: path, "
+                                                     "source)"),
+])
+def test_data_validation(tmp_path, data, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config({**_doc(), "data": data}, tmp_path / "c.toml").load_data()
+    assert str(info.value).startswith("c.toml: " + message), str(info.value)
+
+
+def test_batch_size_larger_than_the_data(tmp_path):
+    cfg = parse_config(_doc({("run", "batch_size"): 5}), tmp_path / "c.toml")
+    with pytest.raises(ConfigError, match=r"^c\.toml: \[run\] batch_size = 5 exceeds the number of training "
+                                          r"inputs m = 3$"):
+        cfg.batches(3)
 
 
 def test_config_tables_and_defaults(tmp_path):

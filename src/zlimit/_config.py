@@ -32,21 +32,26 @@ A configuration has three tables::
     seeds = 2                    # compare: a count, or a list of seeds
     parametrization = "mup"      # mup or ntk
 
-Relative paths are relative to the folder of the configuration file. Every key is
-checked: an unknown key, a value of the wrong type or a missing file raises
-:class:`ConfigError` (a ``ValueError``) or ``FileNotFoundError`` with a one-line
-message naming the file, the table and the key.
+Relative paths are relative to the folder of the configuration file. Every value is
+checked by the function the library itself applies to that argument (``MLP``,
+``simulate``, ``compare``, the data loaders), on the value as TOML gives it: nothing is
+converted first, so ``lr = "0.1"`` or ``steps = 3.0`` are refused, not read as numbers.
+Integers must fit in 64 bits, as TOML requires. A problem raises :class:`ConfigError`
+(a ``ValueError``) whose one-line message names the file, the table and the key, such
+as ``run.toml: [run] particles must be an integer >= 2, got 1.5 (not an integer)``; a
+missing configuration file raises ``FileNotFoundError``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from ._validate import is_int
+from ._validate import check_choice, check_data, check_int, check_int_list, check_seed, is_int
 
 __all__ = ["ConfigError", "Config", "RunSettings", "load_config", "parse_config", "read_toml"]
 
@@ -55,44 +60,75 @@ class ConfigError(ValueError):
     """An invalid configuration file; the message names the table and key."""
 
 
-# ------------------------------------------------------------------ type checks
-_is_int = is_int  # the package's one notion of an integer (bools are not)
+# ------------------------------------------------------------------ value checks
+# Each is called as check(key, value) and returns the value or raises a ValueError
+# whose message starts with the key; they are the checks of the library's functions.
+def _as_is(key: str, value):
+    """For values checked elsewhere (the [model] fields, by zlimit.MLP itself)."""
+    return value
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def _int(lo: int) -> Callable:
+    """An integer >= lo, as check_int (every integer argument of the library)."""
+    return lambda key, value: check_int(key, value, lo)
 
 
-_TYPES = {
-    "int": (_is_int, "an integer"),
-    "number": (_is_number, "a number"),
-    "str": (lambda v: isinstance(v, str), "a string"),
-    "number_or_list": (lambda v: _is_number(v) or (isinstance(v, list) and all(_is_number(x) for x in v)),
-                       "a number or a list of numbers"),
-    "int_list": (lambda v: isinstance(v, list) and all(_is_int(x) for x in v), "a list of integers"),
-    "str_list": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
-    "int_or_int_list": (lambda v: _is_int(v) or (isinstance(v, list) and all(_is_int(x) for x in v)),
-                        "an integer or a list of integers"),
-}
+def _choice(choices: tuple) -> Callable:
+    """One of ``choices``, as check_choice."""
+    return lambda key, value: check_choice(key, value, choices)
 
-MODEL_KEYS = {"depth": "int", "activation": "str", "loss": "str", "reduction": "str", "lr": "number",
-              "init_std": "number_or_list", "lr_mult": "number_or_list"}
-MODEL_REQUIRED = ("depth",)
 
-DATA_SOURCES = {
-    "gaussian": ({"m": "int", "d": "int", "m_eval": "int", "seed": "int"}, ("m", "d")),
-    "digits": ({"classes": "int_list", "per_class": "int", "seed": "int"}, ()),
-    "cifar10": ({"path": "str", "classes": "str_list", "per_class": "int", "seed": "int", "split": "str"},
-                ("path",)),
-    "file": ({"path": "str"}, ("path",)),
-}
+def _path(key: str, value) -> str:
+    """A non-empty string, made absolute by :func:`parse_config`."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key} must be a non-empty string (a path), got {value!r}")
+    return value
 
-RUN_KEYS = {"steps": "int", "particles": "int", "groups": "int", "seed": "int", "batch_size": "int",
-            "widths": "int_list", "seeds": "int_or_int_list", "parametrization": "str"}
+
+def _list(key: str, value) -> list:
+    """A TOML array, left for its loader to check entry by entry."""
+    if not isinstance(value, list):
+        raise ValueError(f"{key} must be a list of two classes, got {value!r}")
+    return value
+
+
+def _widths(key: str, value) -> tuple[int, ...]:
+    """compare's widths: distinct integers >= 1."""
+    return tuple(check_int_list(key, value, 1, unique=True))
+
+
+def _seeds(key: str, value) -> int | tuple[int, ...]:
+    """compare's seeds: a count >= 1, or a list of distinct seeds >= 0."""
+    if is_int(value) or isinstance(value, bool):
+        return check_int(key, value, 1, hint=" (a count) or a list of seeds")
+    return tuple(check_int_list(key, value, 0, unique=True))
+
+
+def _data_sources() -> dict:
+    """source -> (the checks of its keys, its required keys): the arguments of its loader."""
+    from .datasets import CIFAR10_SPLITS
+
+    return {
+        "gaussian": ({"m": _int(1), "d": _int(1), "m_eval": _int(0), "seed": check_seed}, ("m", "d")),
+        "digits": ({"classes": _list, "per_class": _int(1), "seed": check_seed}, ()),
+        "cifar10": ({"path": _path, "classes": _list, "per_class": _int(1), "seed": check_seed,
+                     "split": _choice(CIFAR10_SPLITS)}, ("path",)),
+        "file": ({"path": _path}, ("path",)),
+    }
+
+
+def _run_keys() -> dict:
+    """The checks of the [run] keys: the arguments of simulate and compare (imported when
+    needed: ``zlimit simulate --help`` reads this module's docstring without the engine)."""
+    from ._api import LIMIT_PARAMETRIZATIONS
+
+    return {"steps": _int(0), "particles": _int(2), "groups": _int(1), "seed": check_seed, "batch_size": _int(1),
+            "widths": _widths, "seeds": _seeds, "parametrization": _choice(LIMIT_PARAMETRIZATIONS)}
+
+
 RUN_REQUIRED = ("steps",)
-PARAMETRIZATIONS = ("mup", "ntk")
-
 TABLES = ("model", "data", "run")
+_INT64 = (-2 ** 63, 2 ** 63 - 1)
 
 
 @dataclass(frozen=True)
@@ -130,21 +166,27 @@ class Config:
     _loaded: tuple | None = field(default=None, repr=False)
 
     def load_data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(X, y, X_eval) of the [data] table; X_eval is None when there is none."""
+        """(X, y, X_eval) of the [data] table; X_eval is None when there is none.
+
+        Raises
+        ------
+        ConfigError
+            The data cannot be read or are invalid; the message names [data] and the key.
+        """
         if self._loaded is None:
-            self._loaded = _load_data(self.path, self.data)
+            self._loaded = _load_data(self.path.name, self.data, self.model)
         return self._loaded
 
     def batches(self, m: int):
-        """The batch schedule of [run] batch_size (None: full batch)."""
+        """The batch schedule of [run] batch_size (None: full batch) for ``m`` training inputs."""
         if self.run.batch_size is None:
             return None
         from ._model import batch_schedule
 
-        if self.run.batch_size > m:
-            raise ConfigError(f"{self.path.name}: [run] batch_size = {self.run.batch_size} exceeds the "
-                              f"number of training inputs m = {m}")
-        return batch_schedule(m, self.run.batch_size, self.run.steps, seed=self.run.seed)
+        try:
+            return batch_schedule(m, self.run.batch_size, self.run.steps, seed=self.run.seed)
+        except ValueError as exc:
+            raise ConfigError(f"{self.path.name}: [run] {exc}") from None
 
 
 # ------------------------------------------------------------------ reading
@@ -165,35 +207,47 @@ def read_toml(path) -> dict:
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {str(path)!r}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path.name}: invalid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path.name}: invalid TOML: not UTF-8 text") from None
 
 
-def _check_table(where: str, table, schema: dict, required: tuple) -> dict:
+def _check_int64(where: str, key: str, value) -> None:
+    """TOML integers are 64-bit: refuse larger ones (tomllib reads them as Python ints)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_int64(where, f"{key}.{k}", v)
+    elif isinstance(value, list):
+        for k, v in enumerate(value):
+            _check_int64(where, f"{key}[{k}]", v)
+    elif is_int(value) and not _INT64[0] <= value <= _INT64[1]:
+        raise ConfigError(f"{where} {key} = {value} does not fit in 64 bits (TOML integers are in "
+                          "[-2**63, 2**63 - 1])")
+
+
+def _check_table(where: str, table, checks: dict, required: tuple, context: str = "") -> dict:
+    """The table with each value checked by ``checks[key]``; unknown or missing keys refused.
+
+    ``context`` qualifies the list of allowed keys (such as "for source = 'file'").
+    """
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table ([...] section), got {type(table).__name__}")
+    out = {}
     for key, value in table.items():
-        if key not in schema:
-            raise ConfigError(f"{where} unknown key {key!r} (allowed: {', '.join(sorted(schema))})")
-        check, what = _TYPES[schema[key]]
-        if not check(value):
-            raise ConfigError(f"{where} {key}: expected {what}, got {type(value).__name__} {value!r}")
+        if key not in checks:
+            raise ConfigError(f"{where} unknown key {key!r}{context} (allowed: {', '.join(sorted(checks))})")
+        _check_int64(where, key, value)
+        try:
+            out[key] = checks[key](key, value)
+        except ValueError as exc:
+            raise ConfigError(f"{where} {exc}") from None
     for key in required:
         if key not in table:
             raise ConfigError(f"{where} missing required key {key!r}")
-    return dict(table)
-
-
-def _at_least(where: str, table: dict, key: str, lo: int) -> None:
-    v = table.get(key)
-    if v is None:
-        return
-    values = v if isinstance(v, list) else [v]
-    for x in values:
-        if x < lo:
-            raise ConfigError(f"{where} {key}: must be >= {lo}, got {x}")
+    return out
 
 
 def _resolve(base: Path, p: str) -> str:
@@ -201,16 +255,62 @@ def _resolve(base: Path, p: str) -> str:
     return str(q if q.is_absolute() else (base / q))
 
 
-def parse_config(doc: dict, path="config.toml"):
+def _parse_model(name: str, table):
+    """The [model] table as a zlimit.MLP, checked by MLP itself."""
+    from ._model import MLP
+
+    fields = {f.name: _as_is for f in dataclasses.fields(MLP) if f.init}
+    kwargs = _check_table(f"{name}: [model]", table, fields, ("depth",))
+    try:
+        return MLP(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: [model] {exc}") from None
+
+
+def _parse_data(name: str, table, base: Path) -> dict:
+    """The [data] table: ``source`` and its checked arguments, paths made absolute."""
+    sources = _data_sources()
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: [data] must be a table ([...] section), got {type(table).__name__}")
+    if "source" not in table:
+        raise ConfigError(f"{name}: [data] missing required key 'source' (one of {', '.join(sources)})")
+    try:
+        source = check_choice("source", table["source"], tuple(sources))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: [data] {exc}") from None
+    checks, required = sources[source]
+    data = _check_table(f"{name}: [data]", table, {"source": _as_is, **checks}, required,
+                        context=f" for source = {source!r}")
+    if "path" in data:
+        data["path"] = _resolve(base, data["path"])
+    return data
+
+
+def _parse_run(name: str, table) -> RunSettings:
+    """The [run] table, with the defaults of :class:`RunSettings`."""
+    run = RunSettings(**_check_table(f"{name}: [run]", table, _run_keys(), RUN_REQUIRED))
+    if run.particles // run.groups < 2:
+        raise ConfigError(f"{name}: [run] particles = {run.particles} is too few for groups = {run.groups}; "
+                          "give each group >= 2")
+    return run
+
+
+def parse_config(doc: dict, path="config.toml") -> Config:
     """Validate a parsed TOML document; returns a :class:`Config`.
+
+    Parameters
+    ----------
+    doc : dict
+        The document, as ``tomllib`` reads it.
+    path : str or Path
+        The configuration file: its name starts every message and its folder
+        anchors relative data paths.
 
     Raises
     ------
     ConfigError
         Unknown tables or keys, wrong types, values out of range, an invalid model.
     """
-    from ._model import MLP
-
     path = Path(path)
     name = path.name
     for key in doc:
@@ -219,52 +319,9 @@ def parse_config(doc: dict, path="config.toml"):
     for key in TABLES:
         if key not in doc:
             raise ConfigError(f"{name}: missing table [{key}]")
-
-    model_table = _check_table(f"{name}: [model]", doc["model"], MODEL_KEYS, MODEL_REQUIRED)
-    try:
-        model = MLP(**model_table)
-    except ValueError as exc:
-        raise ConfigError(f"{name}: [model] {exc}") from None
-
-    data = doc["data"]
-    if not isinstance(data, dict):
-        raise ConfigError(f"{name}: [data] must be a table")
-    source = data.get("source")
-    if source is None:
-        raise ConfigError(f"{name}: [data] missing required key 'source' (one of {', '.join(DATA_SOURCES)})")
-    if not isinstance(source, str) or source not in DATA_SOURCES:
-        raise ConfigError(f"{name}: [data] source: expected one of {', '.join(DATA_SOURCES)}, got {source!r}")
-    schema, required = DATA_SOURCES[source]
-    rest = _check_table(f"{name}: [data] (source = {source!r})", {k: v for k, v in data.items() if k != "source"},
-                        schema, required)
-    for key, lo in (("m", 1), ("d", 1), ("m_eval", 0), ("seed", 0), ("per_class", 1)):
-        _at_least(f"{name}: [data]", rest, key, lo)
-    if "classes" in rest and len(rest["classes"]) != 2:
-        raise ConfigError(f"{name}: [data] classes: expected two classes, got {rest['classes']!r}")
-    if "path" in rest:
-        rest["path"] = _resolve(path.resolve().parent, rest["path"])
-    data = {"source": source, **rest}
-
-    run_table = _check_table(f"{name}: [run]", doc["run"], RUN_KEYS, RUN_REQUIRED)
-    for key, lo in (("steps", 0), ("particles", 2), ("groups", 1), ("seed", 0), ("batch_size", 1),
-                    ("widths", 1), ("seeds", 0)):
-        _at_least(f"{name}: [run]", run_table, key, lo)
-    if _is_int(run_table.get("seeds")) and run_table["seeds"] < 1:
-        raise ConfigError(f"{name}: [run] seeds: a count must be >= 1, got {run_table['seeds']}")
-    for key in ("widths", "seeds"):
-        if isinstance(run_table.get(key), list):
-            if not run_table[key]:
-                raise ConfigError(f"{name}: [run] {key}: must not be empty")
-            if len(set(run_table[key])) != len(run_table[key]):
-                raise ConfigError(f"{name}: [run] {key}: repeated entries in {run_table[key]}")
-            run_table[key] = tuple(run_table[key])
-    if run_table.get("parametrization", "mup") not in PARAMETRIZATIONS:
-        raise ConfigError(f"{name}: [run] parametrization: expected one of {', '.join(PARAMETRIZATIONS)}, "
-                          f"got {run_table['parametrization']!r}")
-    run = RunSettings(**run_table)
-    if run.particles // run.groups < 2:
-        raise ConfigError(f"{name}: [run] particles = {run.particles} is too few for groups = {run.groups}")
-    return Config(path=path, model=model, data=data, run=run)
+    model = _parse_model(name, doc["model"])
+    data = _parse_data(name, doc["data"], path.resolve().parent)
+    return Config(path=path, model=model, data=data, run=_parse_run(name, doc["run"]))
 
 
 def load_config(path) -> Config:
@@ -273,52 +330,70 @@ def load_config(path) -> Config:
 
 
 # ------------------------------------------------------------------ data
-def _load_data(path: Path, data: dict):
+def _load_data(name: str, data: dict, model):
+    """(X, y, X_eval or None) of a checked [data] table; ConfigError naming [data] on failure."""
     from . import datasets
 
-    name = path.name
-    source = data["source"]
     args = {k: v for k, v in data.items() if k != "source"}
     try:
-        if source == "gaussian":
-            m_eval = args.pop("m_eval", 0)
-            X, y = datasets.gaussian(args["m"] + m_eval, args["d"], seed=args.get("seed", 0))
-            m = args["m"]
+        if data["source"] == "gaussian":
+            m, m_eval = args["m"], args.get("m_eval", 0)
+            X, y = datasets.gaussian(m + m_eval, args["d"], seed=args.get("seed", 0))
             return X[:m], y[:m], (X[m:] if m_eval else None)
-        if source == "digits":
-            X, y = datasets.digits(**{k: tuple(v) if k == "classes" else v for k, v in args.items()})
-            return X, y, None
-        if source == "cifar10":
-            p = args.pop("path")
-            X, y = datasets.cifar10(p, **{k: tuple(v) if k == "classes" else v for k, v in args.items()})
-            return X, y, None
+        if data["source"] == "digits":
+            return (*datasets.digits(**args), None)
+        if data["source"] == "cifar10":
+            return (*datasets.cifar10(**args), None)
     except ValueError as exc:
-        raise ConfigError(f"{name}: [data] {exc}") from None
-    # source == "file"
-    file = Path(args["path"])
-    if not file.is_file():
-        raise FileNotFoundError(f"{name}: [data] path: data file {str(file)!r} does not exist")
+        raise ConfigError(f"{name}: [data] {_describe(exc)}") from None
+    except OSError as exc:  # the folder of source = "cifar10"
+        raise ConfigError(f"{name}: [data] path: {_describe(exc)}") from None
+    return _load_file(name, Path(args["path"]), model)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line: an OSError as 'strerror: filename', anything else as its message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {os.fsdecode(exc.filename)!r}" if exc.filename else exc.strerror
+    return " ".join(str(exc).split())
+
+
+_NPZ_HOW = "save X (m, d), y (m,) and optionally X_eval with numpy.savez(path, X=X, y=y)"
+
+
+def _read_npz(file: Path) -> dict:
+    """The arrays of an .npz file; ValueError saying what the file is instead."""
+    if file.is_dir():
+        raise ValueError(f"data file {str(file)!r} is a folder, not an .npz file")
+    if not file.exists():
+        raise ValueError(f"data file {str(file)!r} does not exist")
+    with open(file, "rb") as fh:
+        magic = fh.read(6)
+    if magic == b"\x93NUMPY":
+        raise ValueError(f"{file.name} is a .npy file (one array), not an .npz file; {_NPZ_HOW}")
+    if not magic.startswith(b"PK"):
+        raise ValueError(f"{file.name} is not an .npz file (not a zip archive); {_NPZ_HOW}")
     try:
         with np.load(file, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception as exc:  # not a zip / npz
-        raise ConfigError(f"{name}: [data] path: {file.name} is not a readable .npz file ({exc})") from None
+            return {k: npz[k] for k in npz.files}
+    except Exception as exc:  # a damaged archive or an object array: any failure to decode it
+        raise ValueError(f"{file.name} is not a readable .npz file ({_describe(exc)}); {_NPZ_HOW}") from None
+
+
+def _load_file(name: str, file: Path, model):
+    """(X, y, X_eval or None) of a ``source = "file"`` .npz, checked as simulate checks data."""
+    where = f"{name}: [data] path:"
+    try:
+        arrays = _read_npz(file)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{where} {_describe(exc)}") from None
     unknown = sorted(set(arrays) - {"X", "y", "X_eval"})
-    if unknown:
-        raise ConfigError(f"{name}: [data] {file.name} has unknown arrays {unknown} (allowed: X, y, X_eval)")
-    for key in ("X", "y"):
-        if key not in arrays:
-            raise ConfigError(f"{name}: [data] {file.name} has no array {key!r} (needs X (m, d) and y (m,))")
-    for key, ndim in (("X", 2), ("y", 1), ("X_eval", 2)):
-        if key in arrays:
-            a = arrays[key]
-            if a.ndim != ndim or not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
-                raise ConfigError(f"{name}: [data] {file.name}: {key} must be a real {ndim}-d array, "
-                                  f"got dtype {a.dtype} and shape {a.shape}")
-    X, y = arrays["X"].astype(float), arrays["y"].astype(float)
-    X_eval = arrays["X_eval"].astype(float) if "X_eval" in arrays else None
-    if y.shape != (X.shape[0],):
-        raise ConfigError(f"{name}: [data] {file.name}: y has shape {y.shape} but X has {X.shape[0]} rows")
-    if X_eval is not None and X_eval.shape[1] != X.shape[1]:
-        raise ConfigError(f"{name}: [data] {file.name}: X_eval has {X_eval.shape[1]} columns but X has {X.shape[1]}")
-    return X, y, X_eval
+    missing = [k for k in ("X", "y") if k not in arrays]
+    if unknown or missing:
+        raise ConfigError(f"{where} {file.name} holds arrays {sorted(arrays)}; it needs X (m, d) and y (m,), "
+                          "and may hold X_eval (m_eval, d)")
+    try:
+        X, y, X_eval = check_data(model, arrays["X"], arrays["y"], arrays.get("X_eval"))
+    except ValueError as exc:
+        raise ConfigError(f"{where} {file.name}: {exc}") from None
+    return X, y, (X_eval if "X_eval" in arrays else None)

@@ -13,15 +13,20 @@ Every command takes ``--quiet`` (no progress bars) and ``--debug`` (full traceba
 Configuration files are described by ``zlimit simulate --help`` (the docstring of :mod:`zlimit._config`).
 
 Exit status: 0 on success; 2 for usage and configuration errors (bad arguments,
-invalid or missing files, invalid settings); 1 for runtime failures (a run that
-diverges, not enough memory, a missing optional package). Errors are printed as one
-line, ``zlimit: error: ...``, on stderr; ``--debug`` adds the traceback.
+invalid TOML or settings, a path that is missing, of the wrong kind or not permitted,
+a data file that is not what it should be); 1 for runtime failures (a run that
+diverges or breaks down numerically, not enough memory, a missing optional package,
+any other operating-system error such as a full disk while writing results); 130 when
+interrupted (Ctrl-C). Errors are printed as one line, ``zlimit: error: ...`` (or
+``zlimit: interrupted``), on stderr, and each warning as one line ``zlimit: warning:
+...``; ``--debug`` adds the traceback and shows warnings in Python's own format.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
 import traceback
 import warnings
@@ -87,9 +92,15 @@ def _say(text: str = "") -> None:
 
 
 def _save_figures(figures: dict, out: Path) -> list[str]:
+    """Write and close each figure; the paths written."""
+    import matplotlib.pyplot as plt
+
     written = []
     for name, fig in figures.items():
-        fig.savefig(out / name, dpi=110)
+        try:
+            fig.savefig(out / name, dpi=110)
+        finally:
+            plt.close(fig)
         written.append(str(out / name))
     return written
 
@@ -110,7 +121,7 @@ def _config_data(cfg):
 def cmd_demo(args) -> int:
     from ._demo import run_demo
 
-    run_demo(args.out, quick=args.quick, progress=not args.quiet)
+    run_demo(_out_dir(args.out), quick=args.quick, progress=not args.quiet)
     return 0
 
 
@@ -199,12 +210,20 @@ def cmd_paper_figure(args) -> int:
 
 
 # ---------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{PROG}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    """The parser of the ``zlimit`` command and its subcommands."""
+    common = _Parser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars")
     common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Infinite-width μP limits of MLPs trained by SGD, and finite networks for comparison.",
     )
@@ -258,50 +277,74 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_code(exc: BaseException) -> int | None:
-    """2 for configuration/usage errors, 1 for runtime failures, None for bugs."""
-    from ._errors import DivergenceError, ResourceError
+#: errors that say a path given is unusable: the user must change it (exit status 2)
+_PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
-    if isinstance(exc, (DivergenceError, FloatingPointError, ResourceError, MemoryError, ImportError)):
-        return 1
-    if isinstance(exc, (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+
+def _exit_code(exc: BaseException) -> int | None:
+    """2 for usage, configuration and path errors, 1 for runtime failures, None for bugs."""
+    from ._errors import DivergenceError, NumericalError, ResourceError
+
+    if isinstance(exc, (ValueError, *_PATH_ERRORS)):
         return 2
+    if isinstance(exc, (DivergenceError, NumericalError, FloatingPointError, ResourceError, MemoryError,
+                        ImportError, OSError)):
+        return 1
     return None
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if isinstance(exc, FileNotFoundError) and exc.filename and not exc.args[1:] == ():
-        text = f"{exc.strerror}: {exc.filename!r}"
-    return text or type(exc).__name__
+    """The message of ``exc`` on one line; an OSError as 'strerror: filename'."""
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        names = " -> ".join(repr(os.fsdecode(f)) for f in (exc.filename, exc.filename2) if f is not None)
+        text = f"{exc.strerror}: {names}" if names else exc.strerror
+    text = " ".join(text.split())
+    if not text:
+        text = "out of memory (MemoryError)" if isinstance(exc, MemoryError) else type(exc).__name__
+    return text
 
 
-def _format_warning(message, category, filename, lineno, line=None) -> str:
-    return f"{PROG}: warning: {' '.join(str(message).split())}\n"
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` of the command line: one flushed line on stderr."""
+    print(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+
+def _fail(args, line: str, code: int) -> int:
+    """Print ``line`` (after the traceback with --debug) and return ``code``."""
+    if args.debug:
+        traceback.print_exc()
+    print(line, file=sys.stderr, flush=True)
+    return code
+
+
+def _run(args) -> int:
+    """Run the chosen command; an error we expect becomes one line and an exit status."""
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return _fail(args, f"{PROG}: interrupted", 130)
+    except Exception as exc:
+        code = _exit_code(exc)
+        if code is None:  # not an error we expect: a bug; show everything
+            raise
+        return _fail(args, f"{PROG}: error: {_one_line(exc)}", code)
 
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.debug:
-        warnings.formatwarning = _format_warning
-        # float overflow inside a diverging run: the run itself reports the divergence
-        warnings.filterwarnings("ignore", category=RuntimeWarning,
-                                message="(overflow|invalid value|divide by zero) encountered")
     try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        code = _exit_code(exc)
-        if code is None:  # not an error we expect: a bug; show everything
-            raise
-        if args.debug:
-            traceback.print_exc()
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
-        return code
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (printed by the parser)
+        return exc.code
+    with warnings.catch_warnings():  # restores the warning settings when done (main may run in-process)
+        if not args.debug:
+            warnings.showwarning = _show_warning
+            # float overflow inside a diverging run: the run itself reports the divergence
+            warnings.filterwarnings("ignore", category=RuntimeWarning,
+                                    message="(overflow|invalid value|divide by zero) encountered")
+        return _run(args)
 
 
 if __name__ == "__main__":  # pragma: no cover
