@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from zlimit import _memory
 from zlimit._validate import (DTYPES, check_batches, check_bool, check_choice, check_data, check_dtype, check_float,
-                              check_int, check_int_list, check_record_steps, is_int)
+                              check_int, check_int_list, check_record_steps, check_seed, is_int)
 
 BIG = 2 ** 70
 
@@ -102,6 +102,26 @@ def test_check_int_message_and_hint():
         "depth must be an integer >= 1 (hidden layers), got 0 (out of range)"
     assert "got True (a bool)" in str(pytest.raises(ValueError, check_int, "seed", True, 0).value)
     assert "in [0, 3]" in str(pytest.raises(ValueError, check_int, "k", 4, 0, 3).value)
+
+
+# ---------------------------------------------------------------------- check_seed
+@pytest.mark.parametrize("value", [0, 1, 2**63, 2**64 - 1, np.uint64(2**64 - 1), np.int8(5)])
+def test_check_seed_accepts_64_bit_seeds(value):
+    out = check_seed("seed", value)
+    assert out == int(value) and type(out) is int
+
+
+@pytest.mark.parametrize("value", [2**64, 2**64 + 5, 2**70, -1, np.int64(-3)])
+def test_check_seed_refuses_out_of_range_not_wraps(value):
+    """The issue: simulate(seed=2**64 + 5) ran with a seed wrapped to 5."""
+    assert str(pytest.raises(ValueError, check_seed, "seed", value).value) == \
+        f"seed must be an integer in [0, 2**64), got {value!r} (out of range)"
+
+
+@pytest.mark.parametrize("value", BOOLS + NOT_NUMBERS + NON_FINITE + [2.0, 2.5])
+def test_check_seed_refuses_what_is_not_an_integer(value):
+    msg = refused("seed", check_seed, "seed", value)
+    assert "seed must be an integer >= 0 below 2**64" in msg
 
 
 def test_is_int():
@@ -279,9 +299,77 @@ def test_check_batches_message_is_one_line():
     assert "1-d array" in msg
 
 
+@pytest.mark.parametrize("n, steps", [(3, 1), (0, 2), (1, 2), (5, 0)])
+def test_check_batches_needs_one_batch_per_step(n, steps):
+    """More batches than steps used to be ignored unchecked; fewer were refused."""
+    with pytest.raises(ValueError) as info:
+        check_batches([[0]] * n, 4, steps)
+    assert str(info.value) == f"batches has {n} entries but steps = {steps}: give one index array per step"
+
+
+@settings(max_examples=100)
+@given(m=st.integers(1, 8), data=st.data())
+def test_check_batches_accepts_index_sets(m, data):
+    """Lists, tuples, ranges and integer arrays of any integer dtype; sorted int64 out."""
+    sets = data.draw(st.lists(st.sets(st.integers(0, m - 1), min_size=1), max_size=4))
+    dtype = data.draw(st.sampled_from([np.int8, np.uint8, np.int32, np.uint64, np.int64]))
+    given_ = [data.draw(st.sampled_from([list(b), tuple(b), np.array(list(b), dtype=dtype)])) for b in sets]
+    out = check_batches(given_, m, len(sets))
+    assert [b.tolist() for b in out] == [sorted(b) for b in sets]
+    assert all(b.dtype == np.int64 for b in out)
+    assert [b.tolist() for b in check_batches([range(m)], m, 1)] == [list(range(m))]
+
+
+@pytest.mark.parametrize("batches, name, fragment", [
+    ([[0, True]], "batches[0][1]", "(a bool)"),  # NumPy would read True as index 1
+    ([[0.0]], "batches[0][0]", "(not an integer)"), ([[0, [1]]], "batches[0]", "got [0, [1]] (nested: not 1-d)"),
+    ([[0, 4]], "batches[0]", "indices in [0, 4) (m = number of training inputs), got [0, 4] (4 is outside)"),
+    ([[-1]], "batches[0]", "(-1 is outside)"), ([[2**64]], "batches[0]", "(18446744073709551616 is outside)"),
+    ([[]], "batches[0]", "got [] (empty)"), ([[1, 0, 1]], "batches[0]", "got [1, 0, 1] (it repeats 1)"),
+    ([np.array([0, 4])], "batches[0]", "indices in [0, 4) (m = number of training inputs), got array([0, 4]) (4 is"),
+    ([np.array([True])], "batches[0]", "integer indices"),
+    ([np.array([0.0])], "batches[0]", "integer indices"), ([np.array([0], dtype=object)], "batches[0]", "integer"),
+    ([np.array([], dtype=int)], "batches[0]", "non-empty"), ([np.array(1)], "batches[0]", "1-d"),
+    ([np.ma.masked_array([0, 1], mask=[0, 1])], "batches[0]", "integer indices"), (["01"], "batches[0]", "got '01'"),
+    ([{0: 1}], "batches[0]", "got {0: 1}"), ([{0, 1}], "batches[0]", "got {0, 1}"), ([5], "batches[0]", "got 5"),
+    ({0: [0]}, "batches", "one per step"), ("0", "batches", "one per step"), ({(0,)}, "batches", "one per step"),
+    (np.array(0), "batches", "one per step"), (5, "batches", "one per step"),
+])
+def test_check_batches_refuses_hostile_batches(batches, name, fragment):
+    msg = refused(name, check_batches, batches, 4, 1)
+    assert fragment in msg, msg
+
+
+def test_check_data_refuses_what_numpy_would_coerce():
+    """Masked entries, and bools among the numbers of nested lists, are not data."""
+    import zlimit
+
+    model = zlimit.MLP(depth=1)
+    X = np.ma.masked_array([[1.0, 2.0]], mask=[[0, 1]])
+    assert "masked array" in refused("X", check_data, model, X, [1.0])
+    assert "a bool among its entries" in refused("X", check_data, model, [[1.0, True]], [1.0])
+    assert "a bool among its entries" in refused("y", check_data, model, [[1.0], [2.0]], (1.0, np.True_))
+    assert "a bool among its entries" in refused("X_eval", check_data, model, [[1.0, 2.0]], [1.0], [[0.5, False]])
+    X, y, X_eval = check_data(model, [[1, 2.5]], (np.float32(1.5),), [np.array([1.0, 2.0])])
+    assert X.tolist() == [[1.0, 2.5]] and y.tolist() == [1.5] and X_eval.tolist() == [[1.0, 2.0]]
+
+
+def test_logistic_labels_message_names_y():
+    import zlimit
+
+    msg = refused("y", check_data, zlimit.MLP(depth=1, loss="logistic"), [[1.0], [2.0]], [1.0, 0.0])
+    assert msg == "y must hold labels in {-1, +1} for loss 'logistic', got values [0. 1.]"
+
+
+@pytest.mark.parametrize("value", [np.dtype(">f8"), ">f4", np.dtype("float64").newbyteorder()])
+def test_check_dtype_refuses_a_foreign_byte_order(value):
+    """dtype('>f8').name is 'float64', but the numba kernels take native arrays only."""
+    refused("dtype", check_dtype, value)
+
+
 # ---------------------------------------------------------------------- consumers
 @pytest.mark.parametrize("kw, fragment", [
-    (dict(depth=2.0), "depth must be an integer >= 1"), (dict(depth=np.True_), "depth must be an integer"),
+    (dict(depth=2.0), "depth must be an integer in [1, 10000]"), (dict(depth=np.True_), "depth must be an integer"),
     (dict(lr=True), "lr must be a positive finite number"), (dict(lr="0.1"), "lr must be a positive finite number"),
     (dict(init_std=[1.0, True, 1.0]), "init_std[1] must be a finite number >= 0"),
     (dict(lr_mult="2"), "lr_mult must be a finite number >= 0"),
@@ -294,6 +382,76 @@ def test_mlp_refuses_through_validate(kw, fragment):
     with pytest.raises(ValueError) as info:
         zlimit.MLP(**{"depth": 2, **kw})
     assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(depth=10_001), "depth must be an integer in [1, 10000] (hidden layers), got 10001 (out of range)"),
+    (dict(depth=2**64), "depth must be an integer in [1, 10000] (hidden layers), got 18446744073709551616 "
+                        "(out of range)"),
+    (dict(init_std=[1.0, [1.0, 2.0], 1.0]), "init_std[1] must be a finite number >= 0, got [1.0, 2.0] (not a number)"),
+    (dict(init_std=np.ones((1, 3))), "init_std must be a finite number >= 0 or a sequence of depth+1 = 3 of them "
+                                     "(one per weight matrix W^1..W^3), got an array of shape (1, 3)"),
+    (dict(lr_mult={1.0, 2.0, 3.0}), "lr_mult must be a finite number >= 0 or a sequence of depth+1 = 3 of them "
+                                    "(one per weight matrix W^1..W^3), got {1.0, 2.0, 3.0} (not a number)"),
+    (dict(lr_mult=[1.0] * 2), "lr_mult must be a finite number >= 0 or a sequence of depth+1 = 3 of them "
+                              "(one per weight matrix W^1..W^3), got 2 entries"),
+    (dict(lr=1e300, lr_mult=[1.0, 1e10, 1.0]), "lr * lr_mult[1] must be a finite positive learning rate (or 0 "
+                                               "where lr_mult is 0), got 1e+300 * 10000000000.0 = inf; scale lr or "
+                                               "lr_mult"),
+    (dict(lr=5e-324, lr_mult=0.5), "lr * lr_mult[0] must be a finite positive learning rate (or 0 where lr_mult "
+                                   "is 0), got 5e-324 * 0.5 = 0.0; scale lr or lr_mult"),
+])
+def test_mlp_refuses_exactly(kw, message):
+    import zlimit
+
+    with pytest.raises(ValueError) as info:
+        zlimit.MLP(**{"depth": 2, **kw})
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("value", [{0: 1.0, 1: 1.0, 2: 1.0}, (v for v in (1.0, 1.0, 1.0)), "1.0", b"1", None])
+def test_mlp_per_layer_values_name_sequences_when_not_numbers(value):
+    import zlimit
+
+    for name in ("init_std", "lr_mult"):
+        with pytest.raises(ValueError, match=rf"^{name} must be a finite number >= 0 or a sequence of depth\+1 = 3"):
+            zlimit.MLP(depth=2, **{name: value})
+
+
+def test_mlp_init_std_has_a_finite_variance():
+    """σ = 1.34e154 squares to inf: the NTK limit crashed with OverflowError (fuzz)."""
+    import zlimit
+    from zlimit._model import MAX_INIT_STD
+
+    model = zlimit.MLP(depth=1, init_std=MAX_INIT_STD)
+    assert math.isfinite(model.sigma[0] ** 2)
+    too_big = np.nextafter(MAX_INIT_STD, math.inf)
+    for value, name in ((too_big, "init_std"), ([1.0, too_big], "init_std[1]"), (1e200, "init_std")):
+        with pytest.raises(ValueError) as info:
+            zlimit.MLP(depth=1, init_std=value)
+        assert str(info.value) == (f"{name} must be at most 1.3407807929942596e+154 (its square σ² must be a finite "
+                                   f"float), got {float(np.max(value))!r} (out of range)")
+
+
+def test_mlp_describes_what_it_was_given():
+    """describe() is what is saved and reloaded: lr_mult used to come back as η/lr,
+    3.0000000000000004 for lr = 0.1 and lr_mult = 3."""
+    import zlimit
+
+    model = zlimit.MLP(depth=2, lr=0.1, lr_mult=[3.0, 0.0, 7.0], init_std=np.array([0.5, 1.0, 2.0]))
+    d = model.describe()
+    assert d["lr_mult"] == [3.0, 0.0, 7.0] and d["init_std"] == [0.5, 1.0, 2.0] and d["lr"] == 0.1
+    assert zlimit.MLP(**d) == model
+    assert model.eta == (0.1 * 3.0, 0.0, 0.1 * 7.0)
+    assert zlimit.MLP(depth=10_000).depth == 10_000
+
+
+def test_batch_schedule_refuses_seeds_beyond_64_bits():
+    import zlimit
+
+    for seed in (2**64, 2**70, -1):
+        assert "seed must be an integer in [0, 2**64)" in refused("seed", zlimit.batch_schedule, 4, 2, 3, seed=seed)
+    assert len(zlimit.batch_schedule(4, 2, 3, seed=2**64 - 1)) == 3
 
 
 def test_mlp_accepts_numpy_scalars():

@@ -18,8 +18,9 @@ import numpy as np
 from . import _engine, _exact, _finite, _ntk
 from ._model import MLP, check_model
 from ._results import Run
+from ._memory import record_bytes, require_memory
 from ._validate import (check_batches, check_bool, check_choice, check_data, check_dtype, check_float,
-                        check_int, check_record_steps)
+                        check_int, check_record_steps, check_seed)
 
 __all__ = ["simulate", "train_finite", "estimate_memory", "Data", "LimitSettings", "FiniteSettings"]
 
@@ -48,6 +49,8 @@ class Data:
     @classmethod
     def build(cls, model: MLP, X, y, X_eval, batches, steps: int) -> Data:
         X, y, X_eval = check_data(model, X, y, X_eval)
+        M = X.shape[0] + X_eval.shape[0]  # every producer records the trajectory: refuse what cannot fit first
+        require_memory(record_bytes(model.depth, steps, M, 1), f"steps = {steps} with M = {M} inputs (the record)")
         return cls(X, y, X_eval, tuple(check_batches(batches, X.shape[0], steps)))
 
     @property
@@ -130,8 +133,8 @@ def limit_settings(method, parametrization, steps, record_steps, progress, **opt
     if tol is None:
         tol = 1e-2 if dtype == np.float32 else 1e-3
     threads = numba.config.NUMBA_NUM_THREADS if o["threads"] is None else o["threads"]
-    return LimitSettings(**common, particles=particles, groups=groups, seed=check_int("seed", o["seed"], 0),
-                         dtype=dtype, basis_tol=check_float("basis_tol", tol, 0.0, 1.0, hi_open=True),
+    return LimitSettings(**common, particles=particles, groups=groups, seed=check_seed("seed", o["seed"]),
+                         dtype=dtype, basis_tol=check_float("basis_tol", tol, 0.0, 1.0, lo_open=True, hi_open=True),
                          gradient_independence=check_bool("gradient_independence", o["gradient_independence"]),
                          threads=check_int("threads", threads, 1), qmc=check_bool("qmc", o["qmc"]))
 
@@ -193,7 +196,7 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
         matters most for shallow nets (``docs/performance.md``).
     gradient_independence : bool, default False
         Ablation: drop every Ż term (maths §2), i.e. assume gradient independence.
-    basis_tol : float, default 1e-3 (float64) or 1e-2 (float32)
+    basis_tol : float in (0, 1), default 1e-3 (float64) or 1e-2 (float32)
         A vector whose residual ‖ρ‖ is at most basis_tol·‖x‖ adds no Gaussian
         direction (its ρ is dropped from Ẑ; ``Run.bases`` reports how many vectors
         and their Σ(‖ρ‖/‖x‖)² per basis and step). float32 needs the larger value,
@@ -261,23 +264,38 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
 
 def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, groups: int, batches=None,
                     dtype="float64", record_steps=(0,), threads: int | None = None) -> int:
-    """Bytes a Monte Carlo run (:func:`simulate`) needs at its start.
+    """Bytes a Monte Carlo run (:func:`simulate`) needs at its start, in a fresh process.
 
-    Counts the bases and normals of every hidden matrix at their initial size, the
-    per-step feature arrays, the kept features and the records, for the groups run
-    at once (``threads``, by default ``NUMBA_NUM_THREADS`` as in :func:`simulate`). The
-    bases grow as the run adds Gaussian directions (a run whose features have
-    converged adds none), and :func:`simulate` checks each growth against the memory
-    the machine had at the start, stopping with :class:`ResourceError` before it runs
-    out. ``Run.bases`` reports the sizes reached.
+    Counts what a fresh Python process holds once zlimit is imported and its kernels
+    compiled (``zlimit._memory.BASELINE_BYTES``, 225 MiB), then the bases and normals of
+    every hidden matrix at their initial size, the per-step feature arrays, the kept
+    features and the records, for the groups run at once (``threads``, by default
+    ``NUMBA_NUM_THREADS`` as in :func:`simulate`). A process that already holds the
+    baseline (one that ran zlimit before) needs that much less, and :func:`simulate`
+    checks only what it adds against the memory free at the time. The bases grow as the
+    run adds Gaussian directions (a run whose features have converged adds none), and
+    :func:`simulate` checks each growth against the memory the machine had at the
+    start, stopping with :class:`ResourceError` before it runs out. ``Run.bases``
+    reports the sizes reached.
 
     Parameters
     ----------
     model : MLP
     m, M : int
-        Training inputs, and all inputs (m plus evaluation inputs).
+        Training inputs (m >= 1), and all inputs (M >= m: m plus evaluation inputs).
     steps, particles, groups, batches, dtype, record_steps, threads
-        As for :func:`simulate`.
+        As for :func:`simulate`; ``batches`` (default full batch) needs exactly
+        ``steps`` entries of indices in [0, m).
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        An argument of the wrong type or out of range, naming it; no memory is
+        allocated for any size asked about.
 
     Examples
     --------
@@ -288,9 +306,12 @@ def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, grou
     check_model(model)
     m = check_int("m", m, 1)
     M = check_int("M", M, m, hint=" (all inputs: m training plus the evaluation inputs)")
+    # no defaults behind None here: particles, groups and dtype are the run's, not simulate's defaults
+    particles, groups, dtype = check_int("particles", particles, 2), check_int("groups", groups, 1), check_dtype(dtype)
     s = limit_settings("mc", "mup", steps, record_steps, False, particles=particles, groups=groups, dtype=dtype,
                        threads=threads, seed=None, qmc=None, gradient_independence=None, basis_tol=None)
-    return _engine.memory_need(model, m, M, s, check_batches(batches, m, s.steps))[0]
+    batch_total = m * s.steps if batches is None else sum(len(b) for b in check_batches(batches, m, s.steps))
+    return _engine.memory_need(model, m, M, s, batch_total)[0]
 
 
 def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_eval=None,
@@ -347,6 +368,9 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
     ------
     ValueError
         Invalid data, batches, width, parametrization, dtype or record_steps.
+    ResourceError
+        The weights (``width``) or the record of the trajectory (``steps``) would not
+        fit in the memory available; the message names the argument.
     DivergenceError
         The outputs, the training loss or a kernel became non-finite; the message
         names the step.
@@ -370,9 +394,12 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
     check_model(model)
     steps = check_int("steps", steps, 0)
     _check_on_step(on_step)
-    data = Data.build(model, X, y, X_eval, batches, steps)
-    settings = FiniteSettings(width=check_int("width", width, 1), steps=steps, seed=check_int("seed", seed, 0),
+    settings = FiniteSettings(width=check_int("width", width, 1), steps=steps, seed=check_seed("seed", seed),
                               parametrization=check_choice("parametrization", parametrization,
                                                            _finite.PARAMETRIZATIONS),
                               dtype=check_dtype(dtype), record_steps=check_record_steps(record_steps, steps))
+    data = Data.build(model, X, y, X_eval, batches, steps)  # after the cheap checks: it checks memory too
+    n = settings.width  # at least the weights: W^1 (n, d), the L-1 hidden (n, n) and the readout
+    require_memory(settings.dtype.itemsize * n * ((model.depth - 1) * n + data.X.shape[1] + 1),
+                   f"width = {n} (the weights of depth {model.depth})")
     return _finite.train(model, data, settings, on_step)

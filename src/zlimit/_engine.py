@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ._errors import MonteCarloWarning, NumericalError, ResourceError
 from ._gaussian import ORTHOGONALITY_LIMIT, GaussianBasis, MemoryBudget, empirical_gram
 from ._kernels import apply_pair, fill_normals, stream_key
-from ._memory import available_memory
+from ._memory import BASELINE_BYTES, available_memory, process_rss, record_bytes
 from ._driver import Backward, Forward, Recorder, assemble, diverged, run_sgd
 from ._model import MLP
 from ._keys import key
@@ -411,41 +411,56 @@ def _capacities(m: int, batches: list, steps: int, particles: int) -> tuple[int,
     return k_cap, j_cap, min(max(k_cap, j_cap), _INITIAL_PER_INPUT * m)
 
 
-def _memory_parts(model: MLP, m: int, M: int, steps: int, particles: int, groups: int, batches: list,
+def _memory_parts(model: MLP, m: int, M: int, steps: int, particles: int, groups: int, batch_total: int,
                   dtype, record_steps) -> tuple[int, int, int]:
-    """(bases at their initial size, other arrays) of one group, and the records of all groups."""
+    """(bases at their initial size, other arrays) of one group, and the records of all groups.
+
+    ``batch_total`` is Σ_t |B_t|. The basis capacities are those of :func:`_capacities`,
+    computed from that total so that no index array need exist (any T and m).
+    """
     n = particles // groups
     item = np.dtype(dtype).itemsize
-    k_cap, j_cap, initial = _capacities(m, batches, steps, n)
+    k_cap, j_cap = min(m * (steps + 1), n), min(max(batch_total, 1), n)
+    initial = min(max(k_cap, j_cap), _INITIAL_PER_INPUT * m)
     bases = (model.depth - 1) * 2 * (min(k_cap, initial) + min(j_cap, initial)) * n * item
     features = (4 * model.depth + 6) * M * n * item + 2 * model.depth * len(record_steps) * M * n * item
-    records = 8 * (steps + 1) * M * M * model.depth * (3 + 2 * len(record_steps))
-    return bases, features, groups * records
+    return bases, features, groups * record_bytes(model.depth, steps, M, len(record_steps))
 
 
-def memory_need(model: MLP, m: int, M: int, settings, batches: list) -> tuple[int, int]:
-    """Bytes a run needs at its start, and the part of them outside the growing bases.
+def memory_need(model: MLP, m: int, M: int, settings, batch_total: int) -> tuple[int, int]:
+    """Bytes a run needs at its start in a fresh process, and the part of them outside the growing bases.
 
     One group's simulation — the bases and normals of every hidden matrix (2 (K + J) N/G
     values each) at their initial size, the per-step feature arrays and the kept
-    features — times the groups run at once, plus the records of all groups.
+    features — times the groups run at once, plus the records of all groups, plus
+    :data:`zlimit._memory.BASELINE_BYTES` (interpreter, libraries and compiled kernels)
+    in both numbers. ``batch_total`` is Σ_t |B_t|.
     """
     s = settings
-    bases, features, records = _memory_parts(model, m, M, s.steps, s.particles, s.groups, batches, s.dtype,
+    bases, features, records = _memory_parts(model, m, M, s.steps, s.particles, s.groups, batch_total, s.dtype,
                                              s.record_steps)
     live = min(s.threads, s.groups)
-    return int(live * (bases + features) + records), int(live * features + records)
+    fixed = live * features + records + BASELINE_BYTES
+    return int(live * bases + fixed), int(fixed)
 
 
 def preflight(model: MLP, data, settings) -> tuple[float, int]:
     """Refuse a run that would not fit in memory; (bytes available, bytes outside the bases).
+
+    The need of :func:`memory_need` is for a fresh process. This process already holds
+    its resident size (:func:`zlimit._memory.process_rss`), which
+    :func:`zlimit._memory.available_memory` does not count as available; the part of
+    the baseline it covers is not needed again, so it is taken off both numbers (all of
+    the baseline once the process holds at least that much).
 
     Raises
     ------
     ResourceError
         When the run needs more than 80 % of the memory available now.
     """
-    need, fixed = memory_need(model, data.m, data.M, settings, list(data.batches))
+    need, fixed = memory_need(model, data.m, data.M, settings, sum(len(b) for b in data.batches))
+    resident = min(process_rss() or 0, BASELINE_BYTES)
+    need, fixed = need - resident, fixed - resident
     have = available_memory()
     if need > 0.8 * have:
         raise ResourceError(

@@ -7,31 +7,60 @@ argument and data checks every consumer shares are in :mod:`zlimit._validate`.
 """
 from __future__ import annotations
 
+import math
+import numbers
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
 from ._activations import Activation, get_activation
 from ._losses import Loss, get_loss
-from ._validate import check_choice, check_float, check_int
+from ._memory import require_memory
+from ._validate import check_choice, check_float, check_int, check_seed
 
-__all__ = ["MLP", "check_model", "batch_schedule", "error_signal", "total_loss"]
+__all__ = ["MLP", "check_model", "batch_schedule", "error_signal", "total_loss", "MAX_DEPTH", "MAX_INIT_STD"]
 
 REDUCTIONS = ("mean", "sum")
+#: the deepest model accepted: every layer costs a weight matrix and features per step,
+#: and far deeper nets are beyond what a finite net or the limit can train
+MAX_DEPTH = 10_000
+#: the largest init_std whose square, the initial variance σ², is a finite float
+MAX_INIT_STD = math.sqrt(sys.float_info.max)
 
 
-def _per_layer(name: str, value, depth: int) -> tuple[float, ...]:
-    """Broadcast a float or a sequence of L+1 floats to a tuple of L+1 floats."""
-    if np.ndim(value) == 0:
-        return (check_float(name, value, 0),) * (depth + 1)
-    values = tuple(value)
+def _per_layer(name: str, value, depth: int, hi: float = math.inf, why: str = "") -> tuple[float, ...]:
+    """Broadcast a number in [0, hi], or check a sequence (list, tuple, 1-d array) of L+1
+    of them, into a tuple of L+1 floats; ``why`` says what the upper bound is for."""
+    per_layer = f" or a sequence of depth+1 = {depth + 1} of them (one per weight matrix W^1..W^{depth + 1})"
+    sequence = isinstance(value, np.ndarray) and value.ndim == 1 or (
+        isinstance(value, Sequence) and not isinstance(value, (str, bytes)))
+    if isinstance(value, np.ndarray) and value.ndim > 1:
+        raise ValueError(f"{name} must be a finite number >= 0{per_layer}, got an array of shape {value.shape}")
+    if not sequence:  # a number (NaN, bools, ... refused as such) or something else, told about sequences
+        number = isinstance(value, (numbers.Real, np.ndarray))
+        return (_at_most(name, check_float(name, value, 0, hint="" if number else per_layer), hi, why),) * (depth + 1)
+    values = list(value)
     if len(values) != depth + 1:
-        raise ValueError(
-            f"{name} must be one float or a sequence of depth+1 = {depth + 1} floats "
-            f"(one per weight matrix W^1..W^{depth + 1}), got {len(values)}"
-        )
-    return tuple(check_float(f"{name}[{k}]", v, 0) for k, v in enumerate(values))
+        raise ValueError(f"{name} must be a finite number >= 0{per_layer}, got {len(values)} entries")
+    return tuple(_at_most(f"{name}[{k}]", check_float(f"{name}[{k}]", v, 0), hi, why) for k, v in enumerate(values))
+
+
+def _at_most(name: str, value: float, hi: float, why: str) -> float:
+    if value > hi:
+        raise ValueError(f"{name} must be at most {hi!r} ({why}), got {value!r} (out of range)")
+    return value
+
+
+def _layer_rates(lr: float, mult: tuple[float, ...]) -> tuple[float, ...]:
+    """η_l = lr · lr_mult[l], refused when the product overflows or underflows to 0."""
+    eta = tuple(lr * c for c in mult)
+    for k, (c, e) in enumerate(zip(mult, eta)):
+        if not math.isfinite(e) or (c > 0 and e == 0):
+            raise ValueError(f"lr * lr_mult[{k}] must be a finite positive learning rate (or 0 where lr_mult is "
+                             f"0), got {lr!r} * {c!r} = {e!r}; scale lr or lr_mult")
+    return eta
 
 
 @dataclass(frozen=True)
@@ -52,9 +81,16 @@ class MLP:
     lr : float
         Base learning rate η > 0.
     init_std : float or sequence of L+1 floats
-        σ_l, l = 1..L+1.
+        σ_l >= 0, l = 1..L+1 (a list, tuple or 1-d array), at most 1.34e154 so that
+        σ_l² is a finite float.
     lr_mult : float or sequence of L+1 floats
-        c_l; the layer learning rates are η_l = η c_l.
+        c_l >= 0; the layer learning rates are η_l = η c_l, each of which must be a
+        finite float (positive where c_l > 0).
+
+    Every argument is checked, none converted: ``depth`` is an integer in [1, 10 000]
+    (``MAX_DEPTH``), numbers are finite reals (bools and strings are refused) and
+    names are from the lists above; anything else raises a one-line ``ValueError``
+    naming the argument.
 
     Examples
     --------
@@ -75,16 +111,17 @@ class MLP:
     eta: tuple[float, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "depth", check_int("depth", self.depth, 1, hint=" (hidden layers)"))
+        object.__setattr__(self, "depth", check_int("depth", self.depth, 1, MAX_DEPTH, hint=" (hidden layers)"))
         object.__setattr__(self, "activation", get_activation(self.activation))
         object.__setattr__(self, "loss", get_loss(self.loss))
         object.__setattr__(self, "reduction", check_choice("reduction", self.reduction, REDUCTIONS))
         lr = check_float("lr", self.lr, 0, lo_open=True)
         object.__setattr__(self, "lr", lr)
-        sigma = _per_layer("init_std", self.init_std, self.depth)
+        sigma = _per_layer("init_std", self.init_std, self.depth, MAX_INIT_STD,
+                           "its square σ² must be a finite float")
         mult = _per_layer("lr_mult", self.lr_mult, self.depth)
         object.__setattr__(self, "sigma", sigma)
-        object.__setattr__(self, "eta", tuple(lr * c for c in mult))
+        object.__setattr__(self, "eta", _layer_rates(lr, mult))
         # store the broadcast values, so equal models compare equal however they were written
         object.__setattr__(self, "init_std", sigma)
         object.__setattr__(self, "lr_mult", mult)
@@ -97,8 +134,8 @@ class MLP:
             "loss": self.loss.name,
             "reduction": self.reduction,
             "lr": self.lr,
-            "init_std": list(self.sigma),
-            "lr_mult": [e / self.lr for e in self.eta],
+            "init_std": list(self.init_std),
+            "lr_mult": list(self.lr_mult),
         }
 
     def reduction_factor(self, batch_size: int) -> float:
@@ -121,6 +158,28 @@ def batch_schedule(m: int, batch_size: int, steps: int, seed: int = 0) -> list[n
     ``batch_size`` divides m. The same list drives :func:`zlimit.train_finite` and
     :func:`zlimit.simulate`.
 
+    Parameters
+    ----------
+    m : int
+        Training inputs, m >= 1.
+    batch_size : int
+        Inputs per batch, in [1, m].
+    steps : int
+        Batches to draw, >= 0.
+    seed : int
+        Seed of ``np.random.default_rng``, in [0, 2**64).
+
+    Returns
+    -------
+    list of ``steps`` sorted int64 arrays of ``batch_size`` distinct indices in [0, m).
+
+    Raises
+    ------
+    ValueError
+        An argument of the wrong type or out of range, naming it.
+    ResourceError
+        When the list (and a permutation of m) would not fit in the memory available.
+
     Examples
     --------
     >>> import zlimit
@@ -130,7 +189,10 @@ def batch_schedule(m: int, batch_size: int, steps: int, seed: int = 0) -> list[n
     m, batch_size, steps = check_int("m", m, 1), check_int("batch_size", batch_size, 1), check_int("steps", steps, 0)
     if batch_size > m:
         raise ValueError(f"batch_size = {batch_size} exceeds the number of training inputs m = {m}")
-    rng = np.random.default_rng(check_int("seed", seed, 0))
+    rng = np.random.default_rng(check_seed("seed", seed))
+    # a permutation of the m inputs, and per step an index array and its slot in the list
+    require_memory(8 * m + steps * (sys.getsizeof(np.empty(0, np.int64)) + 8 * batch_size + 8),
+                   f"steps = {steps} batches of batch_size = {batch_size} (from m = {m} inputs)")
     per_epoch = m // batch_size
     out: list[np.ndarray] = []
     while len(out) < steps:

@@ -13,13 +13,15 @@ Conventions shared by all checkers:
 * bools (``True``, ``np.True_``) are never numbers: ``steps=True`` is refused;
 * integers are Python or NumPy integers (anything with ``__index__``); floats with an
   integral value such as ``2.0`` are refused, never truncated;
-* floats are finite real numbers (NaN and ±inf are refused); strings are refused.
+* floats are finite real numbers (NaN and ±inf are refused); strings are refused;
+* seeds are integers in [0, 2**64), the range of the 64-bit seeds they become.
 """
 from __future__ import annotations
 
 import math
 import numbers
 import operator
+from collections.abc import Mapping, Set
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -28,12 +30,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._model import MLP
 
 __all__ = [
-    "is_int", "check_int", "check_float", "check_choice", "check_bool", "check_dtype", "check_int_list",
-    "check_record_steps", "check_data", "check_batches", "DTYPES",
+    "is_int", "check_int", "check_seed", "check_float", "check_choice", "check_bool", "check_dtype",
+    "check_int_list", "check_record_steps", "check_data", "check_batches", "DTYPES", "SEED_LIMIT",
 ]
 
 #: the storage dtypes a run accepts
 DTYPES = ("float64", "float32")
+#: seeds are integers in [0, SEED_LIMIT): the 64-bit words of the random streams
+SEED_LIMIT = 2 ** 64
 
 _SHOW_CHARS = 80
 
@@ -118,6 +122,23 @@ def check_int(name: str, value, lo: int | None, hi: int | None = None, *, hint: 
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise ValueError(f"{name} must be {accepted}, got {_show(value)} (out of range)")
     return v
+
+
+def check_seed(name: str, value) -> int:
+    """A seed: an integer in [0, 2**64), refused beyond rather than wrapped or hashed.
+
+    Examples
+    --------
+    >>> check_seed("seed", 2**64 - 1) == 2**64 - 1
+    True
+    >>> check_seed("seed", 2**64 + 5)
+    Traceback (most recent call last):
+    ...
+    ValueError: seed must be an integer in [0, 2**64), got 18446744073709551621 (out of range)
+    """
+    if is_int(value) and not 0 <= operator.index(value) < SEED_LIMIT:
+        raise ValueError(f"{name} must be an integer in [0, 2**64), got {_show(value)} (out of range)")
+    return check_int(name, value, 0, hint=" below 2**64")
 
 
 def check_float(name: str, value, lo: float | None = None, hi: float | None = None, *,
@@ -265,7 +286,7 @@ def check_dtype(value) -> np.dtype:
             dt = np.dtype(value)
         except (TypeError, ValueError):
             dt = None
-    if dt is None or dt.name not in DTYPES:
+    if dt is None or dt not in [np.dtype(name) for name in DTYPES]:  # a non-native byte order is refused too
         raise ValueError(f"dtype must be one of {DTYPES!r}, got {_show(value)}")
     return dt
 
@@ -350,13 +371,22 @@ def check_record_steps(record_steps, steps: int) -> tuple[int, ...]:
 
 def _real_array(name: str, value) -> np.ndarray:
     """``value`` as a float64 array, refusing what is not an array of real numbers (strings,
-    ragged nesting, objects, complex or bool entries) with a message naming ``name``."""
+    ragged nesting, objects, complex or bool entries, masked arrays) with a message naming ``name``.
+
+    A bool among the numbers of nested lists, which NumPy would turn into 0 or 1, is
+    refused like an array of bools.
+    """
+    if isinstance(value, np.ma.MaskedArray):
+        raise ValueError(f"{name} must be an array of real numbers, got a masked array; fill or drop the masked "
+                         "entries first")
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError):
         raise ValueError(f"{name} must be an array of real numbers, got {_show(value)} (ragged or not numeric)") from None
     if arr.dtype.kind not in "iuf":
         raise ValueError(f"{name} must be an array of real numbers, got dtype {arr.dtype} ({_show(value)})")
+    if isinstance(value, (list, tuple)) and any(_is_bool(v) for v in np.array(value, dtype=object).flat):
+        raise ValueError(f"{name} must be an array of real numbers, got a bool among its entries ({_show(value)})")
     return arr.astype(np.float64)
 
 
@@ -398,8 +428,41 @@ def check_data(model: MLP, X, y, X_eval=None) -> tuple[np.ndarray, np.ndarray, n
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} contains NaN or inf; clean or drop those entries")
     if model.loss.labels == "pm1" and not np.all(np.isin(y, (-1.0, 1.0))):
-        raise ValueError(f"loss {model.loss.name!r} needs labels in {{-1, +1}}; got values {np.unique(y)[:5]}")
+        raise ValueError(f"y must hold labels in {{-1, +1}} for loss {model.loss.name!r}, got values "
+                         f"{np.unique(y)[:5]}")
     return X, y, X_eval
+
+
+def _index_array(name: str, b, m: int) -> np.ndarray:
+    """One batch, sorted: a non-empty 1-d integer array or sequence of distinct indices in [0, m)."""
+    accepted = "a non-empty 1-d array of distinct integer indices"
+    if isinstance(b, np.ndarray) and not isinstance(b, np.ma.MaskedArray):
+        if b.ndim != 1 or b.dtype.kind not in "iu":
+            raise ValueError(f"{name} must be {accepted}, got {_show(b)}")
+        values = b
+    elif isinstance(b, (str, bytes, Mapping, Set, np.ma.MaskedArray)):
+        raise ValueError(f"{name} must be {accepted}, got {_show(b)}")
+    else:
+        try:
+            items = list(b)
+        except TypeError:
+            raise ValueError(f"{name} must be {accepted}, got {_show(b)}") from None
+        if any(isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.ndim) for v in items):
+            raise ValueError(f"{name} must be {accepted}, got {_show(b)} (nested: not 1-d)")
+        values = [check_int(f"{name}[{k}]", v, None) for k, v in enumerate(items)]  # bools, floats refused
+    if len(values) == 0:
+        raise ValueError(f"{name} must be {accepted}, got {_show(b)} (empty)")
+    outside = values[(values < 0) | (values >= m)] if isinstance(values, np.ndarray) else [
+        v for v in values if not 0 <= v < m]
+    if len(outside):
+        raise ValueError(f"{name} must hold indices in [0, {m}) (m = number of training inputs), got {_show(b)} "
+                         f"({int(outside[0])} is outside)")
+    out = np.sort(np.asarray(values, dtype=np.int64))
+    repeated = out[1:][out[1:] == out[:-1]]
+    if repeated.size:
+        raise ValueError(f"{name} must hold distinct indices (a batch is a set of training inputs), got {_show(b)} "
+                         f"(it repeats {int(repeated[0])})")
+    return out
 
 
 def check_batches(batches, m: int, steps: int) -> list[np.ndarray]:
@@ -408,8 +471,9 @@ def check_batches(batches, m: int, steps: int) -> list[np.ndarray]:
     Parameters
     ----------
     batches : sequence of index arrays, or None
-        At least ``steps`` entries (extra ones are ignored); each a non-empty 1-d
-        array of distinct integer indices in [0, m).
+        Exactly ``steps`` entries, one per step; each a non-empty 1-d integer array
+        (or a sequence of integers; bools and floats are refused) of distinct indices
+        in [0, m).
     m : int
         Number of training inputs.
     steps : int
@@ -427,21 +491,13 @@ def check_batches(batches, m: int, steps: int) -> list[np.ndarray]:
     steps = check_int("steps", steps, 0)
     if batches is None:
         return [np.arange(m)] * steps
+    accepted = "a sequence of index arrays (one per step) or None"
+    if isinstance(batches, (str, bytes, Mapping, Set)) or (isinstance(batches, np.ndarray) and batches.ndim == 0):
+        raise ValueError(f"batches must be {accepted}, got {_show(batches)}")
     try:
         batches = list(batches)
     except TypeError:
-        raise ValueError(f"batches must be a sequence of index arrays (one per step) or None, "
-                         f"got {_show(batches)}") from None
-    if len(batches) < steps:
-        raise ValueError(f"batches has {len(batches)} entries but steps = {steps}; give one index array per step")
-    out = []
-    for t, b in enumerate(batches[:steps]):
-        b = np.asarray(b)
-        if b.ndim != 1 or b.size == 0 or not np.issubdtype(b.dtype, np.integer):
-            raise ValueError(f"batches[{t}] must be a non-empty 1-d array of integer indices, got {_show(b)}")
-        if b.min() < 0 or b.max() >= m:
-            raise ValueError(f"batches[{t}] has indices outside [0, {m}) (m = number of training inputs)")
-        if np.unique(b).size != b.size:
-            raise ValueError(f"batches[{t}] repeats an index; a batch is a set of training inputs")
-        out.append(np.sort(b).astype(np.int64))
-    return out
+        raise ValueError(f"batches must be {accepted}, got {_show(batches)}") from None
+    if len(batches) != steps:
+        raise ValueError(f"batches has {len(batches)} entries but steps = {steps}: give one index array per step")
+    return [_index_array(f"batches[{t}]", b, m) for t, b in enumerate(batches)]
