@@ -15,20 +15,25 @@ At step t = 0..T (maths §2):
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import numpy as np
 
-from ._errors import DivergenceError
+from ._checkpoint import restore_into
+from ._errors import DivergenceError, DivergenceWarning
 from ._model import MLP, error_signal, total_loss
 from ._keys import key
 from ._results import Run
 
-__all__ = ["Forward", "Backward", "State", "Recorder", "run_sgd", "assemble", "diverged", "FEATURES"]
+__all__ = ["Forward", "Backward", "State", "Recorder", "run_sgd", "assemble", "diverged", "FEATURES",
+           "LOSS_GROWTH"]
 
 #: the kinds of feature kernels, in the keys of ``Run.kernels`` (see :func:`zlimit._results.key`)
 FEATURES = ("h", "x")
+#: warn when the training loss exceeds its step-0 value this many times
+LOSS_GROWTH = 100.0
 
 
 @dataclass
@@ -80,11 +85,29 @@ class State(Protocol):
 
     def gram(self, a: np.ndarray, b: np.ndarray) -> np.ndarray: ...
 
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Every array the next steps read, by name (for a checkpoint)."""
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Set the state to a :meth:`snapshot` of the same run."""
+
 
 def diverged(what: str, t: int, state: State, model: MLP) -> DivergenceError:
-    """The one error a diverging run raises, naming the step and what to change."""
+    """The one error a diverging run raises, naming the step and what to change.
+
+    At step 0 nothing has been trained yet, so a non-finite value there comes from the
+    data or the initialisation, and the message says so.
+    """
+    if t == 0:
+        return DivergenceError(f"the {what}{state.label} is non-finite at step 0, before any training: "
+                               "the inputs or targets are too large; rescale them (or lower init_std)")
     return DivergenceError(f"the {what}{state.label} became non-finite at step {t}: training diverged; "
                            f"use a smaller lr (now {model.lr:g}) or lr_mult")
+
+
+def _check_finite(values: np.ndarray, what: str, t: int, state: State, model: MLP) -> None:
+    if not np.all(np.isfinite(values)):
+        raise diverged(what, t, state, model)
 
 
 class Recorder:
@@ -113,6 +136,7 @@ class Recorder:
         self.loss = np.full(steps + 1, nan)
         self.chi = np.zeros((steps, m))
         self.kernels, self.cross, self.novelty, self.bases, self.kept = {}, {}, {}, {}, {}
+        self.extras: dict[str, np.ndarray] = {}  # a producer's own per-trajectory arrays (checkpointed)
         for l in range(1, depth + 1):
             for kind in FEATURES:
                 self.kernels[key(kind, l)] = np.full((steps + 1, M, M), nan)
@@ -133,8 +157,7 @@ class Recorder:
                     self.copy_h_to_x(t, l)
                     continue
                 K = state.gram(v, v)
-                if not np.all(np.isfinite(K)):
-                    raise diverged(f"layer-{l} features {kind}", t, state, model)
+                _check_finite(K, f"layer-{l} features {kind}", t, state, model)
                 self.kernels[k][t, :r, :r] = K
                 if t in self.record_steps:
                     self.kept[(k, t)] = v.copy()
@@ -142,6 +165,8 @@ class Recorder:
                     if s <= t:
                         C = self.cross[k][i, t]
                         C[:r, :r] = state.gram(self.kept[(k, s)], v)
+                        _check_finite(C[:r, :r], f"layer-{l} cross-step kernel {kind} (against step {s})", t,
+                                      state, model)
                         if t > s and l >= 2 and not state.exact_eval_cross:
                             C[self.m:] = np.nan
         self.novel(t, "fwd", fw.novelty, fw.dropped, slice(0, r))
@@ -152,10 +177,13 @@ class Recorder:
         self.kernels[x][t] = self.kernels[h][t]
         self.cross[x][:, t] = self.cross[h][:, t]
 
-    def backward(self, t: int, batch: np.ndarray, bw: Backward) -> None:
+    def backward(self, t: int, batch: np.ndarray, bw: Backward, state: State, model: MLP) -> None:
         """The dh kernels on the batch and the backward novelty at step t."""
         for l, K in enumerate(bw.dh, start=1):
+            _check_finite(K, f"layer-{l} backward features dh", t, state, model)
             self.kernels[key("dh", l)][t][np.ix_(batch, batch)] = K
+        for l, rho in bw.novelty.items():
+            _check_finite(rho, f"layer-{l} backward novelty", t, state, model)
         self.novel(t, "bwd", bw.novelty, bw.dropped, batch)
 
     def novel(self, t: int, side: str, novelty: dict, dropped: dict, rows) -> None:
@@ -167,9 +195,33 @@ class Recorder:
             self.bases[key(side, l, "dropped")][t] += np.count_nonzero(mass)
             self.bases[key(side, l, "dropped_mass")][t] += mass.sum()
 
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Every array recorded so far, by name (for a checkpoint)."""
+        out = {"outputs": self.outputs, "loss": self.loss, "chi": self.chi}
+        for part in ("kernels", "cross", "novelty", "bases", "extras"):
+            out.update((f"{part}/{k}", v) for k, v in getattr(self, part).items())
+        out.update((f"kept/{k}/{s}", v) for (k, s), v in self.kept.items())
+        return out
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take back a :meth:`snapshot` of the same run: the arrays every recorder has,
+        in place (same shapes), and the kept features, bases statistics and extras."""
+        fixed = {"outputs": self.outputs, "loss": self.loss, "chi": self.chi}
+        fixed.update((f"{part}/{k}", v) for part in ("kernels", "cross", "novelty")
+                     for k, v in getattr(self, part).items())
+        restore_into(arrays, fixed, "record")
+        self.kept = {}
+        for name, v in arrays.items():
+            part, _, k = name.partition("/")
+            if part == "kept":
+                kind, s = k.rsplit("/", 1)
+                self.kept[(kind, int(s))] = np.array(v)
+            elif part in ("bases", "extras"):
+                getattr(self, part)[k] = np.array(v)
+
 
 def run_sgd(state: State, model: MLP, y: np.ndarray, batches: list, steps: int, recorder: Recorder,
-            on_step: Callable[[int, State, Recorder], None] | None = None) -> Recorder:
+            on_step: Callable[[int, State, Recorder], None] | None = None, start: int = 0) -> Recorder:
     """Train ``state`` for T = ``steps`` SGD steps and record its trajectory.
 
     Parameters
@@ -182,12 +234,15 @@ def run_sgd(state: State, model: MLP, y: np.ndarray, batches: list, steps: int, 
     recorder : Recorder
     on_step : callable, optional
         ``on_step(t, state, recorder)`` after step t (forward, and for t < T backward
-        and update): the place for progress, invariants and timing.
+        and update): the place for progress, invariants, checkpoints and timing.
+    start : int
+        First step to run: 0, or one past the last step of a restored state.
 
     Raises
     ------
     DivergenceError
-        When f_t, the loss or a feature kernel becomes non-finite.
+        When anything recorded — f_t, the loss, the error signals, a feature, dh or
+        cross-step kernel, a novelty — becomes non-finite; the message names it and the step.
 
     Examples
     --------
@@ -201,20 +256,22 @@ def run_sgd(state: State, model: MLP, y: np.ndarray, batches: list, steps: int, 
     (2, 1)
     """
     m = y.shape[0]
-    for t in range(steps + 1):
+    for t in range(start, steps + 1):
         fw = state.forward(t)
         with np.errstate(over="ignore", invalid="ignore"):  # reported just below
             loss = total_loss(model, fw.f[:m], y)
-        if not np.all(np.isfinite(fw.f)):
-            raise diverged("output f", t, state, model)
-        if not np.isfinite(loss):
-            raise diverged("training loss", t, state, model)
+        _check_finite(fw.f, "output f", t, state, model)
+        _check_finite(loss, "training loss", t, state, model)
+        for l, rho in fw.novelty.items():
+            _check_finite(rho, f"layer-{l} forward novelty", t, state, model)
         recorder.forward(t, fw, loss, state, model)
         if t < steps:
             batch = batches[t]
-            chi = error_signal(model, fw.f[:m], y, batch)  # χ_{t,i}
+            with np.errstate(over="ignore", invalid="ignore"):
+                chi = error_signal(model, fw.f[:m], y, batch)  # χ_{t,i}
+            _check_finite(chi, "error signal χ", t, state, model)
             recorder.chi[t] = chi
-            recorder.backward(t, batch, state.backward(batch, chi))
+            recorder.backward(t, batch, state.backward(batch, chi), state, model)
             state.update(batch, chi)
         if on_step is not None:
             on_step(t, state, recorder)
@@ -222,12 +279,42 @@ def run_sgd(state: State, model: MLP, y: np.ndarray, batches: list, steps: int, 
 
 
 def assemble(model: MLP, meta: dict, recorders: list[Recorder], error_model: str = "groups") -> Run:
-    """The :class:`~zlimit.Run` of one or more independent trajectories (the group axis G)."""
+    """The :class:`~zlimit.Run` of one or more independent trajectories (the group axis G).
+
+    Warns
+    -----
+    DivergenceWarning
+        When the training loss grew past ``LOSS_GROWTH`` times its step-0 value.
+    """
     stack = lambda name: {k: np.stack([getattr(r, name)[k] for r in recorders]) for k in getattr(recorders[0], name)}
     first = recorders[0]
-    return Run(model=model, meta=meta,
-               outputs_groups=np.stack([r.outputs for r in recorders]),
-               loss_groups=np.stack([r.loss for r in recorders]),
-               error_signals_groups=np.stack([r.chi for r in recorders]),
-               kernels=stack("kernels"), cross=stack("cross"), record_steps=first.record_steps,
-               novelty=stack("novelty"), bases=stack("bases"), error_model=error_model)
+    run = Run(model=model, meta=meta,
+              outputs_groups=np.stack([r.outputs for r in recorders]),
+              loss_groups=np.stack([r.loss for r in recorders]),
+              error_signals_groups=np.stack([r.chi for r in recorders]),
+              kernels=stack("kernels"), cross=stack("cross"), record_steps=first.record_steps,
+              novelty=stack("novelty"), bases=stack("bases"), error_model=error_model)
+    message = loss_growth(run.loss, model)
+    if message:
+        warnings.warn(message, DivergenceWarning, stacklevel=4)
+    return run
+
+
+def loss_growth(loss: np.ndarray, model: MLP) -> str:
+    """A warning when the training loss (T+1,) passes ``LOSS_GROWTH`` times its step-0
+    value (a run on its way to diverging), else "".
+
+    Examples
+    --------
+    >>> import numpy as np, zlimit
+    >>> loss_growth(np.array([0.5, 0.4, 80.0]), zlimit.MLP(depth=1, lr=2.0))[:40]
+    'the training loss grew 160x, from 0.5 at'
+    """
+    if not loss[0] > 0:
+        return ""
+    over = np.flatnonzero(loss > LOSS_GROWTH * loss[0])
+    if not over.size:
+        return ""
+    t = int(over[0])
+    return (f"the training loss grew {loss[t] / loss[0]:.3g}x, from {loss[0]:.3g} at step 0 to {loss[t]:.3g} at "
+            f"step {t}: training is diverging; use a smaller lr (now {model.lr:g}) or lr_mult")

@@ -1,7 +1,7 @@
 """Exceptions that tell the user what to change."""
 from __future__ import annotations
 
-__all__ = ["DivergenceError", "MonteCarloWarning", "NumericalError", "ResourceError"]
+__all__ = ["CheckpointWarning", "DivergenceError", "DivergenceWarning", "MonteCarloWarning", "NumericalError", "ResourceError"]
 
 
 class DivergenceError(FloatingPointError):
@@ -18,3 +18,11 @@ class NumericalError(ArithmeticError):
 
 class MonteCarloWarning(UserWarning):
     """The Monte Carlo estimates of a run may be unreliable; the message names the step and what to change."""
+
+
+class DivergenceWarning(UserWarning):
+    """A run's training loss grew far past its initial value; the message names the step. Lower the learning rate."""
+
+
+class CheckpointWarning(UserWarning):
+    """A periodic checkpoint could not be written (e.g. a full disk); the run went on with the previous one."""
