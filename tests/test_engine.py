@@ -41,7 +41,7 @@ def _inputs(m: int, d: int, seed: int, m_eval: int = 0):
 # --------------------------------------------------------------------------- oracles
 @pytest.mark.parametrize(
     "activation, loss, batches",
-    [("tanh", "mse", None), ("sigmoid", "mse", None), ("tanh", "logistic", [[0, 1], [2], [1, 2]] * 3)],
+    [("tanh", "mse", None), ("sigmoid", "mse", None), ("tanh", "logistic", ([[0, 1], [2], [1, 2]] * 3)[:8])],
 )
 def test_depth1_matches_quadrature(activation, loss, batches):
     """L = 1, 2-d inputs, 8 steps: within the t threshold (31 dof, 32 comparisons: 4.9 se),

@@ -17,7 +17,8 @@ from . import datasets, diagnostics
 from ._activations import Activation
 from ._api import estimate_memory, simulate, train_finite
 from ._demo import paper_figure
-from ._errors import DivergenceError, MonteCarloWarning, NumericalError, ResourceError
+from ._errors import (CheckpointWarning, DivergenceError, DivergenceWarning, MonteCarloWarning, NumericalError,
+                      ResourceError)
 from ._finite import init_weights, layer_scales
 from ._losses import Loss
 from ._model import MLP, batch_schedule
@@ -27,6 +28,7 @@ from .io import load, save
 
 __all__ = [
     "MLP", "Activation", "Loss", "Run", "batch_schedule", "simulate", "train_finite", "init_weights",
-    "layer_scales", "estimate_memory", "paper_figure", "load", "save", "datasets", "diagnostics", "DivergenceError",
-    "MonteCarloWarning", "NumericalError", "ResourceError", "__version__",
+    "layer_scales", "estimate_memory", "paper_figure", "load", "save", "datasets", "diagnostics",
+    "CheckpointWarning", "DivergenceError", "DivergenceWarning", "MonteCarloWarning", "NumericalError",
+    "ResourceError", "__version__",
 ]

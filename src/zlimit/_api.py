@@ -10,12 +10,15 @@ limit (:mod:`zlimit._exact`), the NTK limit (:mod:`zlimit._ntk`) or a finite net
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from . import _engine, _exact, _finite, _ntk
+from ._checkpoint import DEFAULT_EVERY, Checkpoint, identity
 from ._model import MLP, check_model
 from ._results import Run
 from ._memory import record_bytes, require_memory
@@ -103,6 +106,25 @@ def _check_on_step(on_step) -> None:
         raise ValueError(f"on_step must be a function called as on_step(group, t), or None; got {on_step!r}")
 
 
+def _checkpoint(path, every, producer: str, model: MLP, data: Data, settings, skip=()) -> Checkpoint | None:
+    """Validate ``checkpoint`` and ``checkpoint_every`` into a :class:`Checkpoint` (None
+    without a path); an existing file is checked against this call's arguments."""
+    if path is None:
+        if every is not None:
+            raise ValueError("checkpoint_every applies only with checkpoint=PATH; give a path or remove it")
+        return None
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"checkpoint must be a file path (str or os.PathLike), got {path!r}")
+    if every is None:
+        every = DEFAULT_EVERY
+    elif not (isinstance(every, (float, np.floating)) and every == np.inf):  # inf: on Ctrl-C and errors only
+        every = check_float("checkpoint_every", every, 0.0, hint=" of seconds (0: after every step; inf: on "
+                                                                 "Ctrl-C only)")
+    if isinstance(settings, LimitSettings):  # the numbers see particles per group, not a remainder
+        settings = dataclasses.replace(settings, particles=settings.particles // settings.groups * settings.groups)
+    return Checkpoint(os.fspath(path), float(every), identity(producer, model, data, settings, skip))
+
+
 def _refuse(options: dict, names, why: str) -> None:
     """ValueError naming the first of ``names`` given (not None) in ``options``."""
     for name in names:
@@ -143,7 +165,7 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
              batches=None, groups: int | None = None, dtype: str | None = None, progress: bool = True,
              method: str = "mc", gradient_independence: bool | None = None, basis_tol: float | None = None,
              record_steps=(0,), parametrization: str = "mup", threads: int | None = None,
-             qmc: bool | None = None, on_step=None) -> Run:
+             qmc: bool | None = None, on_step=None, checkpoint=None, checkpoint_every: float | None = None) -> Run:
     """The infinite-width limit of ``model`` trained by SGD on (X, y): μP, or the NTK limit.
 
     Parameters
@@ -173,7 +195,20 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
     on_step : callable, optional
         Called as ``on_step(group, t)`` after step t of each group (from the thread
         that runs the group; group 0 for the exact limit): for timing, logging or
-        custom progress.
+        custom progress. If it raises, the run stops (after writing the checkpoint,
+        if one was asked for) and the exception propagates.
+    checkpoint : str or os.PathLike, optional
+        Monte Carlo μP only. A file to which the whole state is written atomically
+        every ``checkpoint_every`` seconds, on Ctrl-C and when ``on_step`` raises.
+        If the file exists, the run resumes from it: call again with the same
+        arguments (``threads`` and ``progress`` may differ) and the result is
+        bit-identical to an uninterrupted run's. A file from other arguments or
+        another zlimit version is refused and left untouched. The file is removed
+        when the run completes. Format: :mod:`zlimit._checkpoint`.
+    checkpoint_every : float, default 600
+        Seconds between checkpoints (0: after every step; ``float("inf")``: only on
+        Ctrl-C or when ``on_step`` raises). A periodic write that fails (a full disk)
+        warns with :class:`zlimit.CheckpointWarning` and the run goes on.
 
     Other Parameters
     ----------------
@@ -213,13 +248,17 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
     Run
         ``outputs`` (T+1, M) f̊_t with ``outputs_se``, ``loss``, ``error_signals``,
         ``kernel(l, kind)``, ``novelty`` and ``bases`` (maths §3); ``meta`` has
-        ``peak_basis_bytes`` (Monte Carlo μP). ``error_model`` is "exact" for
-        ``method="exact"`` (zero standard errors), else "groups".
+        ``peak_basis_bytes`` (Monte Carlo μP: the most the bases of one group
+        held). ``error_model`` is "exact" for ``method="exact"`` (zero standard
+        errors), else "groups".
 
     Raises
     ------
     ValueError
-        For invalid data or settings, or an option that does not apply to the method.
+        For invalid data or settings, an option that does not apply to the method, or
+        a checkpoint file of another run.
+    KeyboardInterrupt
+        On Ctrl-C, within about one step (the checkpoint, if asked for, is written first).
     ResourceError
         When the run would need more memory than the machine has: at the start, or
         when the growing bases would pass 80 % of the memory available at the start
@@ -255,11 +294,18 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
                               gradient_independence=gradient_independence, basis_tol=basis_tol)
     _check_on_step(on_step)
     data = Data.build(model, X, y, X_eval, batches, settings.steps)
-    if settings.method == "exact":
-        return _exact.simulate_exact(model, data, settings, on_step)
-    if settings.parametrization == "ntk":
+    if settings.method == "exact" or settings.parametrization == "ntk":
+        if checkpoint is not None or checkpoint_every is not None:
+            raise ValueError("checkpoint applies to the Monte Carlo μP limit (method='mc', parametrization='mup') "
+                             "and to train_finite; the exact and NTK limits are quick to recompute; remove it")
+        if settings.method == "exact":
+            return _exact.simulate_exact(model, data, settings, on_step)
         return _ntk.simulate_ntk(model, data, settings, on_step)
-    return _engine.simulate_mc(model, data, settings, on_step)
+    ckpt = _checkpoint(checkpoint, checkpoint_every, "mc", model, data, settings, skip=("threads", "progress"))
+    run = _engine.simulate_mc(model, data, settings, on_step, ckpt)
+    if ckpt is not None:
+        ckpt.remove()
+    return run
 
 
 def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, groups: int, batches=None,
@@ -316,7 +362,7 @@ def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, grou
 
 def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_eval=None,
                  batches=None, parametrization: str = "mup", dtype="float64",
-                 record_steps=(0,), on_step=None) -> Run:
+                 record_steps=(0,), on_step=None, checkpoint=None, checkpoint_every: float | None = None) -> Run:
     """Train one finite-width network by SGD and record its trajectory.
 
     Parameters
@@ -347,7 +393,14 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
         Steps s whose features are kept for the cross-step kernels; 0 is always
         added. Only these steps' features are held in memory.
     on_step : callable, optional
-        Called as ``on_step(0, t)`` after step t.
+        Called as ``on_step(0, t)`` after step t. If it raises, training stops
+        (after writing the checkpoint, if one was asked for) and the exception propagates.
+    checkpoint : str or os.PathLike, optional
+        Save and resume the training, as for :func:`zlimit.simulate`.
+    checkpoint_every : float, default 600
+        Seconds between checkpoints (0: after every step; ``float("inf")``: only on
+        Ctrl-C or when ``on_step`` raises). A periodic write that fails (a full disk)
+        warns with :class:`zlimit.CheckpointWarning` and the run goes on.
 
     Returns
     -------
@@ -367,7 +420,10 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
     Raises
     ------
     ValueError
-        Invalid data, batches, width, parametrization, dtype or record_steps.
+        Invalid data, batches, width, parametrization, dtype or record_steps, or a
+        checkpoint file of another run.
+    KeyboardInterrupt
+        On Ctrl-C, within about one step (the checkpoint, if asked for, is written first).
     ResourceError
         The weights (``width``) or the record of the trajectory (``steps``) would not
         fit in the memory available; the message names the argument.
@@ -402,4 +458,8 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
     n = settings.width  # at least the weights: W^1 (n, d), the L-1 hidden (n, n) and the readout
     require_memory(settings.dtype.itemsize * n * ((model.depth - 1) * n + data.X.shape[1] + 1),
                    f"width = {n} (the weights of depth {model.depth})")
-    return _finite.train(model, data, settings, on_step)
+    ckpt = _checkpoint(checkpoint, checkpoint_every, "finite", model, data, settings)
+    run = _finite.train(model, data, settings, on_step, ckpt)
+    if ckpt is not None:
+        ckpt.remove()
+    return run

@@ -14,6 +14,7 @@ with no history of particles.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ import scipy.stats.qmc
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from ._checkpoint import Session, Stopped, hook_step, restore_into, resume, stop_on_sigint
 from ._errors import MonteCarloWarning, NumericalError, ResourceError
 from ._gaussian import ORTHOGONALITY_LIMIT, GaussianBasis, MemoryBudget, empirical_gram
 from ._kernels import apply_pair, fill_normals, stream_key
@@ -191,6 +193,20 @@ class _HiddenLayer:
     def nbytes(self) -> int:
         return self.fwd.nbytes + self.bwd.nbytes
 
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """The layer's state between steps: both bases (their normals are redrawn on
+        restore), their storage sizes, A_l and the Stein cross moments."""
+        out = {"A": self.A, "S_bf": self.S_bf, "S_fb": self.S_fb}
+        for side, basis in (("fwd", self.fwd), ("bwd", self.bwd)):
+            out[side], out[f"{side}_rows"] = basis.u, np.array(basis.basis.shape[0])
+        return out
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take back a :meth:`snapshot` of the same run."""
+        for side in ("fwd", "bwd"):
+            getattr(self, side).restore(arrays[side], int(arrays[f"{side}_rows"]))
+        self.A, self.S_bf, self.S_fb = (np.array(arrays[k], dtype=np.float64) for k in ("A", "S_bf", "S_fb"))
+
 
 def _padded_product(A: np.ndarray, C: np.ndarray, rows: int) -> np.ndarray:
     """A C[:A.shape[1]], padded with zero rows to ``rows``: directions newer than A's
@@ -337,6 +353,23 @@ class _Group:
         """Bytes held by the Gaussian bases of this group's hidden matrices."""
         return sum(layer.nbytes for layer in self.hidden)
 
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """The group's state after a step: Ŵ, the first-layer sum P1, the readout's
+        control variate and each hidden layer's (:meth:`_HiddenLayer.snapshot`).
+        Z^{h^1_0} and the input-layer normals are drawn again from the seed."""
+        out = {"P1": self.P1, "w": self.w, "readout_0": self.readout_0}
+        for layer in self.hidden:
+            out.update((f"W{layer.layer}/{k}", v) for k, v in layer.snapshot().items())
+        return out
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take back a :meth:`snapshot` of the same run (bit for bit)."""
+        restore_into(arrays, {"P1": self.P1, "w": self.w}, "state")
+        self.readout_0 = np.array(arrays["readout_0"], dtype=np.float64)
+        for layer in self.hidden:
+            prefix = f"W{layer.layer}/"
+            layer.restore({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+
 
 def initial_features(model: MLP, X_all: np.ndarray, cfg: _Config, group: int) -> tuple[list, list, list]:
     """Z^{h^l_0}, Z^{x^l_0} and φ'(Z^{h^l_0}) of group ``group`` for all inputs, (M, N) per layer.
@@ -356,16 +389,19 @@ class _Monitor:
     Records the basis statistics of maths §3 into ``recorder.bases`` — ``size_``
     (directions held after the step), ``dropped_`` and ``dropped_mass_`` (filled by the
     recorder from each pass), ``orthogonality_`` (max|UUᵀ/N − I| where checked, NaN
-    elsewhere) — and ``spread``, per layer and step the per-particle variance of the
-    mean over training inputs of (Z^{h^l_t})², for the drift check. Every
-    ``CHECK_EVERY`` steps and at the last it checks the bases' orthogonality. Then it
-    advances the progress bar and calls the user's ``on_step(group, t)``.
+    elsewhere) — and ``extras["spread"]``, per layer and step the per-particle variance
+    of the mean over training inputs of (Z^{h^l_t})², for the drift check, and
+    ``extras["peak_basis_bytes"]``. Every ``CHECK_EVERY`` steps and at the last it
+    checks the bases' orthogonality. Then it advances the progress bar, calls the
+    user's ``on_step(group, t)`` and meets the session at the step boundary
+    (checkpoint and stop flag, :class:`zlimit._checkpoint.Session`).
     """
 
-    def __init__(self, rec: Recorder, state: _Group, group: int, steps: int, bar, on_step):
-        self.group, self.steps, self.bar, self.on_step = group, steps, bar, on_step
+    def __init__(self, rec: Recorder, state: _Group, group: int, steps: int, bar, on_step, session: Session):
+        self.group, self.steps, self.bar, self.on_step, self.session = group, steps, bar, on_step, session
         self.done = -1  # last completed step
-        rec.spread = np.full((state.model.depth, steps + 1), np.nan)
+        rec.extras["spread"] = np.full((state.model.depth, steps + 1), np.nan)
+        rec.extras["peak_basis_bytes"] = np.zeros((), dtype=np.int64)
         for layer in state.hidden:
             for side in ("fwd", "bwd"):
                 for stat in ("size", "dropped", "dropped_mass"):
@@ -374,12 +410,12 @@ class _Monitor:
 
     def __call__(self, t: int, state: _Group, rec: Recorder) -> None:
         for l, h in enumerate(state.hs):
-            rec.spread[l, t] = np.var((h[: state.m] ** 2).mean(axis=0))
+            rec.extras["spread"][l, t] = np.var((h[: state.m] ** 2).mean(axis=0))
         self.check_bases(t, state.hidden, rec, t % CHECK_EVERY == 0 or t == self.steps)
+        rec.extras["peak_basis_bytes"][()] = max(int(rec.extras["peak_basis_bytes"]), state.nbytes)
         self.done = t
         self.bar.update(1)
-        if self.on_step is not None:
-            self.on_step(self.group, t)
+        hook_step(self.session, self.group, t, self.on_step)
 
     @staticmethod
     def check_bases(t: int, hidden: list, rec: Recorder, check: bool) -> None:
@@ -470,11 +506,12 @@ def preflight(model: MLP, data, settings) -> tuple[float, int]:
     return have, fixed
 
 
-def simulate_mc(model: MLP, data, settings, on_step=None) -> Run:
+def simulate_mc(model: MLP, data, settings, on_step=None, checkpoint=None) -> Run:
     """The Monte Carlo μP limit (maths §2–§3): G independent groups on worker threads.
 
-    Called by :func:`zlimit.simulate` with validated ``data`` (:class:`zlimit._api.Data`)
-    and ``settings`` (:class:`zlimit._api.LimitSettings`); see it for the parameters,
+    Called by :func:`zlimit.simulate` with validated ``data`` (:class:`zlimit._api.Data`),
+    ``settings`` (:class:`zlimit._api.LimitSettings`) and ``checkpoint``
+    (:class:`zlimit._checkpoint.Checkpoint` or None); see it for the parameters,
     the errors and the warnings.
     """
     s = settings
@@ -485,16 +522,20 @@ def simulate_mc(model: MLP, data, settings, on_step=None) -> Run:
     live = min(s.threads, s.groups)
     caps = _capacities(m, batches, steps, cfg.particles)
     X_all = data.X_all
-    run_group = lambda g: _run_group(model, data.X, X_all, data.y, batches, cfg, g, caps, budget, steps, bar, on_step)
+    session = Session(checkpoint)
+    run_group = lambda g: _run_group(model, data.X, X_all, data.y, batches, cfg, g, caps, budget, steps, bar, on_step,
+                                     session)
     with tqdm(total=s.groups * (steps + 1), disable=not s.progress, desc="zlimit.simulate", unit="step") as bar, \
-            threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(live) as pool:
-        recs = list(pool.map(run_group, range(s.groups)))
+            threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(live) as pool, stop_on_sigint(session):
+        futures = [pool.submit(run_group, g) for g in range(s.groups)]
+        concurrent.futures.wait(futures)
+    recs = session.results(futures)
     meta = {"kind": "limit", "method": "mc", "parametrization": "mup", "seed": s.seed, "steps": steps, "m": m,
             "m_eval": M - m, "particles": cfg.particles * s.groups, "groups": s.groups, "dtype": s.dtype.name,
             "gradient_independence": s.gradient_independence, "basis_tol": s.basis_tol, "qmc": s.qmc,
-            "peak_basis_bytes": int(budget.peak)}
+            "peak_basis_bytes": max(int(r.extras["peak_basis_bytes"]) for r in recs)}
     run = assemble(model, meta, recs)
-    drift = _drift_ratios(run, np.stack([r.spread for r in recs]), cfg.particles)
+    drift = _drift_ratios(run, np.stack([r.extras["spread"] for r in recs]), cfg.particles)
     run.meta["drift_ratio"] = [float(np.nanmax(r)) if r.size else math.nan for r in drift]
     for message in _monte_carlo_warnings(run, drift, cfg.particles):
         warnings.warn(message, MonteCarloWarning, stacklevel=3)
@@ -547,14 +588,35 @@ def _monte_carlo_warnings(run: Run, drift: np.ndarray, n: int) -> list[str]:
     return out
 
 
-def _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar, on_step=None) -> Recorder:
-    """Simulate group g over all steps with :func:`zlimit._driver.run_sgd` and record its trajectory."""
-    state = _Group(model, X, X_all, cfg, g, caps, budget)
+def _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar, on_step, session) -> Recorder:
+    """Simulate group g over all steps with :func:`zlimit._driver.run_sgd` and record its
+    trajectory, resuming from the session's checkpoint where it has the group."""
     rec = Recorder(model.depth, steps, X.shape[0], X_all.shape[0], cfg.record_steps, processes=True)
-    monitor = _Monitor(rec, state, g, steps, bar, on_step)
+    state = monitor = None
     try:
-        return run_sgd(state, model, y, batches, steps, rec, monitor)
+        stored = session.begin(g)
+        if stored is not None and stored[0] == steps:  # completed before: its record is final
+            session.running(g, None, rec, resume(session, g, None, rec, stored))
+            bar.update(steps + 1)
+        else:
+            state = _Group(model, X, X_all, cfg, g, caps, budget)
+            monitor = _Monitor(rec, state, g, steps, bar, on_step, session)
+            if stored is not None:
+                monitor.done = resume(session, g, state, rec, stored)
+            session.running(g, state, rec, monitor.done)
+            bar.update(monitor.done + 1)
+            with np.errstate(over="ignore", invalid="ignore"):  # every recorded quantity is checked
+                run_sgd(state, model, y, batches, steps, rec, monitor, start=monitor.done + 1)
+        session.finish(g)
+        return rec
+    except Stopped:
+        raise
     except ResourceError as exc:
-        raise ResourceError(f"{exc} (group {g}, step {monitor.done + 1})") from None
+        session.fail(g)
+        raise ResourceError(f"{exc} (group {g}, step {monitor.done + 1 if monitor else 0})") from None
+    except BaseException:
+        session.fail(g)
+        raise
     finally:
-        budget.release(state.nbytes)
+        if state is not None:
+            budget.release(state.nbytes)

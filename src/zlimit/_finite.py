@@ -33,6 +33,7 @@ import numpy as np
 from scipy.linalg import get_blas_funcs
 
 from ._activations import apply
+from ._checkpoint import Session, Stopped, hook_step, restore_into, resume, stop_on_sigint
 from ._driver import Backward, Forward, Recorder, assemble, run_sgd
 from ._model import MLP, check_model
 from ._results import Run
@@ -192,6 +193,16 @@ class _LowRankUpdated:
         """The current W as a new array."""
         return self.W - self.A[:self.k].T @ self.B[:self.k]
 
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """W_0 and the pending updates, exactly (folding them first would change the bits)."""
+        return {"W": self.W, "A": self.A[:self.k], "B": self.B[:self.k]}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take back a :meth:`snapshot` of the same run."""
+        k = arrays["A"].shape[0]
+        restore_into(arrays, {"W": self.W, "A": self.A[:k], "B": self.B[:k]}, "state")
+        self.k = k
+
 
 # -------------------------------------------------------------------- training
 class FiniteState:
@@ -260,6 +271,19 @@ class FiniteState:
         self.g = g
         return Backward([self.n * (g[l].T @ g[l]) for l in range(1, self.L + 1)])
 
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """The weights after a step, by name (for a checkpoint)."""
+        out = {"W1": self.W1, "w_out": self.w_out}
+        for l, W in enumerate(self.hidden, start=2):
+            out.update((f"W{l}/{k}", v) for k, v in W.snapshot().items())
+        return out
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take back a :meth:`snapshot` of the same run (bit for bit)."""
+        restore_into(arrays, {"W1": self.W1, "w_out": self.w_out}, "state")
+        for l, W in enumerate(self.hidden, start=2):
+            W.restore({k[len(f"W{l}/"):]: v for k, v in arrays.items() if k.startswith(f"W{l}/")})
+
     def update(self, batch: np.ndarray, chi: np.ndarray) -> None:
         """SGD on the batch loss r Σ_{i∈B_t} ℓ(f(ξ_i), y_i) with the per-layer learning rates of
         maths §5: W^l ← W^l − lr_l Σ_i χ_{t,i} g^l_i x^{l-1}_iᵀ (x^0 = ξ). In μP this is the §1 rule."""
@@ -271,15 +295,24 @@ class FiniteState:
         self.w_out -= lr[self.L] * (xs[self.L - 1][:, batch] @ cb)
 
 
-def train(model: MLP, data, settings, on_step=None) -> Run:
-    """Train one network (called by :func:`zlimit.train_finite` with validated data and settings)."""
+def train(model: MLP, data, settings, on_step=None, checkpoint=None) -> Run:
+    """Train one network (called by :func:`zlimit.train_finite` with validated data and
+    settings, and a :class:`zlimit._checkpoint.Checkpoint` or None)."""
     s = settings
     fold = max(max((len(b) for b in data.batches), default=1), min(_FOLD_COLUMNS, s.width // 8))
     state = FiniteState(model, data.X, data.X_eval, s.width, s.seed, s.parametrization, s.dtype.name, fold)
     rec = Recorder(model.depth, s.steps, data.m, data.M, s.record_steps)
-    hook = None if on_step is None else (lambda t, state, rec: on_step(0, t))
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        run_sgd(state, model, data.y, list(data.batches), s.steps, rec, hook)
+    session = Session(checkpoint)
+    stored = session.begin(0)
+    done = -1 if stored is None else resume(session, 0, state if stored[0] < s.steps else None, rec, stored)
+    session.running(0, state, rec, done)
+    hook = lambda t, state, rec: hook_step(session, 0, t, on_step)
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"), stop_on_sigint(session):
+            run_sgd(state, model, data.y, list(data.batches), s.steps, rec, hook, start=done + 1)
+    except Stopped:
+        raise session.stopped_error() from None
+    session.finish(0)
     meta = {"kind": "finite", "width": s.width, "parametrization": s.parametrization, "seed": s.seed,
             "steps": s.steps, "m": data.m, "m_eval": data.M - data.m, "dtype": s.dtype.name}
     return assemble(model, meta, [rec])

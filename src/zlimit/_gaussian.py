@@ -221,6 +221,22 @@ class GaussianBasis:
             grown[: self.size] = old[: self.size]
             setattr(self, name, grown)
 
+    def restore(self, u: np.ndarray, rows: int) -> None:
+        """Take back the directions ``u`` (K, N) of a checkpoint, in storage of ``rows``
+        directions as the run had. Their normals are drawn again from their streams:
+        the same bits, without storing them."""
+        K = u.shape[0]
+        if not K <= rows <= self.capacity or u.shape[1] != self.n:
+            raise ValueError(f"the checkpoint's basis of shape {u.shape} (storage {rows}) does not belong to this run")
+        extra = rows - self.basis.shape[0]
+        if extra > 0:
+            self.budget.reserve(2 * extra * self.n * self.basis.itemsize)
+            self.basis = np.empty((rows, self.n), dtype=self.basis.dtype)
+            self.normals = np.empty((rows, self.n), dtype=self.normals.dtype)
+        self.basis[:K] = u
+        self._fresh_normals(self.normals[:K], range(K))
+        self.size = K
+
     # ----------------------------------------------------------------- views
     @property
     def u(self) -> np.ndarray:
