@@ -135,7 +135,8 @@ def cmd_simulate(args) -> int:
     out = _out_dir(args.out)
     r = cfg.run
     run = simulate(cfg.model, X, y, steps=r.steps, particles=r.particles, groups=r.groups, seed=r.seed,
-                   X_eval=X_eval, batches=batches, parametrization=r.parametrization, progress=not args.quiet)
+                   X_eval=X_eval, batches=batches, parametrization=r.parametrization, progress=not args.quiet,
+                   checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every)
     run.save(out / "limit.npz")
     written = [str(out / "limit.npz")]
     written += _save_figures({"outputs.png": plot.trajectories(run, max_inputs=6)}, out)
@@ -250,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("config", metavar="CONFIG.toml", help="run configuration ([model], [data], [run])")
         p.add_argument("--out", default=f"zlimit-{name}", metavar="DIR", help="output folder (default: %(default)s)")
         p.set_defaults(func=func)
+    p = sub.choices["simulate"]
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="save the run's state to PATH every --checkpoint-every seconds and on Ctrl-C; "
+                        "run the same command again to resume (bit-identical); removed when the run completes")
+    p.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
+                   help="seconds between checkpoints, 0 for every step (default: 600)")
 
     p = sub.add_parser("paper-figure", parents=[common],
                        help="feature change, linear independence and held-out error vs width (paper Figs. 1-2)",
@@ -322,8 +329,8 @@ def _run(args) -> int:
     """Run the chosen command; an error we expect becomes one line and an exit status."""
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        return _fail(args, f"{PROG}: interrupted", 130)
+    except KeyboardInterrupt as exc:
+        return _fail(args, f"{PROG}: {exc}" if str(exc) else f"{PROG}: interrupted", 130)
     except Exception as exc:
         code = _exit_code(exc)
         if code is None:  # not an error we expect: a bug; show everything
