@@ -267,3 +267,14 @@ def test_coord_check_takes_every_kind_of_key_string():
     np.testing.assert_allclose(t0.get_ydata(), [np.sqrt(np.diag(run.kernel(1, "dh")[0]).mean())], rtol=1e-12)
     with pytest.raises(ValueError, match="not a zlimit Run key"):
         plot.coord_check({64: run}, layer_kinds=["q1"])
+
+
+@pytest.mark.parametrize("seeds, seed, message", [
+    (2**62, 0, r"seeds must be an integer in \[1, 10000\]"),  # used to build a list until memory ran out
+    (2, 2**64 - 1, r"seed \+ seeds - 1 must be an integer in \[0, 2\*\*64\)"),
+    ([0, 2**64], 0, r"seeds entry must be an integer in \[0, 2\*\*64\)"),
+])
+def test_seed_counts_and_values_are_bounded(seeds, seed, message):
+    from zlimit.compare import _seed_list
+    with pytest.raises(ValueError, match=message):
+        _seed_list(seeds, seed)

@@ -78,9 +78,14 @@ class Run:
     error_model: str = "groups"
 
     # -------------------------------------------------------------------- I/O
-    def save(self, path) -> None:
-        """Write this run to ``path`` (a .npz file; format in :mod:`zlimit.io`)."""
-        _codec.save(self, path)
+    def save(self, path):
+        """Write this run to ``path`` (a .npz file; format in :mod:`zlimit.io`), atomically.
+
+        A symlink is followed and its target replaced; the file being replaced keeps its
+        mode; a folder or device is refused. See :func:`zlimit.io.save` for the errors.
+        Returns the path written (None for a file object).
+        """
+        return _codec.save(self, path)
 
     def to_xarray(self):
         """Labelled arrays (group, step, input, ...) as an ``xarray.Dataset``."""

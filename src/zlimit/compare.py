@@ -31,7 +31,7 @@ from ._model import MLP, check_model
 from ._validate import check_batches
 from ._results import Run
 from ._stats import group_se, loglog_fit
-from ._validate import check_choice, check_int, check_int_list, is_int
+from ._validate import check_choice, check_int, check_int_list, check_seed, is_int
 
 __all__ = ["Comparison", "DeviationFit", "compare", "deviation_fit", "LIMIT_OF"]
 
@@ -135,11 +135,16 @@ class Comparison:
         return np.stack([self.finite[(width, s)].outputs for s in self.seeds])
 
 
+#: most finite networks per width that ``seeds`` (a count) may ask for
+MAX_SEEDS = 10_000
+
+
 def _seed_list(seeds, base: int) -> list[int]:
+    """Seeds base, base+1, ... for a count, else the given list; each a seed in [0, 2**64)."""
     if is_int(seeds) or isinstance(seeds, (bool, np.bool_)):
-        count = check_int("seeds", seeds, 1, hint=" (a count) or a list of seeds")
-        return [base + k for k in range(count)]
-    return check_int_list("seeds", seeds, 0, unique=True)
+        count = check_int("seeds", seeds, 1, MAX_SEEDS, hint=" (a count) or a list of seeds")
+        return [check_seed("seed + seeds - 1", base + k) for k in range(count)]
+    return [check_seed("seeds entry", s) for s in check_int_list("seeds", seeds, 0, unique=True)]
 
 
 def deviation_fit(limit: Run, finite_outputs: dict) -> DeviationFit:
