@@ -564,3 +564,10 @@ def test_divergence_error_names_step_and_learning_rate(depth):
     # Up to the step before, the same run is finite.
     ok = train_finite(model, X, np.array([3.0, -2.0]), width=64, steps=step - 1)
     assert np.all(np.isfinite(ok.outputs))
+
+
+def test_init_weights_seeds_are_bounded_like_every_seed():
+    model = zlimit.MLP(depth=2)
+    assert len(zlimit.init_weights(model, 2, 4, seed=2**64 - 1)) == 3
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+        zlimit.init_weights(model, 2, 4, seed=2**64)  # numpy would take it

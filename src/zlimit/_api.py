@@ -213,7 +213,8 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
     Other Parameters
     ----------------
     particles : int, default 100_000
-        N, the total number of Monte Carlo particles.
+        N, the total number of Monte Carlo particles: N // G per group (a remainder
+        is not simulated; ``meta["particles"]`` is the count simulated).
     groups : int, default 8
         G independent particle groups of N/G particles; standard errors come from
         their spread (G >= 2 for error bars).

@@ -37,7 +37,7 @@ from ._checkpoint import Session, Stopped, hook_step, restore_into, resume, stop
 from ._driver import Backward, Forward, Recorder, assemble, run_sgd
 from ._model import MLP, check_model
 from ._results import Run
-from ._validate import check_choice, check_dtype, check_int
+from ._validate import check_choice, check_dtype, check_int, check_seed
 
 __all__ = ["FiniteState", "train", "init_weights", "layer_scales", "PARAMETRIZATIONS"]
 
@@ -134,7 +134,7 @@ def init_weights(model: MLP, d: int, width: int, parametrization: str = "mup", s
     """
     dtype = check_dtype(dtype).name
     stds, _ = layer_scales(model, d, width, parametrization)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_int("seed", seed, 0))
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_seed("seed", seed))
     return _draw_weights(rng, _shapes(model.depth, d, width), stds, dtype)
 
 

@@ -281,7 +281,7 @@ def compare(model: MLP, X, y, *, widths: Sequence[int], seeds, steps: int, parti
                                    hint=" (compare needs a computable limit; 'ntp' is 'ntk')")
     limit_param, finite_param = LIMIT_OF[parametrization]
     widths = sorted(check_int_list("widths", widths, 1, unique=True))
-    seed = check_int("seed", seed, 0)
+    seed = check_seed("seed", seed)
     seeds = _seed_list(seeds, seed)
     m = np.shape(X)[0] if np.ndim(X) == 2 else 0
     if batches is not None:
