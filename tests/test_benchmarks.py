@@ -211,3 +211,16 @@ def test_options_directions_match_the_bases():
             sizes = {key(side, l): float(v[:, -1].mean())
                      for (side, l, stat), v in ((parse_key(k), v) for k, v in run.bases.items()) if stat == "size"}
             assert options.directions(run) == sizes
+
+
+def test_checkpoint_benchmark_tiny_writes_json(tmp_path):
+    """benchmarks/checkpoint.py --tiny: three kinds of run, a final file that exists, JSON written."""
+    out = tmp_path / "c.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "checkpoint.py"), "--tiny", "--json", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res["median_s"]) == {"none", "inf", "every"}
+    assert all(_finite(v) and v > 0 for v in res["median_s"].values())
+    assert res["file_bytes"] > 0 and _finite(res["seconds_per_write"])
