@@ -271,10 +271,12 @@ def test_coord_check_takes_every_kind_of_key_string():
 
 @pytest.mark.parametrize("seeds, seed, message", [
     (2**62, 0, r"seeds must be an integer in \[1, 10000\]"),  # used to build a list until memory ran out
-    (2, 2**64 - 1, r"seed \+ seeds - 1 must be an integer in \[0, 2\*\*64\)"),
-    ([0, 2**64], 0, r"seeds entry must be an integer in \[0, 2\*\*64\)"),
+    (2, 2**63 - 1, r"seed \+ seeds - 1 must be an integer in \[0, 9223372036854775807\]"),  # int64 overflow
+    ([0, 2**63], 0, r"seeds\[1\] must be an integer in \[0, 9223372036854775807\]"),
 ])
 def test_seed_counts_and_values_are_bounded(seeds, seed, message):
-    from zlimit.compare import _seed_list
+    """compare trains a net per seed and keeps seeds in an int64 column of its table."""
+    from zlimit._validate import check_seeds
     with pytest.raises(ValueError, match=message):
-        _seed_list(seeds, seed)
+        check_seeds("seeds", seeds, seed)
+    assert check_seeds("seeds", 2, 2**63 - 2) == [2**63 - 2, 2**63 - 1]

@@ -51,7 +51,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._validate import check_choice, check_data, check_int, check_int_list, check_seed, is_int
+from ._validate import check_choice, check_data, check_int, check_int_list, check_seed, check_seeds, is_int
 
 __all__ = ["ConfigError", "Config", "RunSettings", "load_config", "parse_config", "read_toml"]
 
@@ -98,10 +98,9 @@ def _widths(key: str, value) -> tuple[int, ...]:
 
 
 def _seeds(key: str, value) -> int | tuple[int, ...]:
-    """compare's seeds: a count >= 1, or a list of distinct seeds >= 0."""
-    if is_int(value) or isinstance(value, bool):
-        return check_int(key, value, 1, hint=" (a count) or a list of seeds")
-    return tuple(check_int_list(key, value, 0, unique=True))
+    """compare's seeds: a count, or a list of distinct seeds (:func:`check_seeds`)."""
+    seeds = check_seeds(key, value)
+    return len(seeds) if is_int(value) else tuple(seeds)
 
 
 def _data_sources() -> dict:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "is_int", "check_int", "check_seed", "check_float", "check_choice", "check_bool", "check_dtype",
-    "check_int_list", "check_record_steps", "check_data", "check_batches", "DTYPES", "SEED_LIMIT",
+    "check_int_list", "check_record_steps", "check_data", "check_batches", "check_seeds", "DTYPES", "SEED_LIMIT",
 ]
 
 #: the storage dtypes a run accepts
@@ -139,6 +139,31 @@ def check_seed(name: str, value) -> int:
     if is_int(value) and not 0 <= operator.index(value) < SEED_LIMIT:
         raise ValueError(f"{name} must be an integer in [0, 2**64), got {_show(value)} (out of range)")
     return check_int(name, value, 0, hint=" below 2**64")
+
+
+#: most finite networks per width a count of ``seeds`` may ask for (compare)
+MAX_SEEDS = 10_000
+#: compare's result table holds seeds as int64
+TABLE_SEED_LIMIT = 2 ** 63
+
+
+def check_seeds(name: str, value, base: int = 0) -> list[int]:
+    """compare's ``seeds``: a count S in [1, MAX_SEEDS] (the seeds base, ..., base + S − 1)
+    or a list of distinct seeds, each below 2**63 (its result table holds int64).
+
+    Examples
+    --------
+    >>> check_seeds("seeds", 3, base=5)
+    [5, 6, 7]
+    >>> check_seeds("seeds", [4, 0])
+    [4, 0]
+    """
+    hi = TABLE_SEED_LIMIT - 1
+    if is_int(value) or _is_bool(value):
+        count = check_int(name, value, 1, MAX_SEEDS, hint=" (a count) or a list of seeds")
+        check_int("seed + seeds - 1", base + count - 1, 0, hi, hint=" (compare's table holds int64 seeds)")
+        return [base + k for k in range(count)]
+    return check_int_list(name, value, 0, hi, unique=True, hint=" (compare's table holds int64 seeds)")
 
 
 def check_float(name: str, value, lo: float | None = None, hi: float | None = None, *,

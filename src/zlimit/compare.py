@@ -31,7 +31,7 @@ from ._model import MLP, check_model
 from ._validate import check_batches
 from ._results import Run
 from ._stats import group_se, loglog_fit
-from ._validate import check_choice, check_int, check_int_list, check_seed, is_int
+from ._validate import check_choice, check_int_list, check_seed, check_seeds
 
 __all__ = ["Comparison", "DeviationFit", "compare", "deviation_fit", "LIMIT_OF"]
 
@@ -133,18 +133,6 @@ class Comparison:
     def outputs(self, width: int) -> np.ndarray:
         """Outputs of every seed at one width, shape (S, T+1, M)."""
         return np.stack([self.finite[(width, s)].outputs for s in self.seeds])
-
-
-#: most finite networks per width that ``seeds`` (a count) may ask for
-MAX_SEEDS = 10_000
-
-
-def _seed_list(seeds, base: int) -> list[int]:
-    """Seeds base, base+1, ... for a count, else the given list; each a seed in [0, 2**64)."""
-    if is_int(seeds) or isinstance(seeds, (bool, np.bool_)):
-        count = check_int("seeds", seeds, 1, MAX_SEEDS, hint=" (a count) or a list of seeds")
-        return [check_seed("seed + seeds - 1", base + k) for k in range(count)]
-    return [check_seed("seeds entry", s) for s in check_int_list("seeds", seeds, 0, unique=True)]
 
 
 def deviation_fit(limit: Run, finite_outputs: dict) -> DeviationFit:
@@ -282,7 +270,7 @@ def compare(model: MLP, X, y, *, widths: Sequence[int], seeds, steps: int, parti
     limit_param, finite_param = LIMIT_OF[parametrization]
     widths = sorted(check_int_list("widths", widths, 1, unique=True))
     seed = check_seed("seed", seed)
-    seeds = _seed_list(seeds, seed)
+    seeds = check_seeds("seeds", seeds, seed)
     m = np.shape(X)[0] if np.ndim(X) == 2 else 0
     if batches is not None:
         batches = check_batches(batches, m, steps)
