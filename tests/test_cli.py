@@ -671,3 +671,11 @@ def test_simulate_checkpoint_interrupt_exit_130_and_resume(tmp_path):
         assert np.array_equal(getattr(a, name), getattr(b, name))
     for k in a.kernels:
         assert np.array_equal(a.kernels[k], b.kernels[k], equal_nan=True), k
+
+
+def test_compare_seeds_past_int64_are_a_config_error(tmp_path, capsys):
+    """compare's table holds int64 seeds: seed 2**63 - 1 with seeds = 2 is refused at the
+    config, naming the table (it crashed with OverflowError after training the nets)."""
+    config = write(tmp_path / "c.toml", TINY.replace("seed = 1\n", f"seed = {2**63 - 1}\n"))
+    line = main_error(capsys, 2, "compare", config, "--quiet", "--out", tmp_path / "o")
+    assert line.startswith("zlimit: error: c.toml: [run] seed + seeds - 1 must be an integer in [0, 9223372036854775807]")

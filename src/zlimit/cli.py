@@ -156,13 +156,18 @@ def cmd_simulate(args) -> int:
 def cmd_compare(args) -> int:
     from . import plot
     from .compare import compare
-    from ._config import load_config
+    from ._config import ConfigError, load_config
     from ._demo import coord_table
+    from ._validate import check_seeds
 
     cfg = load_config(args.config)
+    r = cfg.run
+    try:  # compare's seeds run.seed, ..., run.seed + seeds - 1 (simulate takes any seed)
+        check_seeds("seeds", r.seeds if isinstance(r.seeds, int) else list(r.seeds), r.seed)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.path.name}: [run] {exc}") from None
     X, y, X_eval, batches = _config_data(cfg)
     out = _out_dir(args.out)
-    r = cfg.run
     cmp = compare(cfg.model, X, y, widths=r.widths, seeds=list(r.seeds) if isinstance(r.seeds, tuple) else r.seeds,
                   steps=r.steps, particles=r.particles, groups=r.groups, X_eval=X_eval, batches=batches,
                   parametrization=r.parametrization, seed=r.seed, progress=not args.quiet)
