@@ -258,8 +258,9 @@ class _Group:
         # so training inputs use only the leading normals.
         R = np.linalg.qr(X_all.T, mode="r")
         g = _base_normals(R.shape[0] + 1, n, dt, cfg, group)  # input-layer normals, then Ŵ_0's
-        self.h1_0 = ((model.sigma[0] / np.sqrt(d)) * R.T.astype(dt)) @ g[:-1]  # (M, N)
-        self.K1 = X @ X_all.T / d  # (m, M): ξ_i·ξ_a/d
+        with np.errstate(over="ignore", invalid="ignore"):  # huge inputs: DivergenceError at step 0 or 1
+            self.h1_0 = ((model.sigma[0] / np.sqrt(d)) * R.T.astype(dt)) @ g[:-1]  # (M, N)
+            self.K1 = X @ X_all.T / d  # (m, M): ξ_i·ξ_a/d
         self.P1 = np.zeros((self.m, n), dtype=dt)  # Σ_s χ_{s,i} Z^{dh^1_s(ξ_i)}
         self.w = model.sigma[-1] * g[-1]  # Z^{Ŵ_0} ~ N(0, σ_{L+1}²)
         self.hidden = [_HiddenLayer(l, model, cfg, group, caps, budget) for l in range(2, model.depth + 1)]
@@ -379,7 +380,8 @@ def initial_features(model: MLP, X_all: np.ndarray, cfg: _Config, group: int) ->
     """
     M = X_all.shape[0]
     state = _Group(model, X_all, X_all, cfg, group, caps=(M, 1, M), budget=MemoryBudget(math.inf))
-    fw = state.forward(0)
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite features raise DivergenceError
+        fw = state.forward(0)
     return fw.hs, fw.xs, state.dxs
 
 
@@ -535,8 +537,9 @@ def simulate_mc(model: MLP, data, settings, on_step=None, checkpoint=None) -> Ru
             "gradient_independence": s.gradient_independence, "basis_tol": s.basis_tol, "qmc": s.qmc,
             "peak_basis_bytes": max(int(r.extras["peak_basis_bytes"]) for r in recs)}
     run = assemble(model, meta, recs)
-    drift = _drift_ratios(run, np.stack([r.extras["spread"] for r in recs]), cfg.particles)
-    run.meta["drift_ratio"] = [float(np.nanmax(r)) if r.size else math.nan for r in drift]
+    with np.errstate(all="ignore"):  # features near the float range overflow their squares: NaN ratios
+        drift = _drift_ratios(run, np.stack([r.extras["spread"] for r in recs]), cfg.particles)
+    run.meta["drift_ratio"] = [float(np.nanmax(r)) if np.isfinite(r).any() else math.nan for r in drift]
     for message in _monte_carlo_warnings(run, drift, cfg.particles):
         warnings.warn(message, MonteCarloWarning, stacklevel=3)
     return run
