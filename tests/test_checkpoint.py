@@ -216,6 +216,8 @@ def test_sigint_stops_within_two_seconds_and_resumes_bit_identical(tmp_path, pro
     sent = time.monotonic()
     _, err = proc.communicate(timeout=60)
     if proc.returncode == 0:
+        # the run is sized to take seconds after its first steps; finishing before a signal sent
+        # at once means the machine was idle-fast, not that stopping failed (a failure exits non-zero)
         pytest.skip("the subprocess finished before the signal arrived")
     assert time.monotonic() - sent < 2.0
     assert "KeyboardInterrupt: interrupted; the checkpoint" in err.splitlines()[-1]

@@ -656,6 +656,8 @@ def test_simulate_checkpoint_interrupt_exit_130_and_resume(tmp_path):
     proc.send_signal(signal.SIGINT)
     err = proc.communicate(timeout=60)[1]
     if proc.returncode == 0:
+        # the run is sized to take seconds after its first steps; finishing before a signal sent
+        # at once means the machine was idle-fast, not that stopping failed (a failure exits non-zero)
         pytest.skip("the run finished before the signal arrived")
     lines = err.strip().splitlines()
     assert proc.returncode == 130 and len(lines) == 1 and "Traceback" not in err, err
