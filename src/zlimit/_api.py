@@ -161,6 +161,18 @@ def limit_settings(method, parametrization, steps, record_steps, progress, **opt
                          threads=check_int("threads", threads, 1), qmc=check_bool("qmc", o["qmc"]))
 
 
+def _check_limit_model(model: MLP, settings: LimitSettings) -> None:
+    """What the limits refuse of maths §6: a random output bias (every limit), and weight
+    decay in the NTK limit (decaying θ_0 leaves the linearised regime)."""
+    if model.bias_sigma[-1] != 0:
+        raise ValueError(f"the output bias must start at 0 in the limit (bias_std[-1] = {model.bias_sigma[-1]!r}): "
+                         "a random one makes finite nets of every width spread by its std; give bias_std as one "
+                         "number, or end the list with 0")
+    if settings.parametrization == "ntk" and model.weight_decay:
+        raise ValueError(f"weight_decay (= {model.weight_decay!r}) has no NTK limit (decaying the initial weights "
+                         "leaves the linearised regime); remove it or use parametrization='mup'")
+
+
 def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed: int | None = None, X_eval=None,
              batches=None, groups: int | None = None, dtype: str | None = None, progress: bool = True,
              method: str = "mc", gradient_independence: bool | None = None, basis_tol: float | None = None,
@@ -172,7 +184,8 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
     ----------
     model : MLP
     X : array_like (m, d), y : array_like (m,)
-        Training inputs and targets.
+        Training inputs and targets: (m, k) for loss "mse" with k = ``model.outputs``
+        > 1, class labels in [0, k) for loss "xent".
     steps : int
         T, the number of SGD steps.
     X_eval : array_like (m_eval, d), optional
@@ -247,7 +260,7 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
     Returns
     -------
     Run
-        ``outputs`` (T+1, M) f̊_t with ``outputs_se``, ``loss``, ``error_signals``,
+        ``outputs`` (T+1, M) f̊_t ((T+1, M, k) with k > 1 outputs) with ``outputs_se``, ``loss``, ``error_signals``,
         ``kernel(l, kind)``, ``novelty`` and ``bases`` (maths §3); ``meta`` has
         ``peak_basis_bytes`` (Monte Carlo μP: the most the bases of one group
         held). ``error_model`` is "exact" for ``method="exact"`` (zero standard
@@ -293,6 +306,7 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
     settings = limit_settings(method, parametrization, steps, record_steps, progress, particles=particles,
                               groups=groups, seed=seed, dtype=dtype, threads=threads, qmc=qmc,
                               gradient_independence=gradient_independence, basis_tol=basis_tol)
+    _check_limit_model(model, settings)
     _check_on_step(on_step)
     data = Data.build(model, X, y, X_eval, batches, settings.steps)
     if settings.method == "exact" or settings.parametrization == "ntk":

@@ -87,8 +87,11 @@ _PROBE = np.linspace(-8.0, 8.0, 257)
 def _function_digest(model) -> dict:
     """SHA-256 of the activation (φ, φ') and the loss (ℓ, ∂ℓ/∂f) on a fixed grid, in
     float64 and float32: two functions of the same name but other values differ here."""
-    f, y = np.meshgrid(_PROBE[::8], np.array([-1.0, 0.0, 0.5, 1.0]))
     act, loss = model.activation, model.loss
+    if loss.labels == "class":  # per-sample losses of k = 3 logits and a class index
+        f, y = _PROBE[:-2].reshape(-1, 3), np.arange(85) % 3
+    else:
+        f, y = np.meshgrid(_PROBE[::8], np.array([-1.0, 0.0, 0.5, 1.0]))
     with np.errstate(all="ignore"):
         return {"activation": _digest(*(apply(fn, _PROBE.astype(dt)) for fn in (act.phi, act.dphi)
                                          for dt in (np.float64, np.float32))),

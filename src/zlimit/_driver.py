@@ -43,7 +43,7 @@ class Forward:
     hs, xs : lists of L arrays (r, ·): Z^{h^l_t} and Z^{x^l_t} in the state's
         representation (particles, coefficient vectors or width-n vectors); r = M
         inputs, or m for a state that adds its evaluation inputs afterwards.
-    f : (r,) f_t.
+    f : (r,) f_t, or (r, k) with k > 1 outputs (maths §6).
     novelty, dropped : {l: (r,)} residual norms against the forward Gaussian basis of
         W^l and the truncated mass of maths §3 (limit states only).
     """
@@ -114,7 +114,7 @@ class Recorder:
     """One trajectory (one group, seed or exact trace) in the layout of :class:`~zlimit.Run`.
 
     Arrays are NaN until written: ``outputs`` (T+1, M), ``loss`` (T+1,), ``chi`` (T, m)
-    (zero outside the batch), ``kernels[key(kind, l)]`` (T+1, M, M) for kinds h, x and
+    (zero outside the batch) — with k = ``outputs`` > 1, (T+1, M, k) and (T, m, k) — ``kernels[key(kind, l)]`` (T+1, M, M) for kinds h, x and
     (T, m, m) for dh, ``cross[key(kind, l)]`` (R, T+1, M, M) for the R record steps s
     (E[Z_s Z_t'], t >= s), ``novelty[key(side, l)]`` (T+1, M) for l >= 2 when the state
     has Gaussian processes (``processes``, the limit engines) and ``bases`` (filled by
@@ -129,12 +129,13 @@ class Recorder:
     """
 
     def __init__(self, depth: int, steps: int, m: int, M: int, record_steps: tuple[int, ...],
-                 processes: bool = False):
+                 processes: bool = False, outputs: int = 1):
         self.depth, self.steps, self.m, self.M, self.record_steps = depth, steps, m, M, record_steps
         nan = np.nan
-        self.outputs = np.full((steps + 1, M), nan)
+        k = () if outputs == 1 else (outputs,)
+        self.outputs = np.full((steps + 1, M, *k), nan)
         self.loss = np.full(steps + 1, nan)
-        self.chi = np.zeros((steps, m))
+        self.chi = np.zeros((steps, m, *k))
         self.kernels, self.cross, self.novelty, self.bases, self.kept = {}, {}, {}, {}, {}
         self.extras: dict[str, np.ndarray] = {}  # a producer's own per-trajectory arrays (checkpointed)
         for l in range(1, depth + 1):
@@ -229,7 +230,7 @@ def run_sgd(state: State, model: MLP, y: np.ndarray, batches: list, steps: int, 
     state : State
     model : MLP
         The loss, reduction and learning rate (for messages) of maths §1.
-    y : (m,) training targets.
+    y : (m,) training targets ((m, k) for "mse" with k > 1 outputs).
     batches : list of T index arrays B_t.
     recorder : Recorder
     on_step : callable, optional

@@ -594,7 +594,8 @@ def _monte_carlo_warnings(run: Run, drift: np.ndarray, n: int) -> list[str]:
 def _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar, on_step, session) -> Recorder:
     """Simulate group g over all steps with :func:`zlimit._driver.run_sgd` and record its
     trajectory, resuming from the session's checkpoint where it has the group."""
-    rec = Recorder(model.depth, steps, X.shape[0], X_all.shape[0], cfg.record_steps, processes=True)
+    rec = Recorder(model.depth, steps, X.shape[0], X_all.shape[0], cfg.record_steps, processes=True,
+                   outputs=model.outputs)
     state = monitor = None
     try:
         stored = session.begin(g)

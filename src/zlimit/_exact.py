@@ -498,7 +498,7 @@ def simulate_exact(model: MLP, data, settings, on_step=None) -> Run:
 
     def train(width):
         state = ExactState(model, X, batches, steps, record_steps, me > 0, width)
-        rec = Recorder(model.depth, steps, m, data.M, record_steps, processes=True)
+        rec = Recorder(model.depth, steps, m, data.M, record_steps, processes=True, outputs=model.outputs)
         return state, run_sgd(state, model, data.y, batches, steps, rec, hook)
 
     upper = _capacities(model, m, X.shape[1], batches, steps)[2]

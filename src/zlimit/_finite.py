@@ -301,7 +301,7 @@ def train(model: MLP, data, settings, on_step=None, checkpoint=None) -> Run:
     s = settings
     fold = max(max((len(b) for b in data.batches), default=1), min(_FOLD_COLUMNS, s.width // 8))
     state = FiniteState(model, data.X, data.X_eval, s.width, s.seed, s.parametrization, s.dtype.name, fold)
-    rec = Recorder(model.depth, s.steps, data.m, data.M, s.record_steps)
+    rec = Recorder(model.depth, s.steps, data.m, data.M, s.record_steps, outputs=model.outputs)
     session = Session(checkpoint)
     stored = session.begin(0)
     done = -1 if stored is None else resume(session, 0, state if stored[0] < s.steps else None, rec, stored)

@@ -2,7 +2,8 @@
 
 :class:`MLP` fixes everything of maths §1 except the width: depth L, activation φ,
 loss ℓ and reduction r, base learning rate η, and the per-layer multipliers σ_l
-(init) and c_l (learning rate), l = 1..L+1. Batch schedules live here too; the
+(init) and c_l (learning rate), l = 1..L+1; and the extensions of maths §6: k outputs,
+biases (σ_{b,l}, c_{b,l}), heavy-ball momentum β and decoupled weight decay λ. Batch schedules live here too; the
 argument and data checks every consumer shares are in :mod:`zlimit._validate`.
 """
 from __future__ import annotations
@@ -20,20 +21,25 @@ from ._losses import Loss, get_loss
 from ._memory import require_memory
 from ._validate import check_choice, check_float, check_int, check_seed
 
-__all__ = ["MLP", "check_model", "batch_schedule", "error_signal", "total_loss", "MAX_DEPTH", "MAX_INIT_STD"]
+__all__ = ["MLP", "check_model", "batch_schedule", "error_signal", "total_loss", "accumulate", "MAX_DEPTH",
+           "MAX_INIT_STD", "MAX_OUTPUTS"]
 
 REDUCTIONS = ("mean", "sum")
 #: the deepest model accepted: every layer costs a weight matrix and features per step,
 #: and far deeper nets are beyond what a finite net or the limit can train
 MAX_DEPTH = 10_000
+#: the most outputs (classes) accepted
+MAX_OUTPUTS = 100_000
 #: the largest init_std whose square, the initial variance σ², is a finite float
 MAX_INIT_STD = math.sqrt(sys.float_info.max)
 
 
-def _per_layer(name: str, value, depth: int, hi: float = math.inf, why: str = "") -> tuple[float, ...]:
+def _per_layer(name: str, value, depth: int, hi: float = math.inf, why: str = "", of: str = "weight matrix W"
+               ) -> tuple[float, ...]:
     """Broadcast a number in [0, hi], or check a sequence (list, tuple, 1-d array) of L+1
-    of them, into a tuple of L+1 floats; ``why`` says what the upper bound is for."""
-    per_layer = f" or a sequence of depth+1 = {depth + 1} of them (one per weight matrix W^1..W^{depth + 1})"
+    of them, into a tuple of L+1 floats; ``why`` says what the upper bound is for and
+    ``of`` names the parameters ("weight matrix W", "bias b")."""
+    per_layer = f" or a sequence of depth+1 = {depth + 1} of them (one per {of}^1..{of[-1]}^{depth + 1})"
     sequence = isinstance(value, np.ndarray) and value.ndim == 1 or (
         isinstance(value, Sequence) and not isinstance(value, (str, bytes)))
     if isinstance(value, np.ndarray) and value.ndim > 1:
@@ -53,14 +59,35 @@ def _at_most(name: str, value: float, hi: float, why: str) -> float:
     return value
 
 
-def _layer_rates(lr: float, mult: tuple[float, ...]) -> tuple[float, ...]:
+def _layer_rates(lr: float, mult: tuple[float, ...], name: str = "lr_mult") -> tuple[float, ...]:
     """η_l = lr · lr_mult[l], refused when the product overflows or underflows to 0."""
     eta = tuple(lr * c for c in mult)
     for k, (c, e) in enumerate(zip(mult, eta)):
         if not math.isfinite(e) or (c > 0 and e == 0):
-            raise ValueError(f"lr * lr_mult[{k}] must be a finite positive learning rate (or 0 where lr_mult is "
-                             f"0), got {lr!r} * {c!r} = {e!r}; scale lr or lr_mult")
+            raise ValueError(f"lr * {name}[{k}] must be a finite positive learning rate (or 0 where {name} is "
+                             f"0), got {lr!r} * {c!r} = {e!r}; scale lr or {name}")
     return eta
+
+
+def _check_outputs(loss: Loss, k: int) -> None:
+    """The loss and the number of outputs agree (maths §6)."""
+    if loss.labels == "class" and k < 2:
+        raise ValueError(f"loss {loss.name!r} (softmax cross-entropy) needs outputs >= 2 classes, got outputs = {k}")
+    if loss.labels == "pm1" and k != 1:
+        raise ValueError(f"loss {loss.name!r} takes one output (labels ±1), got outputs = {k}; "
+                         'use loss="xent" for several classes')
+
+
+def _check_optimiser(lr: float, momentum, weight_decay) -> tuple[float, float]:
+    """β in [0, 1) and λ >= 0 with lr·λ < 1 (maths §6); returns (β, ρ = 1 − lr·λ)."""
+    beta = check_float("momentum", momentum, 0)
+    if beta >= 1:
+        raise ValueError(f"momentum must be in [0, 1) (the heavy-ball β), got {beta!r}")
+    lam = check_float("weight_decay", weight_decay, 0)
+    if not lr * lam < 1:
+        raise ValueError(f"lr * weight_decay must be below 1 (the decay factor 1 − lr·weight_decay must stay "
+                         f"positive), got {lr!r} * {lam!r} = {lr * lam!r}; lower weight_decay")
+    return beta, 1.0 - lr * lam
 
 
 @dataclass(frozen=True)
@@ -86,6 +113,20 @@ class MLP:
     lr_mult : float or sequence of L+1 floats
         c_l >= 0; the layer learning rates are η_l = η c_l, each of which must be a
         finite float (positive where c_l > 0).
+    outputs : int
+        k >= 1 outputs (maths §6). With k > 1, outputs f have shape (M, k); "mse"
+        takes targets of shape (m, k) and "xent" class labels in [0, k) of shape (m,).
+    bias_std : None, float or sequence of L+1 floats
+        None: no biases. A float σ_b: hidden biases b^1..b^L start N(0, σ_b²) and the
+        output bias b^{L+1} starts at 0. L+1 floats: the last is the output bias's
+        init std, which only finite nets accept (the limit needs 0, maths §6).
+    bias_lr_mult : float or sequence of L+1 floats
+        c_{b,l} >= 0, the biases' learning-rate multipliers (needs ``bias_std``).
+    momentum : float
+        Heavy-ball β in [0, 1), torch.optim.SGD's convention (dampening 0).
+    weight_decay : float
+        Decoupled weight decay λ >= 0: every parameter p ← (1 − η λ) p each step, with
+        the base learning rate η; η λ < 1.
 
     Every argument is checked, none converted: ``depth`` is an integer in [1, 10 000]
     (``MAX_DEPTH``), numbers are finite reals (bools and strings are refused) and
@@ -98,6 +139,9 @@ class MLP:
     >>> model = zlimit.MLP(depth=3, activation="tanh", lr=0.1)
     >>> model.sigma, model.eta
     ((1.0, 1.0, 1.0, 1.0), (0.1, 0.1, 0.1, 0.1))
+    >>> clf = zlimit.MLP(depth=2, activation="silu", loss="xent", outputs=10, bias_std=0.5, momentum=0.9)
+    >>> clf.bias_sigma, clf.decay
+    ((0.5, 0.5, 0.0), 1.0)
     """
 
     depth: int
@@ -107,8 +151,19 @@ class MLP:
     lr: float = 0.1
     init_std: float | Sequence[float] = 1.0
     lr_mult: float | Sequence[float] = 1.0
+    outputs: int = 1
+    bias_std: float | Sequence[float] | None = None
+    bias_lr_mult: float | Sequence[float] = 1.0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
     sigma: tuple[float, ...] = field(init=False, repr=False)
     eta: tuple[float, ...] = field(init=False, repr=False)
+    #: σ_{b,l}, l = 1..L+1 (zeros without biases)
+    bias_sigma: tuple[float, ...] = field(init=False, repr=False)
+    #: η c_{b,l}, l = 1..L+1 (zeros without biases)
+    bias_eta: tuple[float, ...] = field(init=False, repr=False)
+    #: ρ = 1 − η λ, the per-step decay factor of every parameter (maths §6)
+    decay: float = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "depth", check_int("depth", self.depth, 1, MAX_DEPTH, hint=" (hidden layers)"))
@@ -125,6 +180,37 @@ class MLP:
         # store the broadcast values, so equal models compare equal however they were written
         object.__setattr__(self, "init_std", sigma)
         object.__setattr__(self, "lr_mult", mult)
+        self._extensions(lr)
+
+    def _extensions(self, lr: float) -> None:
+        """Check and store the maths §6 arguments: outputs, biases, momentum, weight decay."""
+        k = check_int("outputs", self.outputs, 1, MAX_OUTPUTS, hint=" (classes)")
+        _check_outputs(self.loss, k)
+        L = self.depth
+        bias_mult = _per_layer("bias_lr_mult", self.bias_lr_mult, L, of="bias b")
+        if self.bias_std is None:
+            if any(c != 1.0 for c in bias_mult):
+                raise ValueError("bias_lr_mult applies only with biases; give bias_std (e.g. bias_std=1.0) or "
+                                 "remove bias_lr_mult")
+            bias_sigma, bias_eta = (0.0,) * (L + 1), (0.0,) * (L + 1)
+        else:
+            number = isinstance(self.bias_std, numbers.Real) and not isinstance(self.bias_std, bool)
+            bias_sigma = _per_layer("bias_std", self.bias_std, L, MAX_INIT_STD, "its square must be a finite "
+                                    "float", of="bias b")
+            if number:  # one σ_b: the hidden biases; the output bias starts at 0 (maths §6)
+                bias_sigma = bias_sigma[:L] + (0.0,)
+            bias_eta = _layer_rates(lr, bias_mult, "bias_lr_mult")
+            object.__setattr__(self, "bias_std", bias_sigma)
+        beta, rho = _check_optimiser(lr, self.momentum, self.weight_decay)
+        for name, value in (("outputs", k), ("bias_lr_mult", bias_mult), ("momentum", beta),
+                            ("weight_decay", float(self.weight_decay)), ("bias_sigma", bias_sigma),
+                            ("bias_eta", bias_eta), ("decay", rho)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def has_bias(self) -> bool:
+        """Whether the model has biases (``bias_std`` is not None)."""
+        return self.bias_std is not None
 
     def describe(self) -> dict:
         """Plain-data description (names and numbers), as saved in result files."""
@@ -136,6 +222,11 @@ class MLP:
             "lr": self.lr,
             "init_std": list(self.init_std),
             "lr_mult": list(self.lr_mult),
+            "outputs": self.outputs,
+            "bias_std": None if self.bias_std is None else list(self.bias_std),
+            "bias_lr_mult": list(self.bias_lr_mult),
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
         }
 
     def reduction_factor(self, batch_size: int) -> float:
@@ -203,13 +294,41 @@ def batch_schedule(m: int, batch_size: int, steps: int, seed: int = 0) -> list[n
 
 
 def error_signal(model: MLP, f_train: np.ndarray, y: np.ndarray, batch: np.ndarray) -> np.ndarray:
-    """χ_{t,i} = r ∂ℓ/∂f(f_t(ξ_i), y_i) 1{i ∈ B_t} (maths §1), shape (m,)."""
+    """χ_{t,i(,c)} = r ∂ℓ/∂f^c(f_t(ξ_i), y_i) 1{i ∈ B_t} (maths §1, §6), the shape of
+    ``f_train``: (m,), or (m, k) with k > 1 outputs. "mean" divides by |B_t|, never by k."""
     chi = np.zeros_like(f_train)
     chi[batch] = model.reduction_factor(len(batch)) * model.loss.grad(f_train[batch], y[batch])
     return chi
 
 
 def total_loss(model: MLP, f_train: np.ndarray, y: np.ndarray) -> float:
-    """Full training loss: mean (or sum, per ``reduction``) of ℓ over all m inputs."""
+    """Full training loss: mean (or sum, per ``reduction``) over all m inputs of ℓ, itself
+    summed over the outputs for an elementwise loss of k > 1 outputs (maths §6)."""
     values = model.loss.value(f_train, y)
+    if values.ndim == 2:
+        values = values.sum(axis=1)
     return float(values.mean() if model.reduction == "mean" else values.sum())
+
+
+def accumulate(X: np.ndarray, V: np.ndarray | None, G: np.ndarray, beta: float, rho: float) -> None:
+    """One step of an accumulator and its velocity, in place (maths §6):
+
+        V ← β V + G,   then   X ← ρ X + V.
+
+    With β = 0 no velocity is kept (``V`` may be None) and X ← ρ X + G; with ρ = 1
+    too this is ``X += G``, bit for bit plain SGD. X and V share a shape; G
+    broadcasts to it.
+
+    >>> X, V = np.zeros(2), np.zeros(2)
+    >>> for _ in range(2):
+    ...     accumulate(X, V, np.ones(2), 0.5, 1.0)
+    >>> X.tolist(), V.tolist()  # V: 1, then 1.5; X: 1, then 2.5
+    ([2.5, 2.5], [1.5, 1.5])
+    """
+    if beta:
+        V *= beta
+        V += G
+        G = V
+    if rho != 1.0:
+        X *= rho
+    X += G

@@ -105,7 +105,7 @@ def simulate_ntk(model: MLP, data, settings, on_step=None) -> Run:
 
     def run_group(g):
         hook = None if on_step is None else (lambda t, state, rec: on_step(g, t))
-        rec = Recorder(model.depth, T, data.m, data.M, cfg.record_steps)
+        rec = Recorder(model.depth, T, data.m, data.M, cfg.record_steps, outputs=model.outputs)
         run_sgd(NtkState(model, data, cfg, g), model, data.y, list(data.batches), T, rec, hook)
         bar.update(1)
         return rec

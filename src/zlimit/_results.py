@@ -35,12 +35,12 @@ class Run:
     meta : dict
         ``kind`` ("limit" or "finite"), seed, steps, m, m_eval and the run's
         settings (width and parametrization, or particles and groups).
-    outputs_groups : ndarray, shape (G, T+1, M)
+    outputs_groups : ndarray, shape (G, T+1, M), or (G, T+1, M, k) with k > 1 outputs
         f_t(ξ_a) per group; f̊_t for a limit run.
     loss_groups : ndarray, shape (G, T+1)
         Full training loss (over all m training inputs, with the model's reduction).
-    error_signals_groups : ndarray, shape (G, T, m)
-        χ_{t,i}; zero outside the batch B_t.
+    error_signals_groups : ndarray, shape (G, T, m), or (G, T, m, k) with k > 1 outputs
+        χ_{t,i(,c)}; zero outside the batch B_t.
     kernels : dict
         ``"{kind}{l}"`` -> ndarray (G, T+1, M, M), E[Z Z'] at equal steps, for kind
         "h" and "x"; "dh" has shape (G, T, m, m) with NaN outside the batch.
@@ -120,7 +120,8 @@ class Run:
 
     @property
     def outputs(self) -> np.ndarray:
-        """f_t(ξ_a), shape (T+1, M): training inputs first, then evaluation inputs."""
+        """f_t(ξ_a), shape (T+1, M), or (T+1, M, k) with k > 1 outputs: training inputs
+        first, then evaluation inputs."""
         return self._mean(self.outputs_groups)
 
     @property
@@ -139,7 +140,7 @@ class Run:
 
     @property
     def error_signals(self) -> np.ndarray:
-        """χ_{t,i}, shape (T, m)."""
+        """χ_{t,i}, shape (T, m), or (T, m, k) with k > 1 outputs."""
         return self._mean(self.error_signals_groups)
 
     def _key(self, layer: int, kind: str) -> str:

@@ -423,7 +423,8 @@ def check_data(model: MLP, X, y, X_eval=None) -> tuple[np.ndarray, np.ndarray, n
     model : MLP
         Only its loss is read: a loss with ``labels == "pm1"`` needs y in {-1, +1}.
     X : array_like, shape (m, d)
-    y : array_like, shape (m,)
+    y : array_like, shape (m,), or (m, k) for loss "mse" with k = ``model.outputs`` > 1
+        (loss "xent": class labels in [0, k), shape (m,))
     X_eval : array_like, shape (m_eval, d), optional
 
     Returns
@@ -440,8 +441,7 @@ def check_data(model: MLP, X, y, X_eval=None) -> tuple[np.ndarray, np.ndarray, n
     X, y = _real_array("X", X), _real_array("y", y)
     if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
         raise ValueError(f"X must have shape (m, d) with m, d >= 1, got shape {X.shape}")
-    if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape (m,) = ({X.shape[0]},) to match X, got {y.shape}")
+    _check_targets(model, y, X.shape[0])
     if X_eval is None:
         X_eval = np.zeros((0, X.shape[1]))
     X_eval = _real_array("X_eval", X_eval)
@@ -455,7 +455,23 @@ def check_data(model: MLP, X, y, X_eval=None) -> tuple[np.ndarray, np.ndarray, n
     if model.loss.labels == "pm1" and not np.all(np.isin(y, (-1.0, 1.0))):
         raise ValueError(f"y must hold labels in {{-1, +1}} for loss {model.loss.name!r}, got values "
                          f"{np.unique(y)[:5]}")
+    k = model.outputs
+    if model.loss.labels == "class" and not np.all((y == np.floor(y)) & (y >= 0) & (y < k)):
+        raise ValueError(f"y must hold class labels, integers in [0, {k}) (outputs = {k}), for loss "
+                         f"{model.loss.name!r}, got values {np.unique(y)[:5]}")
     return X, y, X_eval
+
+
+def _check_targets(model: MLP, y: np.ndarray, m: int) -> None:
+    """y has shape (m,), or (m, k) for an elementwise loss of k > 1 outputs (maths §6)."""
+    k = model.outputs
+    if k > 1 and model.loss.labels != "class":
+        if y.shape != (m, k):
+            raise ValueError(f"y must have shape (m, k) = ({m}, {k}) (one target per output) for loss "
+                             f"{model.loss.name!r} with outputs = {k}, got {y.shape}")
+    elif y.shape != (m,):
+        what = "one class label per input" if model.loss.labels == "class" else "one target per input"
+        raise ValueError(f"y must have shape (m,) = ({m},) ({what}) to match X, got {y.shape}")
 
 
 def _index_array(name: str, b, m: int) -> np.ndarray:
