@@ -32,7 +32,7 @@ from ._gaussian import ORTHOGONALITY_LIMIT, GaussianBasis, MemoryBudget, empiric
 from ._kernels import apply_pair, fill_normals, stream_key
 from ._memory import BASELINE_BYTES, available_memory, process_rss, record_bytes
 from ._driver import Backward, Forward, Recorder, assemble, diverged, run_sgd
-from ._model import MLP
+from ._model import MLP, accumulate
 from ._keys import key
 from ._results import Run
 
@@ -42,7 +42,7 @@ __all__ = ["simulate_mc", "memory_need", "preflight", "initial_features"]
 DRIFT_LIMIT = 1000.0
 
 _EVAL_LABEL = 1 << 40  # stream labels of temporary (evaluation) directions
-_INPUT, _READOUT, _QMC = 2, 3, 4  # stream labels of the input-layer and readout normals
+_INPUT, _READOUT, _QMC, _BIAS = 2, 3, 4, 5  # stream labels of the input-layer, readout and bias normals
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,10 @@ class _HiddenLayer:
     estimates add more. ``S_bf`` (J×K) holds E_N[γ_j Z^{u_k}] for the independent
     pairs and ``S_fb`` (K×J) holds E_N[g_k Z^{v_j}], zero elsewhere; each pair is
     computed once, when the newer of its two directions opens.
+
+    Momentum and weight decay (maths §6): W^l_t = ρ^t W^l_0 − (η_l/n) A_l, so the W^l_0
+    part of both passes, Ẑ + Ż, is scaled by ρ^t (``decay_t``), and A_l is an
+    accumulator with a velocity ``VA`` (:func:`zlimit._model.accumulate`).
     """
 
     def __init__(self, layer: int, model: MLP, cfg: _Config, group: int, caps: tuple[int, int, int],
@@ -98,6 +102,8 @@ class _HiddenLayer:
         self.layer = layer
         self.sigma = model.sigma[layer - 1]
         self.eta = model.eta[layer - 1]
+        self.beta, self.rho = model.momentum, model.decay
+        self.VA = np.zeros((0, 0)) if self.beta else None  # the velocity of A_l
         key = (cfg.seed, group, layer)
         k_cap, j_cap, initial = caps
         basis = lambda cap, side: GaussianBasis(cfg.particles, cap, self.sigma, cfg.tol, cfg.dtype, key + (side,),
@@ -109,13 +115,14 @@ class _HiddenLayer:
         self.coords_x: np.ndarray | None = None  # (K, m) coords of this step's x^{l-1}(train)
         self.coords_dh: np.ndarray | None = None  # (J, b) coords of this step's dh^l(batch)
 
-    def forward(self, x: np.ndarray, m: int, eval_labels) -> tuple[np.ndarray, np.ndarray]:
-        """Z^{h^l_t(ξ_a)} = Ẑ^{W^l x} + Ż^{W^l x} − η_l Σ χ Z^{dh^l_s} E[Z^{x_s} Z^x] (maths §2).
+    def forward(self, x: np.ndarray, m: int, eval_labels, decay_t: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """Z^{h^l_t(ξ_a)} = ρ^t (Ẑ^{W^l x} + Ż^{W^l x}) − η_l Σ χ Z^{dh^l_s} E[Z^{x_s} Z^x] (maths §2, §6).
 
         Parameters
         ----------
         x : (M, N) Z^{x^{l-1}_t(ξ_a)}, training rows first.
         m : number of training rows; only they enter the basis.
+        decay_t : ρ^t (1 without weight decay).
 
         Returns
         -------
@@ -130,17 +137,20 @@ class _HiddenLayer:
         J = self.bwd.size
         D = -self.eta * _padded_product(self.A, C, J)  # update term, on the backward basis
         if self.stein:  # Ż^{W x} = σ Σ_j Z^{v_j} E[γ_j Z^x], backward vectors of steps < t
-            D += self.sigma * (self.bwd.stein(x) - _padded_product(self.S_bf, C, J))
+            D += (decay_t * self.sigma) * (self.bwd.stein(x) - _padded_product(self.S_bf, C, J))
+        if decay_t != 1.0:
+            h *= decay_t
         if self.bwd.size:
             h += self.bwd.combine(D)
         return h, rho, dropped
 
-    def backward(self, dh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Z^{dx^{l-1}_t(ξ_i)} = Ẑ^{W^{lT} dh} + Ż^{W^{lT} dh} − η_l Σ χ Z^{x_s} E[Z^{dh_s} Z^{dh}] (maths §2).
+    def backward(self, dh: np.ndarray, decay_t: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """Z^{dx^{l-1}_t(ξ_i)} = ρ^t (Ẑ^{W^{lT} dh} + Ż^{W^{lT} dh}) − η_l Σ χ Z^{x_s} E[Z^{dh_s} Z^{dh}] (maths §2, §6).
 
         Parameters
         ----------
-        dh : (b, N) Z^{dh^l_t(ξ_i)} for i in the batch.
+        dh : (b, N) Z^{dh^l_t(ξ_i)} for i in the batch (error-weighted with k > 1 outputs).
+        decay_t : ρ^t (1 without weight decay).
 
         Returns
         -------
@@ -155,7 +165,9 @@ class _HiddenLayer:
         K = self.fwd.size
         E = -self.eta * _padded_product(self.A.T, Cb, K)  # update term, on the forward basis
         if self.stein:  # Ż^{W^T y} = σ Σ_k Z^{u_k} E[g_k Z^y], forward vectors of steps <= t
-            E += self.sigma * (self.fwd.stein(dh) - _padded_product(self.S_fb, Cb, K))
+            E += (decay_t * self.sigma) * (self.fwd.stein(dh) - _padded_product(self.S_fb, Cb, K))
+        if decay_t != 1.0:
+            Zhat *= decay_t
         dx = Zhat + self.fwd.combine(E)
         return dx, rho, dropped
 
@@ -177,17 +189,21 @@ class _HiddenLayer:
         self.S_bf = np.vstack([np.pad(self.S_bf, ((0, 0), (0, self.fwd.size - self.S_bf.shape[1]))), new])
         self.S_fb = np.pad(self.S_fb, ((0, self.fwd.size - self.S_fb.shape[0]), (0, self.bwd.size - self.S_fb.shape[1])))
 
-    def accumulate(self, chi_batch: np.ndarray, batch: np.ndarray) -> None:
-        """A_l += Σ_{i∈B_t} χ_{t,i} coords(dh^l_t(ξ_i)) coords(x^{l-1}_t(ξ_i))ᵀ.
+    def accumulate(self, weights: np.ndarray, batch: np.ndarray) -> None:
+        """A_l += Σ_{i∈B_t} χ_{t,i} coords(dh^l_t(ξ_i)) coords(x^{l-1}_t(ξ_i))ᵀ, with momentum
+        and decay V_A ← β V_A + that term, A_l ← ρ A_l + V_A (maths §6).
 
         Maths §3's operator D_l = Σ χ Z^{dh_s} ⊗ coords(x_s), stored factored as
         D_l = V A_l (V the backward basis, (J, N)): A_l is (J, K), not (N, K).
+        ``weights`` (b,) are χ_{t,i} (k = 1), or ones for the error-weighted dh of k > 1.
         """
         Cb, Cx = self.coords_dh, self.coords_x[:, batch]
         J, K = Cb.shape[0], Cx.shape[0]
-        if self.A.shape != (J, K):  # the bases grew: pad A with zeros
-            self.A = np.pad(self.A, ((0, J - self.A.shape[0]), (0, K - self.A.shape[1])))
-        self.A += (Cb * chi_batch) @ Cx.T
+        if self.A.shape != (J, K):  # the bases grew: pad A (and its velocity) with zeros
+            pad = lambda a: np.pad(a, ((0, J - a.shape[0]), (0, K - a.shape[1])))
+            self.A = pad(self.A)
+            self.VA = None if self.VA is None else pad(self.VA)
+        accumulate(self.A, self.VA, (Cb * weights) @ Cx.T, self.beta, self.rho)
 
     @property
     def nbytes(self) -> int:
@@ -197,6 +213,8 @@ class _HiddenLayer:
         """The layer's state between steps: both bases (their normals are redrawn on
         restore), their storage sizes, A_l and the Stein cross moments."""
         out = {"A": self.A, "S_bf": self.S_bf, "S_fb": self.S_fb}
+        if self.VA is not None:
+            out["VA"] = self.VA
         for side, basis in (("fwd", self.fwd), ("bwd", self.bwd)):
             out[side], out[f"{side}_rows"] = basis.u, np.array(basis.basis.shape[0])
         return out
@@ -206,6 +224,8 @@ class _HiddenLayer:
         for side in ("fwd", "bwd"):
             getattr(self, side).restore(arrays[side], int(arrays[f"{side}_rows"]))
         self.A, self.S_bf, self.S_fb = (np.array(arrays[k], dtype=np.float64) for k in ("A", "S_bf", "S_fb"))
+        if self.VA is not None:
+            self.VA = np.array(arrays["VA"], dtype=np.float64)
 
 
 def _padded_product(A: np.ndarray, C: np.ndarray, rows: int) -> np.ndarray:
@@ -216,25 +236,40 @@ def _padded_product(A: np.ndarray, C: np.ndarray, rows: int) -> np.ndarray:
     return out
 
 
-def _base_normals(rows: int, n: int, dtype, cfg: _Config, group: int) -> np.ndarray:
-    """The normals behind Z^{h^1_0} and Z^{Ŵ_0}, shape (rows, n) (maths §2, base randomness).
+def _base_normals(rows: int, k: int, n: int, dtype, cfg: _Config, group: int) -> np.ndarray:
+    """The normals behind Z^{h^1_0} and Z^{Ŵ^c_0}, shape (rows + k, n) (maths §2, §6).
 
-    Rows 0..rows−2 become Z^{h^1_0(ξ_a)} (Cov = σ_1² ξ_a·ξ_b/d, through the QR factor
-    of Ξᵀ); the last row becomes Z^{Ŵ_0} ~ N(0, σ_{L+1}²), independent of the rest.
+    Rows 0..rows−1 become Z^{h^1_0(ξ_a)} (Cov = σ_1² ξ_a·ξ_b/d, through the QR factor
+    of Ξᵀ); the last k rows become Z^{Ŵ^c_0} ~ N(0, σ_{L+1}²), c = 1..k, independent of
+    the rest and of each other.
     Counter-based by default; with ``cfg.qmc`` a scrambled Sobol sequence mapped by the
     normal quantile (randomised quasi-Monte Carlo: unbiased, with one independent
     scramble per group, so the groups stay independent and the standard errors honest).
     """
     if cfg.qmc:
         rng = np.random.default_rng(int(stream_key(cfg.seed, group, 0, _INPUT, _QMC)))
-        sobol = scipy.stats.qmc.Sobol(d=rows, scramble=True, seed=rng)
+        sobol = scipy.stats.qmc.Sobol(d=rows + k, scramble=True, seed=rng)
         u = sobol.random_base2(int(np.ceil(np.log2(n))))[:n]  # first n of 2^k balanced points
         return scipy.special.ndtri(np.clip(u, 1e-300, 1 - 1e-16)).T.astype(dtype)
-    g = np.empty((rows, n), dtype=dtype)
-    for j, row in enumerate(g[:-1]):
+    g = np.empty((rows + k, n), dtype=dtype)
+    for j, row in enumerate(g[:rows]):
         fill_normals(row, stream_key(cfg.seed, group, 0, _INPUT, j))
-    fill_normals(g[-1], stream_key(cfg.seed, group, 0, _READOUT))
+    for c, row in enumerate(g[rows:]):  # class 0 keeps the stream of a single output
+        fill_normals(row, stream_key(cfg.seed, group, 0, _READOUT, *((c,) if c else ())))
     return g
+
+
+def _bias_normals(model: MLP, n: int, dtype, cfg: _Config, group: int) -> list[np.ndarray]:
+    """Z^{b^l_0} ~ N(0, σ_{b,l}²), l = 1..L, each from its own stream (maths §6); [] without biases."""
+    if not model.has_bias:
+        return []
+    out = []
+    for l in range(1, model.depth + 1):
+        b = np.empty(n, dtype=dtype)
+        fill_normals(b, stream_key(cfg.seed, group, 0, _BIAS, l))
+        b *= model.bias_sigma[l - 1]
+        out.append(b)
+    return out
 
 
 class _Group:
@@ -243,6 +278,12 @@ class _Group:
     A :class:`zlimit._driver.State`: :func:`zlimit._driver.run_sgd` calls
     :meth:`forward`, :meth:`backward` and :meth:`update` in turn. Features are
     particle arrays, one input per row, and E[Z Z'] is the particle mean.
+
+    The extensions of maths §6: hidden biases Z^{b^l_t} (``b``, (N,) each) and the
+    output bias (``b_out``, k numbers) are updated in place, b ← ρ b − η_b V_B, as is
+    Ŵ (``w``, (N,), or (k, N) with k > 1 outputs); P1 and each A_l are accumulators
+    whose init parts are scaled by ρ^t in the forward and backward passes. Velocities
+    (``v``) exist only with momentum.
     """
 
     exact_eval_cross = False  # evaluation directions are fresh at every step (see Recorder)
@@ -257,14 +298,22 @@ class _Group:
         # Z^{h^1_0(ξ_a)}: Cov = σ_1² ξ_a·ξ_b/d. QR of Ξᵀ with training columns first,
         # so training inputs use only the leading normals.
         R = np.linalg.qr(X_all.T, mode="r")
-        g = _base_normals(R.shape[0] + 1, n, dt, cfg, group)  # input-layer normals, then Ŵ_0's
+        k = model.outputs
+        g = _base_normals(R.shape[0], k, n, dt, cfg, group)  # input-layer normals, then Ŵ^c_0's
         with np.errstate(over="ignore", invalid="ignore"):  # huge inputs: DivergenceError at step 0 or 1
-            self.h1_0 = ((model.sigma[0] / np.sqrt(d)) * R.T.astype(dt)) @ g[:-1]  # (M, N)
+            self.h1_0 = ((model.sigma[0] / np.sqrt(d)) * R.T.astype(dt)) @ g[:-k]  # (M, N)
             self.K1 = X @ X_all.T / d  # (m, M): ξ_i·ξ_a/d
         self.P1 = np.zeros((self.m, n), dtype=dt)  # Σ_s χ_{s,i} Z^{dh^1_s(ξ_i)}
-        self.w = model.sigma[-1] * g[-1]  # Z^{Ŵ_0} ~ N(0, σ_{L+1}²)
+        self.w = model.sigma[-1] * (g[-1] if k == 1 else g[-k:])  # Z^{Ŵ^c_0} ~ N(0, σ_{L+1}²)
+        self.b = _bias_normals(model, n, dt, cfg, group)  # Z^{b^l_t}, l = 1..L (maths §6)
+        self.b_out = np.zeros(k) if model.has_bias else None  # b^{L+1}_t, deterministic, from 0
+        momentum = model.momentum > 0
+        self.v = {name: np.zeros_like(a) for name, a in (("P1", self.P1), ("w", self.w), ("b_out", self.b_out),
+                                                         *((f"b{l}", b) for l, b in enumerate(self.b, start=1)))
+                  if momentum and a is not None}
         self.hidden = [_HiddenLayer(l, model, cfg, group, caps, budget) for l in range(2, model.depth + 1)]
         self.readout_0: np.ndarray | None = None  # E_N[Ŵ_0 x^L_0], the control variate of §3
+        self.decay_t = 1.0  # ρ^t of the step being run
         self.t = -1
         self.hs = self.xs = self.dxs = self.dhs = None  # this step's features, for backward and update
 
@@ -290,14 +339,18 @@ class _Group:
             When a feature becomes non-finite (relu(NaN) = 0 would hide it from f̊).
         """
         phi, dphi = self.model.activation.phi, self.model.activation.dphi
-        # Z^{h^1_t} = Z^{h^1_0} − η_1 Σ_{s<t} Σ_i χ_{s,i} (ξ_i·ξ_a/d) Z^{dh^1_s(ξ_i)}
-        h = self.h1_0 - (self.model.eta[0] * self.K1.T).astype(self.cfg.dtype) @ self.P1
+        self.decay_t = decay_t = self.model.decay ** t  # ρ^t, the weight decay of the init parts (maths §6)
+        # Z^{h^1_t} = ρ^t Z^{h^1_0} − η_1 Σ_{s<t} Σ_i χ_{s,i} (ξ_i·ξ_a/d) Z^{dh^1_s(ξ_i)} (+ Z^{b^1_t})
+        h0 = self.h1_0 if decay_t == 1.0 else decay_t * self.h1_0
+        h = h0 - (self.model.eta[0] * self.K1.T).astype(self.cfg.dtype) @ self.P1
         hs, xs, dxs, novelty, dropped = [], [], [], {}, {}
         for layer in [None] + self.hidden:
             if layer is not None:
                 labels = [_EVAL_LABEL + t * self.M + j for j in range(self.M)]
                 l = layer.layer
-                h, novelty[l], dropped[l] = layer.forward(xs[-1], self.m, labels)
+                h, novelty[l], dropped[l] = layer.forward(xs[-1], self.m, labels, decay_t)
+            if self.b:
+                h += self.b[len(hs)]  # Z^{h^l_t} gains Z^{b^l_t} (maths §6)
             if not np.isfinite(h).all():
                 raise diverged(f"layer-{len(hs) + 1} features h", t, self, self.model)
             x, dx = np.empty_like(h), np.empty_like(h)
@@ -307,18 +360,21 @@ class _Group:
         return Forward(hs, xs, self.readout(xs[-1]), novelty, dropped)
 
     def readout(self, xL: np.ndarray) -> np.ndarray:
-        """f̊_t(ξ_a) = E[Z^{Ŵ_t} Z^{x^L_t(ξ_a)}] − E_N[Ŵ_0 x^L_0] (the §3 control variate)."""
+        """f̊^c_t(ξ_a) = E[Z^{Ŵ^c_t} Z^{x^L_t(ξ_a)}] − E_N[Ŵ^c_0 x^L_0] (the §3 control variate)
+        + b^{L+1}_{t,c} (maths §6); (M,), or (M, k) with k > 1 outputs."""
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported by the driver
-            raw = (xL @ self.w).astype(np.float64) / self.cfg.particles
+            raw = (xL @ self.w.T).astype(np.float64) / self.cfg.particles
         if self.readout_0 is None:
             self.readout_0 = raw.copy()
-        return raw - self.readout_0
+        f = raw - self.readout_0
+        return f if self.b_out is None else f + (self.b_out[0] if self.model.outputs == 1 else self.b_out)
 
     def backward(self, batch: np.ndarray, chi: np.ndarray) -> Backward:
         """Backward pass for i ∈ B_t (maths §2, "Backward pass").
 
-        Z^{dx^L_t(ξ_i)} = Z^{Ŵ_t}, Z^{dh^l_t} = Z^{dx^l_t} φ'(Z^{h^l_t}), and Z^{dx^{l−1}_t}
-        for l ≥ 2 by :meth:`_HiddenLayer.backward`.
+        Z^{dx^L_t(ξ_i)} = Z^{Ŵ_t} (k = 1), or the error-weighted Σ_c χ_{t,i,c} Z^{Ŵ^c_t}
+        with k > 1 outputs (maths §6); Z^{dh^l_t} = Z^{dx^l_t} φ'(Z^{h^l_t}), and
+        Z^{dx^{l−1}_t} for l ≥ 2 by :meth:`_HiddenLayer.backward`.
 
         Returns
         -------
@@ -326,28 +382,43 @@ class _Group:
             dh kernels (b, b) per layer; novelty {l: (b,)} residual norms against the
             backward basis of W^l; dropped {l: (b,)} as in :meth:`forward`.
         """
-        dx = np.broadcast_to(self.w, (len(batch), self.w.size))  # Z^{dx^L_t} = Z^{Ŵ_t}
+        if self.model.outputs == 1:
+            dx = np.broadcast_to(self.w, (len(batch), self.w.size))  # Z^{dx^L_t} = Z^{Ŵ_t}
+        else:
+            dx = chi[batch].astype(self.w.dtype) @ self.w  # Σ_c χ_{t,i,c} Z^{Ŵ^c_t}
         dhs, novelty, dropped = [None] * self.model.depth, {}, {}
         for l in range(self.model.depth, 0, -1):
             dh = dx * self.dxs[l - 1][batch]  # Z^{dh^l} = Z^{dx^l} φ'(Z^{h^l})
             dhs[l - 1] = dh
             if l >= 2:
-                dx, novelty[l], dropped[l] = self.hidden[l - 2].backward(dh)
+                dx, novelty[l], dropped[l] = self.hidden[l - 2].backward(dh, self.decay_t)
         self.dhs = dhs
         return Backward([self.gram(dh, dh) for dh in dhs], novelty, dropped)
 
     def update(self, batch: np.ndarray, chi: np.ndarray) -> None:
-        """Fold step t into the operators: Ŵ, the first-layer sum P1 and each A_l.
+        """Fold step t into the operators: Ŵ, the first-layer sum P1, each A_l and the biases.
 
         Z^{Ŵ_{t+1}} = Z^{Ŵ_t} − η_{L+1} Σ_i χ_{t,i} Z^{x^L_t(ξ_i)} (maths §2, backward pass);
         P1 += Σ_i χ_{t,i} Z^{dh^1_t(ξ_i)}, the sum the first-layer forward equation reads;
-        A_l as in :meth:`_HiddenLayer.accumulate` (maths §3, the operator D_l = V A_l).
+        A_l as in :meth:`_HiddenLayer.accumulate` (maths §3, the operator D_l = V A_l);
+        Z^{b^l_{t+1}} = Z^{b^l_t} − η c_{b,l} Σ_i χ_{t,i} Z^{dh^l_t(ξ_i)} and
+        b^{L+1}_{t+1,c} = b^{L+1}_{t,c} − η c_{b,L+1} Σ_i χ_{t,i,c} (maths §6). Each with
+        momentum and decay by :func:`zlimit._model.accumulate`; with k > 1 outputs, χ ≡ 1
+        in all but the readout and the output bias (it is inside dh).
         """
+        beta, rho, eta_b = self.model.momentum, self.model.decay, self.model.bias_eta
         chi_b = chi[batch]
-        self.w -= (self.model.eta[-1] * chi_b).astype(self.w.dtype) @ self.xs[-1][batch]  # Z^{Ŵ_{t+1}}
-        self.P1[batch] += chi_b[:, None].astype(self.P1.dtype) * self.dhs[0]
+        weights = chi_b if self.model.outputs == 1 else np.ones(len(batch))
+        step = lambda name, X, G, rows=slice(None): accumulate(X, self.v.get(name), G, beta, rho, rows)
+        # Z^{Ŵ_{t+1}}, in place: Ŵ ← ρ Ŵ − η_{L+1} V_S
+        step("w", self.w, -((self.model.eta[-1] * chi_b).T.astype(self.w.dtype) @ self.xs[-1][batch]))
+        step("P1", self.P1, weights[:, None].astype(self.P1.dtype) * self.dhs[0], batch)
         for layer in self.hidden:
-            layer.accumulate(chi_b, batch)
+            layer.accumulate(weights, batch)
+        for l, b in enumerate(self.b, start=1):  # Z^{b^l} ← ρ Z^{b^l} − η_b V_B
+            step(f"b{l}", b, -(eta_b[l - 1] * weights).astype(b.dtype) @ self.dhs[l - 1])
+        if self.b_out is not None:
+            step("b_out", self.b_out, -eta_b[-1] * chi_b.sum(axis=0))
 
     @property
     def nbytes(self) -> int:
@@ -359,13 +430,21 @@ class _Group:
         control variate and each hidden layer's (:meth:`_HiddenLayer.snapshot`).
         Z^{h^1_0} and the input-layer normals are drawn again from the seed."""
         out = {"P1": self.P1, "w": self.w, "readout_0": self.readout_0}
+        out.update((f"b{l}", b) for l, b in enumerate(self.b, start=1))
+        if self.b_out is not None:
+            out["b_out"] = self.b_out
+        out.update((f"v/{name}", v) for name, v in self.v.items())
         for layer in self.hidden:
             out.update((f"W{layer.layer}/{k}", v) for k, v in layer.snapshot().items())
         return out
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
         """Take back a :meth:`snapshot` of the same run (bit for bit)."""
-        restore_into(arrays, {"P1": self.P1, "w": self.w}, "state")
+        mine = {"P1": self.P1, "w": self.w, **{f"b{l}": b for l, b in enumerate(self.b, start=1)},
+                **{f"v/{name}": v for name, v in self.v.items()}}
+        if self.b_out is not None:
+            mine["b_out"] = self.b_out
+        restore_into(arrays, mine, "state")
         self.readout_0 = np.array(arrays["readout_0"], dtype=np.float64)
         for layer in self.hidden:
             prefix = f"W{layer.layer}/"

@@ -310,14 +310,16 @@ def total_loss(model: MLP, f_train: np.ndarray, y: np.ndarray) -> float:
     return float(values.mean() if model.reduction == "mean" else values.sum())
 
 
-def accumulate(X: np.ndarray, V: np.ndarray | None, G: np.ndarray, beta: float, rho: float) -> None:
+def accumulate(X: np.ndarray, V: np.ndarray | None, G: np.ndarray, beta: float, rho: float, rows=slice(None)
+               ) -> None:
     """One step of an accumulator and its velocity, in place (maths §6):
 
         V ← β V + G,   then   X ← ρ X + V.
 
     With β = 0 no velocity is kept (``V`` may be None) and X ← ρ X + G; with ρ = 1
-    too this is ``X += G``, bit for bit plain SGD. X and V share a shape; G
-    broadcasts to it.
+    too this is ``X[rows] += G``, bit for bit plain SGD. X and V share a shape; G
+    broadcasts to ``X[rows]``: the new term touches those rows only (other rows keep
+    moving by their velocity and decay).
 
     >>> X, V = np.zeros(2), np.zeros(2)
     >>> for _ in range(2):
@@ -327,8 +329,8 @@ def accumulate(X: np.ndarray, V: np.ndarray | None, G: np.ndarray, beta: float, 
     """
     if beta:
         V *= beta
-        V += G
-        G = V
+        V[rows] += G
+        G, rows = V, slice(None)
     if rho != 1.0:
         X *= rho
-    X += G
+    X[rows] += G

@@ -10,6 +10,13 @@ initialisations follows kernel gradient descent from f_0 = 0:
 
     Π^L = σ_{L+1}² E[φ'(h^L) φ'(h^L)'],   Π^l = σ_{l+1}² Π^{l+1} ⊙ E[φ'(h^l) φ'(h^l)'].
 
+With the extensions of maths §6: biases add their parameter-gradient products
+Σ_{l=1}^{L} η c_{b,l} Π^l + η c_{b,L+1} to Θ (a bias is a weight of fan-in 1 on the
+input 1), and enter the initial features; the k outputs' Ŵ^c are independent, so Θ is
+the same for every output and each output moves by its own χ^c; momentum is heavy ball
+on the kernel dynamics, V ← β V + χ_t, f ← f − Θ V. Weight decay has no kernel limit of
+this form and is refused by :func:`zlimit.simulate`.
+
 The expectations are over the initial features, which the engine's first forward
 pass samples exactly; each particle group estimates Θ on its own, so the standard
 errors are again the spread between groups. For a loss that is not quadratic, the
@@ -56,6 +63,8 @@ def ntk_gram(model: MLP, K1: np.ndarray, xs: list, dxs: list) -> tuple[np.ndarra
     theta = model.eta[L] * _gram(xs[L - 1], xs[L - 1]) + model.eta[0] * pis[0] * K1
     for l in range(2, L + 1):
         theta += model.eta[l - 1] * pis[l - 1] * _gram(xs[l - 2], xs[l - 2])
+    if model.has_bias:  # b^l: Π^l times the input 1, with b^l's rate; b^{L+1}: ∂f/∂b = 1 (maths §6)
+        theta += sum(eta_b * pi for eta_b, pi in zip(model.bias_eta, pis)) + model.bias_eta[L]
     return theta, pis
 
 
@@ -65,7 +74,9 @@ class NtkState:
     Features are the initial ones, sampled by the μP engine's first forward pass
     (:func:`zlimit._engine.initial_features`); f starts at 0 and moves by
     f_{t+1} = f_t − Θ[:, B_t] χ_t (kernel gradient descent). Cross-step kernels are
-    the step-0 kernels, for evaluation inputs too.
+    the step-0 kernels, for evaluation inputs too. With k > 1 outputs f is (M, k) and
+    the dh kernels are of the error-weighted vectors Σ_c χ_{t,i,c} dh^{l,c}, (χχᵀ) ⊙ Π^l;
+    with momentum, ``velocity`` holds V of the heavy ball (maths §6).
     """
 
     exact_eval_cross = True
@@ -75,7 +86,10 @@ class NtkState:
         X_all = data.X_all
         self.hs, self.xs, dxs = initial_features(model, X_all, cfg, group)
         self.theta, self.pis = ntk_gram(model, X_all @ X_all.T / X_all.shape[1], self.xs, dxs)
-        self.m, self.f = data.m, np.zeros(data.M)
+        k = model.outputs
+        self.m, self.f = data.m, np.zeros(data.M if k == 1 else (data.M, k))
+        self.beta = model.momentum
+        self.velocity = np.zeros(self.f[: self.m].shape)
         self._grams: dict = {}  # the features never change: each product is computed once
 
     def gram(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,11 +103,20 @@ class NtkState:
         return Forward(self.hs, self.xs, self.f.copy())
 
     def backward(self, batch: np.ndarray, chi: np.ndarray) -> Backward:
-        """Π^l on the batch: E[Z^{dh^l_0(ξ_i)} Z^{dh^l_0(ξ_j)}]."""
-        return Backward([pi[np.ix_(batch, batch)] for pi in self.pis])
+        """Π^l on the batch: E[Z^{dh^l_0(ξ_i)} Z^{dh^l_0(ξ_j)}]; with k > 1 outputs, of the
+        error-weighted vectors: Σ_c χ_{t,i,c} χ_{t,j,c} Π^l(ξ_i, ξ_j)."""
+        block = np.ix_(batch, batch)
+        if chi.ndim == 1:
+            return Backward([pi[block] for pi in self.pis])
+        weights = chi[batch] @ chi[batch].T
+        return Backward([weights * pi[block] for pi in self.pis])
 
     def update(self, batch: np.ndarray, chi: np.ndarray) -> None:
-        """f_{t+1}(ξ_a) = f_t(ξ_a) − Σ_i Θ(ξ_a, ξ_i) χ_{t,i}."""
+        """f_{t+1}(ξ_a) = f_t(ξ_a) − Σ_i Θ(ξ_a, ξ_i) V_{t,i}, V_t = β V_{t−1} + χ_t (V = χ without
+        momentum), for each output."""
+        if self.beta:
+            self.velocity = self.beta * self.velocity + chi
+            chi = self.velocity
         self.f = self.f - self.theta[:, : self.m] @ chi
 
 
