@@ -541,7 +541,16 @@ def _memory_parts(model: MLP, m: int, M: int, steps: int, particles: int, groups
     initial = min(max(k_cap, j_cap), _INITIAL_PER_INPUT * m)
     bases = (model.depth - 1) * 2 * (min(k_cap, initial) + min(j_cap, initial)) * n * item
     features = (4 * model.depth + 6) * M * n * item + 2 * model.depth * len(record_steps) * M * n * item
+    features += _extension_rows(model, m) * n * item
     return bases, features, groups * record_bytes(model.depth, steps, M, len(record_steps))
+
+
+def _extension_rows(model: MLP, m: int) -> int:
+    """Particle rows the extensions of maths §6 add to a group: Ŵ^c beyond the first, the
+    hidden biases, and with momentum the velocities of P1, Ŵ and the biases."""
+    biases = model.depth if model.has_bias else 0
+    velocities = m + model.outputs + biases if model.momentum else 0
+    return model.outputs - 1 + biases + velocities
 
 
 def memory_need(model: MLP, m: int, M: int, settings, batch_total: int) -> tuple[int, int]:

@@ -1,0 +1,143 @@
+"""The Monte Carlo μP limit with the extensions of maths §6 (biases, k outputs, momentum,
+weight decay), against independent references:
+
+* finite μP networks of growing width (maths §4): the seed mean approaches the limit,
+  the deviation falls with a log-log slope in [−1.3, −0.3], and at the widest width the
+  seed means agree with the limit within the Bonferroni-corrected t threshold — and
+  disagree with the limit of the same model with any one extension removed;
+* the exact linear limit (``method="exact"``, tested against closed forms in
+  tests/test_exact_ext.py), feature by feature, within the t threshold;
+* an uninterrupted run, for checkpoint and resume with every extension on.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import zlimit
+from zlimit import simulate
+
+from test_checkpoint import Boom, _raise_at, assert_identical
+from test_engine import _finite_study, _inputs
+from tolerance import assert_within_se, t_threshold
+
+
+def _targets(model: zlimit.MLP, y: np.ndarray) -> np.ndarray:
+    """y (m,) of ±1 turned into the targets ``model`` takes: class labels for "xent",
+    k columns for "mse" with k > 1."""
+    m, k = y.shape[0], model.outputs
+    if model.loss.name == "xent":
+        return np.arange(m) % k
+    if k > 1:
+        return np.stack([y * (-1) ** c / (1 + c) for c in range(k)], axis=1)
+    return y
+
+
+# ------------------------------------------------------------- against finite nets
+#: every extension at once, each strong enough to move f by many standard errors
+ALL = dict(depth=3, activation="tanh", loss="xent", outputs=3, lr=0.5, bias_std=0.8, momentum=0.5,
+           weight_decay=0.2)
+#: the same model with one extension removed
+WITHOUT = {"biases": dict(bias_std=None), "momentum": dict(momentum=0.0), "weight decay": dict(weight_decay=0.0),
+           "hidden-bias rate": dict(bias_lr_mult=(0.0, 0.0, 0.0, 1.0))}
+
+
+def test_finite_width_converges_with_every_extension():
+    """Nets at widths 256..4096 approach the limit with biases, 3 classes (softmax
+    cross-entropy), momentum 0.5 and weight decay 0.2 (ρ = 0.9) together: slope in
+    [−1.3, −0.3], seed means within the t threshold at width 4096 (16 seeds and 16
+    groups: 15 dof), and every limit with one extension removed is rejected there."""
+    X, y, _ = _inputs(4, 3, seed=0)
+    model = zlimit.MLP(**ALL)
+    Y = _targets(model, y)
+    steps = 5
+    limit, devs, slope, (diff, se, dof) = _finite_study(model, X, Y, None, [256, 512, 1024, 2048, 4096],
+                                                        seeds=16, steps=steps, particles=200_000, groups=16)
+    assert limit.outputs.shape == (steps + 1, 4, 3)
+    assert -1.3 <= slope <= -0.3, (slope, devs)
+    assert_within_se(diff, 0.0, se, dof=dof)
+    finite_mean = diff + limit.outputs[1:]
+    crit = t_threshold(dof, diff.size)
+    for name, change in WITHOUT.items():
+        other = simulate(zlimit.MLP(**{**ALL, **change}), X, Y, steps=steps, particles=200_000, groups=16,
+                         progress=False, seed=11)
+        z = np.abs(finite_mean - other.outputs[1:]) / np.hypot(se, other.outputs_se[1:])
+        assert z.max() > crit, (name, z.max(), crit)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kw", [
+    dict(depth=3, activation="tanh", lr=0.5, bias_std=1.0),
+    dict(depth=3, activation="silu", lr=0.5, loss="xent", outputs=3),
+    dict(depth=3, activation="tanh", lr=0.1, momentum=0.9),
+    dict(depth=3, activation="tanh", lr=0.5, weight_decay=1e-2),
+], ids=["tanh-biases", "silu-xent-k3", "momentum-0.9", "weight-decay-1e-2"])
+def test_finite_width_converges_512_to_8192_per_extension(kw):
+    X, y, _ = _inputs(4, 3, seed=2)
+    model = zlimit.MLP(**kw)
+    _, devs, slope, (diff, se, dof) = _finite_study(model, X, _targets(model, y), None,
+                                                    [512, 1024, 2048, 4096, 8192], seeds=12, steps=5,
+                                                    particles=400_000)
+    assert -1.3 <= slope <= -0.3, (slope, devs)
+    assert_within_se(diff, 0.0, se, dof=dof)
+
+
+# ------------------------------------------------------------ against the exact limit
+LINEAR = dict(depth=3, activation="linear", lr=0.3)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(bias_std=0.9, bias_lr_mult=(1.0, 2.0, 0.5, 1.5)),
+    dict(outputs=3),
+    dict(momentum=0.7),
+    dict(weight_decay=0.5),
+    dict(outputs=2, bias_std=0.7, momentum=0.5, weight_decay=0.3),
+], ids=["biases", "k3", "momentum", "decay", "all"])
+def test_monte_carlo_matches_exact_linear_limit(kw):
+    """f̊_t of every step and input, with a minibatch schedule and an evaluation input,
+    within the t threshold (32 groups: 31 dof, Bonferroni over all entries)."""
+    X, y, X_eval = _inputs(3, 4, seed=5, m_eval=1)
+    model = zlimit.MLP(**LINEAR, **kw)
+    Y = _targets(model, y)
+    steps = 6
+    batches = zlimit.batch_schedule(3, 2, steps, seed=4)
+    exact = simulate(model, X, Y, steps=steps, X_eval=X_eval, batches=batches, method="exact", progress=False)
+    run = simulate(model, X, Y, steps=steps, X_eval=X_eval, batches=batches, particles=192_000, groups=32,
+                   seed=6, progress=False)
+    assert run.outputs.shape == exact.outputs.shape
+    assert np.all(run.outputs[0] == 0.0) and np.all(exact.outputs[0] == 0.0)  # f̊_0 = 0 (output bias from 0)
+    assert_within_se(run.outputs[1:], exact.outputs[1:], run.outputs_se[1:], dof=run.groups - 1,
+                     n_comparisons=run.outputs[1:].size)
+    # the feature moved f by far more than the Monte Carlo error: the plain model is rejected
+    plain = simulate(zlimit.MLP(**LINEAR, outputs=model.outputs), X, Y, steps=steps, X_eval=X_eval,
+                     batches=batches, method="exact", progress=False)
+    z = np.abs(run.outputs[1:] - plain.outputs[1:]) / run.outputs_se[1:]
+    if kw != dict(outputs=3):  # k = 3 is its own plain model
+        assert z.max() > t_threshold(run.groups - 1, z.size), z.max()
+
+
+# ----------------------------------------------------------------------- mechanics
+def test_zero_error_signal_adds_no_direction_and_no_nan():
+    """With k > 1 the backward vector Σ_c χ_c Ŵ^c of an input whose error signal is
+    exactly zero is zero (maths §6): Gram–Schmidt adds no direction for it."""
+    X, y, _ = _inputs(3, 4, seed=1)
+    model = zlimit.MLP(depth=2, activation="tanh", lr=0.5, outputs=2)
+    Y = np.array([[1.0, -1.0], [0.0, 0.0], [0.5, 0.2]])  # f̊_0 = 0: χ_0 = 0 for input 1
+    run = simulate(model, X, Y, steps=3, particles=4000, groups=2, progress=False)
+    assert np.all(run.error_signals_groups[:, 0, 1] == 0.0)
+    assert np.all(np.isfinite(run.outputs_groups))
+    assert np.all(run.bases["size_bwd2"][:, 0] == 2)  # two nonzero backward vectors at step 0
+    assert np.all(run.novelty["bwd2"][:, 0, 1] == 0.0)
+
+
+def test_resume_with_every_extension_is_bit_identical(tmp_path):
+    X, y, X_eval = _inputs(3, 2, seed=3, m_eval=1)
+    model = zlimit.MLP(depth=3, activation="silu", lr=0.3, loss="mse", outputs=2, bias_std=0.5, momentum=0.8,
+                       weight_decay=0.1)
+    Y = _targets(model, y)
+    kw = dict(steps=8, particles=2000, groups=3, X_eval=X_eval, record_steps=(0, 3), progress=False)
+    reference = simulate(model, X, Y, threads=2, **kw)
+    path = tmp_path / "run.ckpt"
+    with pytest.raises(Boom):
+        simulate(model, X, Y, threads=1, checkpoint=path, checkpoint_every=0, on_step=_raise_at(1, 5), **kw)
+    assert_identical(simulate(model, X, Y, threads=2, checkpoint=path, **kw), reference)
