@@ -10,12 +10,16 @@ Conventions (maths §1)
 Inputs ξ ∈ R^d, training inputs ξ_1..ξ_m, evaluation inputs ξ_{m+1..M}.
 Width-n vectors are stored one input per column: ``h`` has shape (n, M).
 
-    h^1 = W^1 ξ,   x^l = φ(h^l),   h^{l+1} = W^{l+1} x^l,   f(ξ) = W^{L+1} x^L
+    h^1 = W^1 ξ + b^1,   x^l = φ(h^l),   h^{l+1} = W^{l+1} x^l + b^{l+1},   f(ξ) = W^{L+1} x^L + b^{L+1}
 
-with W^1 (n×d), W^l (n×n) for 2 ≤ l ≤ L and W^{L+1} (1×n). The weights are plain
-weights: each layer has its own init standard deviation and SGD learning rate
-(table of maths §5, see :func:`layer_scales`), and the update is the ordinary
-gradient of the batch loss r·Σ_{i∈B_t} ℓ(f(ξ_i), y_i).
+with W^1 (n×d), W^l (n×n) for 2 ≤ l ≤ L, W^{L+1} (k×n), and biases b^l ∈ R^n,
+b^{L+1} ∈ R^k when the model has them (maths §6; without them every b is 0). The
+weights are plain weights: each parameter has its own init standard deviation and
+SGD learning rate (table of maths §5, see :func:`layer_scales`, and the bias table
+of §6, see :func:`bias_scales`), and the update uses the ordinary gradient ∇_p L of
+the batch loss L = r·Σ_{i∈B_t} ℓ(f(ξ_i), y_i). With momentum β and weight decay λ
+(maths §6, torch.optim.SGD with dampening 0 and decoupled decay) every parameter p
+with learning rate η_p moves as v_p ← β v_p + ∇_p L, p ← ρ p − η_p v_p, ρ = 1 − ηλ.
 
 Implementation notes
 --------------------
@@ -23,7 +27,13 @@ The n×n matrices dominate the cost. Each hidden matrix is kept as
 W = W_0 − Σ_k a_k b_kᵀ: the rank-|B_t| SGD updates are appended as columns and
 folded into W_0 with one in-place BLAS ``gemm`` every few hundred columns. Each step
 then reads every n×n matrix twice (forward and backward product), the least any
-exact method can do, instead of three times plus a temporary n×n array.
+exact method can do, instead of three times plus a temporary n×n array. With
+momentum or weight decay every step rewrites W anyway (W ← ρW − η_l v, v of full
+rank), so the matrix is kept dense, with a dense velocity when β > 0
+(:class:`_HeavyBall`); without them the low-rank path is exactly plain SGD.
+
+Velocities are stored as the change they make, u_p = −η_p v_p, so that one step is
+:func:`zlimit._model.accumulate` with G = −η_p ∇_p L: u ← βu − η_p ∇_p L, p ← ρp + u.
 """
 from __future__ import annotations
 
@@ -35,11 +45,12 @@ from scipy.linalg import get_blas_funcs
 from ._activations import apply
 from ._checkpoint import Session, Stopped, hook_step, restore_into, resume, stop_on_sigint
 from ._driver import Backward, Forward, Recorder, assemble, run_sgd
-from ._model import MLP, check_model
+from ._model import MLP, accumulate, check_model
 from ._results import Run
 from ._validate import check_choice, check_dtype, check_int, check_seed
 
-__all__ = ["FiniteState", "train", "init_weights", "layer_scales", "PARAMETRIZATIONS"]
+__all__ = ["FiniteState", "train", "init_weights", "init_parameters", "layer_scales", "bias_scales",
+           "PARAMETRIZATIONS"]
 
 PARAMETRIZATIONS = ("mup", "sp", "ntp", "ip")
 
@@ -97,6 +108,57 @@ def layer_scales(model: MLP, d: int, width: int, parametrization: str = "mup"
     return stds, lrs
 
 
+def bias_scales(model: MLP, width: int, parametrization: str = "mup"
+                ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Init standard deviations and SGD learning rates of the biases b^1..b^{L+1} (maths §6).
+
+    A hidden bias is a weight of fan-in 1: it starts N(0, σ_{b,l}²) in every
+    parametrization and takes its parametrization's W^1 learning rate with d = 1. With
+    σ_{b,l} = ``model.bias_sigma[l-1]`` and η c_{b,l} = ``model.bias_eta[l-1]``
+    (n = width):
+
+    ======  ==================  ===========================  =====================
+    param   init std            learning rate b^l, l <= L    learning rate b^{L+1}
+    ======  ==================  ===========================  =====================
+    mup     σ_{b,l}             η c_{b,l} · n                η c_{b,L+1}
+    sp      σ_{b,l}             η c_{b,l} / n                η c_{b,L+1} / n
+    ntp     σ_{b,l}             η c_{b,l}                    η c_{b,L+1}
+    ip      σ_{b,l}             η c_{b,l} · n                η c_{b,L+1}
+    ======  ==================  ===========================  =====================
+
+    A model without biases gives zeros.
+
+    Parameters
+    ----------
+    model : MLP
+    width : int
+        n.
+    parametrization : {"mup", "sp", "ntp", "ip"}
+
+    Returns
+    -------
+    stds, lrs : tuple of L+1 floats each
+
+    Examples
+    --------
+    >>> import zlimit
+    >>> model = zlimit.MLP(depth=2, lr=0.1, bias_std=1.0)  # one σ_b: the output bias starts at 0
+    >>> bias_scales(model, 100, "mup")
+    ((1.0, 1.0, 0.0), (10.0, 10.0, 0.1))
+    """
+    check_model(model)
+    parametrization = check_choice("parametrization", parametrization, PARAMETRIZATIONS)
+    n = check_int("width", width, 1)
+    L, e = model.depth, model.bias_eta
+    if parametrization in ("mup", "ip"):
+        lrs = (*(v * n for v in e[:L]), e[L])
+    elif parametrization == "sp":
+        lrs = tuple(v / n for v in e)
+    else:  # ntp
+        lrs = e
+    return model.bias_sigma, lrs
+
+
 def _draw_weights(rng: np.random.Generator, shapes, stds, dtype: str) -> list[np.ndarray]:
     out = []
     for shape, std in zip(shapes, stds):
@@ -106,8 +168,12 @@ def _draw_weights(rng: np.random.Generator, shapes, stds, dtype: str) -> list[np
     return out
 
 
-def _shapes(depth: int, d: int, n: int) -> list[tuple[int, int]]:
-    return [(n, d)] + [(n, n)] * (depth - 1) + [(1, n)]
+def _shapes(depth: int, d: int, n: int, k: int) -> list[tuple[int, int]]:
+    return [(n, d)] + [(n, n)] * (depth - 1) + [(k, n)]
+
+
+def _generator(seed) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_seed("seed", seed))
 
 
 def init_weights(model: MLP, d: int, width: int, parametrization: str = "mup", seed=0,
@@ -116,7 +182,8 @@ def init_weights(model: MLP, d: int, width: int, parametrization: str = "mup", s
 
     ``np.random.default_rng(seed)`` draws W^1, W^2, ..., W^{L+1} in this order, each as
     a float64 array of standard normals, multiplied by the init std of
-    :func:`layer_scales` and cast to ``dtype``.
+    :func:`layer_scales` and cast to ``dtype``. The biases of a model with biases are
+    drawn next from the same generator (:func:`init_parameters`).
 
     Parameters
     ----------
@@ -130,15 +197,56 @@ def init_weights(model: MLP, d: int, width: int, parametrization: str = "mup", s
     Returns
     -------
     list of L+1 arrays
-        W^1 of shape (n, d), W^l of shape (n, n) for l = 2..L, W^{L+1} of shape (1, n).
+        W^1 of shape (n, d), W^l of shape (n, n) for l = 2..L, W^{L+1} of shape (k, n)
+        (k = ``model.outputs``).
     """
     dtype = check_dtype(dtype).name
     stds, _ = layer_scales(model, d, width, parametrization)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_seed("seed", seed))
-    return _draw_weights(rng, _shapes(model.depth, d, width), stds, dtype)
+    return _draw_weights(_generator(seed), _shapes(model.depth, d, width, model.outputs), stds, dtype)
+
+
+def init_parameters(model: MLP, d: int, width: int, parametrization: str = "mup", seed=0,
+                    dtype: str = "float64") -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The initial weights and biases that :func:`train_finite` draws (maths §6).
+
+    One generator ``np.random.default_rng(seed)`` draws the weights exactly as
+    :func:`init_weights`, then, for a model with biases, b^1, ..., b^{L+1} in this
+    order, each as float64 standard normals multiplied by the init std of
+    :func:`bias_scales` (0 gives zeros, drawn all the same) and cast to ``dtype``.
+
+    Parameters
+    ----------
+    model : MLP
+    d, width : int
+        Input dimension and width n.
+    parametrization : {"mup", "sp", "ntp", "ip"}
+    seed : int or numpy.random.Generator
+    dtype : {"float64", "float32"}
+
+    Returns
+    -------
+    weights : list of L+1 arrays, as :func:`init_weights`
+    biases : list of L+1 arrays, b^l of shape (n,) for l = 1..L and b^{L+1} of shape
+        (k,); empty for a model without biases.
+    """
+    rng = _generator(seed)
+    weights = init_weights(model, d, width, parametrization, rng, dtype)
+    if not model.has_bias:
+        return weights, []
+    stds, _ = bias_scales(model, width, parametrization)
+    shapes = [(width,)] * model.depth + [(model.outputs,)]
+    return weights, _draw_weights(rng, shapes, stds, check_dtype(dtype).name)
 
 
 # ------------------------------------------------------------ hidden matrices
+def _add_outer(gemm, C: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float, beta: float) -> None:
+    """C ← β C + α A Bᵀ in place, for C-ordered C (n, n) and A, B (n, b): one BLAS gemm on
+    the Fortran view Cᵀ ← β Cᵀ + α B Aᵀ, without an n×n temporary."""
+    res = gemm(alpha, B, A, beta=beta, c=C.T, trans_b=True, overwrite_c=True)
+    if not np.shares_memory(res, C):  # the wrapper had to copy: write back
+        C[...] = res.T
+
+
 class _LowRankUpdated:
     """An n×n matrix W = W_0 − A_kᵀ B_k with k pending rank-one updates.
 
@@ -183,10 +291,7 @@ class _LowRankUpdated:
         k = self.k
         if k == 0:
             return
-        c = self.W.T  # Fortran-ordered view of the same memory
-        res = self._gemm(-1.0, self.B[:k].T, self.A[:k].T, beta=1.0, c=c, trans_b=True, overwrite_c=True)
-        if not np.shares_memory(res, self.W):  # the wrapper had to copy: write back
-            self.W[...] = res.T
+        _add_outer(self._gemm, self.W, self.A[:k].T, self.B[:k].T, -1.0, 1.0)
         self.k = 0
 
     def dense(self) -> np.ndarray:
@@ -204,12 +309,56 @@ class _LowRankUpdated:
         self.k = k
 
 
+class _HeavyBall:
+    """A dense n×n matrix trained with momentum and decoupled weight decay (maths §6).
+
+    :meth:`subtract` takes the step whose plain-SGD change is −A Bᵀ (A Bᵀ = η_l ∇_W L):
+    with β > 0 the velocity U = −η_l v moves as U ← β U − A Bᵀ and W ← ρ W + U; with
+    β = 0, W ← ρ W − A Bᵀ. Each is a BLAS gemm plus, with β > 0, two in-place n×n
+    passes: O(n² b) per step, exact, and no n×n temporary.
+    """
+
+    def __init__(self, W0: np.ndarray, beta: float, rho: float) -> None:
+        self.W = np.ascontiguousarray(W0)
+        self.beta, self.rho = beta, rho
+        self.U = np.zeros_like(self.W) if beta else None
+        self._gemm = get_blas_funcs("gemm", (self.W,))
+
+    def dot(self, X: np.ndarray) -> np.ndarray:
+        """W X for X of shape (n, c)."""
+        return self.W @ X
+
+    def tdot(self, G: np.ndarray) -> np.ndarray:
+        """Wᵀ G for G of shape (n, c)."""
+        return self.W.T @ G
+
+    def subtract(self, A: np.ndarray, B: np.ndarray) -> None:
+        """One heavy-ball step with plain-SGD change −A Bᵀ, A and B of shape (n, b)."""
+        if self.U is None:
+            _add_outer(self._gemm, self.W, A, B, -1.0, self.rho)
+            return
+        _add_outer(self._gemm, self.U, A, B, -1.0, self.beta)
+        if self.rho != 1.0:
+            self.W *= self.rho
+        self.W += self.U
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """W and, with momentum, the velocity."""
+        return {"W": self.W} if self.U is None else {"W": self.W, "U": self.U}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take back a :meth:`snapshot` of the same run."""
+        restore_into(arrays, self.snapshot(), "state")
+
+
 # -------------------------------------------------------------------- training
 class FiniteState:
-    """A width-n network as a :class:`zlimit._driver.State` (maths §1 with the §5 scalings).
+    """A width-n network as a :class:`zlimit._driver.State` (maths §1 with the §5 scalings
+    and the §6 extensions: biases, k outputs, momentum, weight decay).
 
     Width-n vectors are stored one input per column, (n, M); the driver sees rows,
-    (M, n) transposed views, and E[Z Z'] is v·v'/n.
+    (M, n) transposed views, and E[Z Z'] is v·v'/n. The readout W^{L+1} is ``w_out``,
+    a vector (n,) for k = 1 and a matrix (k, n) for k > 1.
 
     Parameters
     ----------
@@ -218,11 +367,13 @@ class FiniteState:
     width : int
         n.
     seed : int
-        Seed of the initial weights (:func:`init_weights`).
+        Seed of the initial weights and biases (:func:`init_parameters`).
     parametrization : {"mup", "sp", "ntp", "ip"}
     dtype : {"float64", "float32"}
     fold : int
-        Pending low-rank update columns kept per hidden matrix (:class:`_LowRankUpdated`).
+        Pending low-rank update columns kept per hidden matrix (:class:`_LowRankUpdated`,
+        the hidden matrices of plain SGD; with momentum or weight decay they are
+        :class:`_HeavyBall`).
     """
 
     exact_eval_cross = True
@@ -230,69 +381,113 @@ class FiniteState:
     def __init__(self, model: MLP, X: np.ndarray, X_eval: np.ndarray, width: int, seed: int = 0,
                  parametrization: str = "mup", dtype="float64", fold: int = _FOLD_COLUMNS):
         d, n = X.shape[1], width
-        self.model, self.n, self.L = model, n, model.depth
+        self.model, self.n, self.L, self.k = model, n, model.depth, model.outputs
         self.label = f" at width {n} ({parametrization})"
         _, lrs = layer_scales(model, d, n, parametrization)
-        weights = init_weights(model, d, n, parametrization, np.random.default_rng(seed), dtype)
+        _, bias_lrs = bias_scales(model, n, parametrization)
+        weights, biases = init_parameters(model, d, n, parametrization, np.random.default_rng(seed), dtype)
         self.W1 = np.ascontiguousarray(weights[0])  # (n, d)
-        self.hidden = [_LowRankUpdated(W, max(fold, 1)) for W in weights[1:self.L]]  # W^2..W^L, (n, n)
-        self.w_out = np.ascontiguousarray(weights[self.L][0])  # W^{L+1} as a vector (n,)
-        self.lr = [np.dtype(dtype).type(v) for v in lrs]
+        self.hidden = [self._hidden(W, fold) for W in weights[1:self.L]]  # W^2..W^L, (n, n)
+        self.w_out = np.ascontiguousarray(weights[self.L][0] if self.k == 1 else weights[self.L])
+        self.biases = biases  # b^1..b^L (n,) and b^{L+1} (k,); empty without biases
+        scalar = np.dtype(dtype).type
+        self.lr = [scalar(v) for v in lrs]
+        self.bias_lr = [scalar(v) for v in bias_lrs]
+        # velocities u_p = −η_p v_p of W^1, W^{L+1} and the biases (the hidden ones live in _HeavyBall)
+        self.velocity = {name: np.zeros_like(p) for name, p in self._vectors().items()} if model.momentum else {}
         self.XiT = np.ascontiguousarray(np.concatenate([X, X_eval]).T.astype(dtype))  # (d, M)
         self.feats: dict[str, np.ndarray] = {}
         self.g: list = []
+
+    def _hidden(self, W: np.ndarray, fold: int):
+        """The representation of a hidden matrix: low-rank updates for plain SGD, else dense."""
+        beta, rho = self.model.momentum, self.model.decay
+        return _LowRankUpdated(W, max(fold, 1)) if beta == 0 and rho == 1 else _HeavyBall(W, beta, rho)
+
+    def _vectors(self) -> dict[str, np.ndarray]:
+        """The parameters outside the hidden matrices, by name: W1, w_out, b1..b{L+1}."""
+        out = {"W1": self.W1, "w_out": self.w_out}
+        out.update((f"b{l}", b) for l, b in enumerate(self.biases, start=1))
+        return out
 
     def gram(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """v·v'/n for rows of width-n vectors."""
         return (a @ b.T) / self.n
 
     def forward(self, t: int) -> Forward:
-        """h^1 = W^1 ξ, x^l = φ(h^l), h^{l+1} = W^{l+1} x^l, f = W^{L+1} x^L on all M inputs."""
-        phi = self.model.activation.phi
+        """h^1 = W^1 ξ + b^1, x^l = φ(h^l), h^{l+1} = W^{l+1} x^l + b^{l+1}, f = W^{L+1} x^L + b^{L+1}
+        on all M inputs (maths §1, §6; no b without biases); f has shape (M,), or (M, k) for k > 1."""
+        phi, b = self.model.activation.phi, self.biases
         hs, xs = [], []
-        h = self.W1 @ self.XiT  # (n, M)
         for l in range(1, self.L + 1):
-            if l > 1:
-                h = self.hidden[l - 2].dot(xs[-1])
+            h = self.W1 @ self.XiT if l == 1 else self.hidden[l - 2].dot(xs[-1])  # (n, M)
+            if b:
+                h += b[l - 1][:, None]
             hs.append(h), xs.append(apply(phi, h))
         self.feats = {"h": hs, "x": xs}
-        f = (self.w_out @ xs[-1]).astype(np.float64)  # (M,)
-        return Forward([v.T for v in hs], [v.T for v in xs], f)
+        f = (self.w_out @ xs[-1]).T  # (M,) or (M, k)
+        if b:
+            f = f + b[self.L]
+        return Forward([v.T for v in hs], [v.T for v in xs], np.ascontiguousarray(f, dtype=np.float64))
 
     def backward(self, batch: np.ndarray, chi: np.ndarray) -> Backward:
-        """Plain gradients g^l = ∂f/∂h^l on the batch, (n, b), with the weights before update t:
-        g^L = W^{L+1}ᵀ ⊙ φ'(h^L), g^{l-1} = (W^lᵀ g^l) ⊙ φ'(h^{l-1}). The recorded kernel is of
-        dh^l = n g^l (the normalised dh of maths §1 in μP): dh·dh'/n = n g·g'."""
+        """Plain gradients g^l on the batch, (n, b), with the weights before update t:
+        g^{l-1} = (W^lᵀ g^l) ⊙ φ'(h^{l-1}) from g^L = W^{L+1}ᵀ ⊙ φ'(h^L), so g^l = ∂f/∂h^l, for
+        k = 1; for k > 1 from the error-weighted g^L = (W^{L+1}ᵀ χ_b) ⊙ φ'(h^L), so g^l = ∂L/∂h^l
+        (maths §6). The recorded kernel is of dh^l = n g^l (the normalised dh of maths §1 in
+        μP): dh·dh'/n = n g·g'."""
         dphi, hs = self.model.activation.dphi, self.feats["h"]
+        top = self.w_out[:, None] if self.k == 1 else self.w_out.T @ chi[batch].T.astype(self.XiT.dtype)
         g = [None] * (self.L + 1)
-        g[self.L] = self.w_out[:, None] * apply(dphi, hs[self.L - 1][:, batch])
+        g[self.L] = top * apply(dphi, hs[self.L - 1][:, batch])
         for l in range(self.L, 1, -1):
             g[l - 1] = self.hidden[l - 2].tdot(g[l]) * apply(dphi, hs[l - 2][:, batch])
         self.g = g
         return Backward([self.n * (g[l].T @ g[l]) for l in range(1, self.L + 1)])
 
     def snapshot(self) -> dict[str, np.ndarray]:
-        """The weights after a step, by name (for a checkpoint)."""
-        out = {"W1": self.W1, "w_out": self.w_out}
+        """The parameters and velocities after a step, by name (for a checkpoint)."""
+        out = self._flat()
         for l, W in enumerate(self.hidden, start=2):
             out.update((f"W{l}/{k}", v) for k, v in W.snapshot().items())
         return out
 
+    def _flat(self) -> dict[str, np.ndarray]:
+        """W^1, W^{L+1}, the biases and their velocities ("V/" + name), by name."""
+        out = self._vectors()
+        out.update((f"V/{k}", v) for k, v in self.velocity.items())
+        return out
+
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
         """Take back a :meth:`snapshot` of the same run (bit for bit)."""
-        restore_into(arrays, {"W1": self.W1, "w_out": self.w_out}, "state")
+        restore_into(arrays, self._flat(), "state")
         for l, W in enumerate(self.hidden, start=2):
             W.restore({k[len(f"W{l}/"):]: v for k, v in arrays.items() if k.startswith(f"W{l}/")})
 
     def update(self, batch: np.ndarray, chi: np.ndarray) -> None:
-        """SGD on the batch loss r Σ_{i∈B_t} ℓ(f(ξ_i), y_i) with the per-layer learning rates of
-        maths §5: W^l ← W^l − lr_l Σ_i χ_{t,i} g^l_i x^{l-1}_iᵀ (x^0 = ξ). In μP this is the §1 rule."""
-        g, xs, lr = self.g, self.feats["x"], self.lr
-        cb = chi[batch].astype(self.XiT.dtype)  # (b,)
-        self.W1 -= (lr[0] * (g[1] * cb)) @ self.XiT[:, batch].T
-        for l in range(2, self.L + 1):
-            self.hidden[l - 2].subtract(lr[l - 1] * (g[l] * cb), xs[l - 2][:, batch])
-        self.w_out -= lr[self.L] * (xs[self.L - 1][:, batch] @ cb)
+        """One step on the batch loss L = r Σ_{i∈B_t} ℓ(f(ξ_i), y_i) with the learning rates of
+        maths §5 and §6, every parameter p ← ρ p − η_p v_p, v_p ← β v_p + ∇_p L (maths §6), from
+
+            ∇_{W^l} L = Σ_i e^l_i x^{l-1}_iᵀ (x^0 = ξ),   ∇_{b^l} L = Σ_i e^l_i,
+            ∇_{W^{L+1}_c} L = Σ_i χ_{t,i,c} x^L_i,      ∇_{b^{L+1}_c} L = Σ_i χ_{t,i,c},
+
+        with e^l_i = ∂L/∂h^l(ξ_i): χ_{t,i} g^l_i for k = 1, g^l_i for k > 1. With β = 0 and ρ = 1
+        this is plain SGD, W^l ← W^l − η_l ∇_{W^l} L; in μP the §1 rule."""
+        g, xs, lr, L = self.g, self.feats["x"], self.lr, self.L
+        cb = chi[batch].astype(self.XiT.dtype)  # (b,) or (b, k)
+        e = [None] + ([gl * cb for gl in g[1:]] if self.k == 1 else g[1:])
+        self._step("W1", (lr[0] * e[1]) @ self.XiT[:, batch].T)
+        for l in range(2, L + 1):
+            self.hidden[l - 2].subtract(lr[l - 1] * e[l], xs[l - 2][:, batch])
+        self._step("w_out", lr[L] * (xs[L - 1][:, batch] @ cb).T)
+        for l, (b_lr, _) in enumerate(zip(self.bias_lr, self.biases), start=1):  # none without biases
+            self._step(f"b{l}", b_lr * (e[l].sum(axis=1) if l <= L else cb.reshape(len(batch), -1).sum(axis=0)))
+
+    def _step(self, name: str, G: np.ndarray) -> None:
+        """u ← β u − G, p ← ρ p + u for the parameter ``name``, its velocity u = −η_p v_p and
+        G = η_p ∇_p L (maths §6); plain SGD p ← p − G, bit for bit, with β = 0 and ρ = 1."""
+        np.negative(G, out=G)  # exact: accumulate adds
+        accumulate(self._vectors()[name], self.velocity.get(name), G, self.model.momentum, self.model.decay)
 
 
 def train(model: MLP, data, settings, on_step=None, checkpoint=None) -> Run:
