@@ -43,15 +43,17 @@ WITHOUT = {"biases": dict(bias_std=None), "momentum": dict(momentum=0.0), "weigh
 
 
 def test_finite_width_converges_with_every_extension():
-    """Nets at widths 256..4096 approach the limit with biases, 3 classes (softmax
+    """Nets at widths 256..2048 approach the limit with biases, 3 classes (softmax
     cross-entropy), momentum 0.5 and weight decay 0.2 (ρ = 0.9) together: slope in
-    [−1.3, −0.3], seed means within the t threshold at width 4096 (16 seeds and 16
-    groups: 15 dof), and every limit with one extension removed is rejected there."""
+    [−1.3, −0.3], seed means within the t threshold at width 2048 (16 seeds and 16
+    groups: 15 dof), and every limit with one extension removed is rejected there.
+    (Momentum and decay keep the hidden matrices dense at finite width, so the widths
+    stop at 2048 here; the slow tests below go to 8192, one extension at a time.)"""
     X, y, _ = _inputs(4, 3, seed=0)
     model = zlimit.MLP(**ALL)
     Y = _targets(model, y)
     steps = 5
-    limit, devs, slope, (diff, se, dof) = _finite_study(model, X, Y, None, [256, 512, 1024, 2048, 4096],
+    limit, devs, slope, (diff, se, dof) = _finite_study(model, X, Y, None, [256, 512, 1024, 2048],
                                                         seeds=16, steps=steps, particles=200_000, groups=16)
     assert limit.outputs.shape == (steps + 1, 4, 3)
     assert -1.3 <= slope <= -0.3, (slope, devs)
@@ -59,7 +61,7 @@ def test_finite_width_converges_with_every_extension():
     finite_mean = diff + limit.outputs[1:]
     crit = t_threshold(dof, diff.size)
     for name, change in WITHOUT.items():
-        other = simulate(zlimit.MLP(**{**ALL, **change}), X, Y, steps=steps, particles=200_000, groups=16,
+        other = simulate(zlimit.MLP(**{**ALL, **change}), X, Y, steps=steps, particles=100_000, groups=16,
                          progress=False, seed=11)
         z = np.abs(finite_mean - other.outputs[1:]) / np.hypot(se, other.outputs_se[1:])
         assert z.max() > crit, (name, z.max(), crit)

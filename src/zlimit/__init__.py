@@ -19,7 +19,7 @@ from ._api import estimate_memory, simulate, train_finite
 from ._demo import paper_figure
 from ._errors import (CheckpointWarning, DivergenceError, DivergenceWarning, MonteCarloWarning, NumericalError,
                       ResourceError)
-from ._finite import init_weights, layer_scales
+from ._finite import bias_scales, init_parameters, init_weights, layer_scales
 from ._losses import Loss
 from ._model import MLP, batch_schedule
 from ._results import Run
@@ -28,7 +28,8 @@ from .io import load, save
 
 __all__ = [
     "MLP", "Activation", "Loss", "Run", "batch_schedule", "simulate", "train_finite", "init_weights",
-    "layer_scales", "estimate_memory", "paper_figure", "load", "save", "datasets", "diagnostics",
+    "init_parameters", "bias_scales", "layer_scales", "estimate_memory", "paper_figure", "load", "save", "datasets",
+    "diagnostics",
     "CheckpointWarning", "DivergenceError", "DivergenceWarning", "MonteCarloWarning", "NumericalError",
     "ResourceError", "__version__",
 ]

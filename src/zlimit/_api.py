@@ -387,7 +387,8 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
     X : array_like, shape (m, d)
         Training inputs.
     y : array_like, shape (m,)
-        Training targets (labels ±1 for the logistic loss).
+        Training targets (labels ±1 for the logistic loss); (m, k) for loss "mse" with
+        k = ``model.outputs`` > 1, class labels in [0, k) for loss "xent".
     width : int
         n >= 1.
     steps : int
@@ -422,9 +423,10 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
     Run
         With G = 1 and M = m + m_eval inputs (training first):
 
-        * ``outputs_groups`` (1, T+1, M): f_t(ξ_a), the output before update t;
+        * ``outputs_groups`` (1, T+1, M): f_t(ξ_a), the output before update t
+          ((1, T+1, M, k) with k > 1 outputs);
         * ``loss_groups`` (1, T+1): full training loss;
-        * ``error_signals_groups`` (1, T, m): χ_{t,i};
+        * ``error_signals_groups`` (1, T, m): χ_{t,i} ((1, T, m, k) with k > 1 outputs);
         * ``kernels["h{l}"]``, ``kernels["x{l}"]`` (1, T+1, M, M): v_t(ξ_a)·v_t(ξ_b)/n;
         * ``kernels["dh{l}"]`` (1, T, m, m): dh_t(ξ_i)·dh_t(ξ_j)/n of the backward
           vectors dh^l = n ∂f/∂h^l (the normalised dh of maths §1 in μP), NaN in rows
@@ -470,8 +472,9 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
                                                            _finite.PARAMETRIZATIONS),
                               dtype=check_dtype(dtype), record_steps=check_record_steps(record_steps, steps))
     data = Data.build(model, X, y, X_eval, batches, steps)  # after the cheap checks: it checks memory too
-    n = settings.width  # at least the weights: W^1 (n, d), the L-1 hidden (n, n) and the readout
-    require_memory(settings.dtype.itemsize * n * ((model.depth - 1) * n + data.X.shape[1] + 1),
+    n = settings.width  # at least the weights: W^1 (n, d), the L-1 hidden (n, n), the readout (k, n),
+    hidden = (model.depth - 1) * n * (2 if model.momentum else 1)  # and with momentum their velocities
+    require_memory(settings.dtype.itemsize * n * (hidden + data.X.shape[1] + model.outputs),
                    f"width = {n} (the weights of depth {model.depth})")
     ckpt = _checkpoint(checkpoint, checkpoint_every, "finite", model, data, settings)
     run = _finite.train(model, data, settings, on_step, ckpt)
