@@ -470,7 +470,7 @@ def _to_file(path, save, *args, **kwargs):
     (lambda p: _to_file(p, np.savez, X=np.array([[1.0], ["a"]], dtype=object), y=np.ones(2)),
      "is not a readable .npz file (Object arrays cannot be loaded when allow_pickle=False)"),
     (lambda p: _to_file(p, np.savez, X=np.ones((2, 3)), y=np.ones(3)),
-     "d.dat: y must have shape (m,) = (2,) to match X, got (3,)"),
+     "d.dat: y must have shape (m,) = (2,) (one target per input) to match X, got (3,)"),
     (lambda p: _to_file(p, np.savez, X=np.array([[1.0, np.nan]]), y=np.ones(1)), "d.dat: X contains NaN or inf"),
     (lambda p: _to_file(p, np.savez, X=np.ones((2, 3)), Y=np.ones(2)), "holds arrays ['X', 'Y']; it needs X"),
 ])
@@ -562,8 +562,8 @@ def test_config_applies_the_library_checks(table, key, value):
 
 @pytest.mark.parametrize("changes, message", [
     ({("model", "depth"): None}, "[model] missing required key 'depth'"),
-    ({("model", "width"): 3}, "[model] unknown key 'width' (allowed: activation, depth, init_std, loss, lr, lr_mult, "
-                              "reduction)"),
+    ({("model", "width"): 3}, "[model] unknown key 'width' (allowed: activation, bias_lr_mult, bias_std, depth, "
+                              "init_std, loss, lr, lr_mult, momentum, outputs, reduction, weight_decay)"),
     ({("data", "source"): "mnist"}, "[data] source must be one of ('gaussian', 'digits', 'cifar10', 'file'), "
                                     "got 'mnist'"),
     ({("data", "source"): None}, "[data] missing required key 'source' (one of gaussian, digits, cifar10, file)"),
@@ -586,7 +586,7 @@ def test_config_validation(changes, message):
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"source": "digits", "classes": 0}, "[data] classes must be a list of two classes, got 0"),
+    ({"source": "digits", "classes": 0}, "[data] classes must be a list of classes, got 0"),
     ({"source": "digits", "classes": [0, 10]}, "[data] unknown class 10; classes must be two distinct digits 0..9"),
     ({"source": "digits", "per_class": 10_000}, "[data] per_class = 10000 but classes[0] = 0 has only 178 examples"),
     ({"source": "cifar10", "path": ""}, "[data] path must be a non-empty string (a path), got ''"),

@@ -138,6 +138,38 @@ def test_digits_bad_arguments(kw, msg):
         digits(**kw)
 
 
+def test_digits_of_several_classes_label_them_by_index_or_one_hot():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    classes = (7, 2, 9)
+    X, y = digits(classes=classes, per_class=3, seed=4, labels="index")
+    assert X.shape == (9, 64) and y.dtype == np.int64 and y.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    for k, cls in enumerate(classes):  # rows 3k..3k+2 are images of classes[k]
+        match = _unit(X[3 * k:3 * k + 3]) @ _unit(bunch.data[bunch.target == cls]).T
+        assert np.all(match.max(axis=1) > 1 - 1e-12)
+    Xo, yo = digits(classes=classes, per_class=3, seed=4, labels="onehot")
+    assert np.array_equal(Xo, X)  # the labels do not change the draw
+    np.testing.assert_array_equal(yo, [[1.0, 0.0, 0.0]] * 3 + [[0.0, 1.0, 0.0]] * 3 + [[0.0, 0.0, 1.0]] * 3)
+    X2, y2 = digits(classes=(3, 8), per_class=2, seed=2, labels="index")
+    assert np.array_equal(X2, digits(classes=(3, 8), per_class=2, seed=2)[0]) and y2.tolist() == [0, 0, 1, 1]
+    X10, y10 = digits(classes=range(10), per_class=1, labels="index")
+    assert y10.tolist() == list(range(10)) and X10.shape == (10, 64)
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(classes=(0, 1, 2)), r"classes must be two distinct digits 0..9, got \(0, 1, 2\) \(labels = 'pm1' takes "
+                              r"two; 'index' or 'onehot' take more\)"),
+    (dict(classes=(4,), labels="index"), r"classes must be at least two distinct digits 0..9, got \(4,\)"),
+    (dict(classes=(0, 1, 1), labels="onehot"), r"classes must be at least two distinct digits 0..9, got \(0, 1, 1\)"),
+    (dict(classes=(0, 11, 1), labels="index"), "unknown class 11; classes must be at least two distinct digits"),
+    (dict(labels="soft"), r"labels must be one of \('pm1', 'index', 'onehot'\), got 'soft'"),
+])
+def test_digits_labels_and_classes_checked(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        digits(**kw)
+
+
 def test_digits_without_sklearn_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(ImportError, match=r"pip install zlimit\[data\]"):
@@ -226,6 +258,22 @@ def test_cifar10_test_split_and_other_classes(tmp_path):
     assert Xc.shape == (2 * k, 3072)
     with pytest.raises(ValueError, match="has only"):
         cifar10(tmp_path, classes=("cat", "ship"), per_class=max(n_cat, n_ship) + 1)
+
+
+def test_cifar10_several_classes_by_index_or_one_hot(tmp_path):
+    images = _write_fake_cifar(tmp_path)
+    classes = ("automobile", "airplane", "bird")
+    X, y = cifar10(tmp_path, classes=classes, per_class=2, seed=3, labels="index")
+    assert y.tolist() == [0, 0, 1, 1, 2, 2]
+    assert [f[2] for f in _provenance(X, images)] == [1, 1, 0, 0, 2, 2]  # CIFAR codes of the classes
+    Xo, yo = cifar10(tmp_path, classes=classes, per_class=2, seed=3, labels="onehot")
+    assert np.array_equal(Xo, X)
+    np.testing.assert_array_equal(yo, np.eye(3)[[0, 0, 1, 1, 2, 2]])
+    with pytest.raises(ValueError, match="labels must be one of"):
+        cifar10(tmp_path / "nowhere", labels="none")  # checked before the files are looked for
+    with pytest.raises(ValueError, match=r"classes must be two distinct CIFAR-10 class names, got \('airplane', "
+                                         r"'automobile', 'bird'\) \(labels = 'pm1' takes two"):
+        cifar10(tmp_path, classes=("airplane", "automobile", "bird"))
 
 
 def test_cifar10_missing_folder_and_files(tmp_path):

@@ -57,7 +57,9 @@ REQUIRED = {"model": {"depth"}, "run": {"steps"}, "data": {"source", "m", "d", "
 #: the TOML types each key takes (the documented format); a value of another type is invalid
 TYPES = {
     "depth": (int,), "activation": (str,), "loss": (str,), "reduction": (str,), "lr": (int, float),
-    "init_std": (int, float, list), "lr_mult": (int, float, list),
+    "init_std": (int, float, list), "lr_mult": (int, float, list), "outputs": (int,),
+    "bias_std": (int, float, list), "bias_lr_mult": (int, float, list), "momentum": (int, float),
+    "weight_decay": (int, float), "labels": (str,),
     "source": (str,), "m": (int,), "d": (int,), "m_eval": (int,), "seed": (int,), "per_class": (int,),
     "classes": (list,), "path": (str,), "split": (str,),
     "steps": (int,), "particles": (int,), "groups": (int,), "batch_size": (int,), "widths": (list,),

@@ -147,7 +147,7 @@ def test_file_layout_is_documented_npz(tmp_path):
         info = json.loads(str(z["__meta__"][()]))
     assert {"outputs_groups", "loss_groups", "error_signals_groups", "kernels/h1", "kernels/dh2",
             "cross/x2", "novelty/fwd2", "novelty/bwd2", "__meta__"} <= names
-    assert info["format"] == "zlimit-run" and info["format_version"] == 1
+    assert info["format"] == "zlimit-run" and info["format_version"] == 2
     assert info["zlimit_version"] == zlimit.__version__
     assert info["model"] == run.model.describe()
     assert info["record_steps"] == [0]
@@ -215,9 +215,9 @@ def test_newer_format_version_and_missing_entry(tmp_path):
     with np.load(stdio.BytesIO(data), allow_pickle=False) as z:
         entries = {k: z[k] for k in z.files}
     info = json.loads(str(entries["__meta__"][()]))
-    info["format_version"] = 2
+    info["format_version"] = 3
     np.savez(tmp_path / "new.npz", **{**entries, "__meta__": np.array(json.dumps(info))})
-    with pytest.raises(ValueError, match="version 2"):
+    with pytest.raises(ValueError, match="version 3"):
         zio.load(tmp_path / "new.npz")
     entries.pop("kernels/h2")
     np.savez(tmp_path / "gap.npz", **entries)
@@ -425,7 +425,7 @@ def rewrite(tmp_path, edit, name="edited.npz"):
 
 def _depth(info, depth):
     info["model"]["depth"] = depth
-    for k in ("init_std", "lr_mult"):
+    for k in ("init_std", "lr_mult", "bias_lr_mult"):
         info["model"][k] = (info["model"][k] * 2)[:depth + 1]
 
 

@@ -23,7 +23,9 @@ __all__ = ["save", "to_xarray", "check_layout", "FORMAT", "FORMAT_VERSION", "DIC
            "MAX_DEPTH", "ERROR_MODELS"]
 
 FORMAT = "zlimit-run"
-FORMAT_VERSION = 1
+#: 2: the model description holds the maths §6 fields (outputs, biases, momentum, weight decay),
+#: which a reader of version 1 would drop; version 1 files load with those extensions off
+FORMAT_VERSION = 2
 
 META = "__meta__"
 DICTS = ("kernels", "cross", "novelty", "bases")
@@ -94,22 +96,56 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
+def class_axis(outputs: int) -> tuple[tuple[int, ...], str, str]:
+    """The trailing shape of outputs and error signals for k = ``outputs`` (``()`` for
+    one output, ``(k,)`` otherwise, maths §6), its symbol in a shape and the model's k in words.
+
+    >>> class_axis(1), class_axis(3)
+    (((), '', 'a model of 1 output'), ((3,), ', k', 'a model of k = 3 outputs'))
+    """
+    if outputs == 1:
+        return (), "", "a model of 1 output"
+    return (outputs,), ", k", f"a model of k = {outputs} outputs"
+
+
 def _expect(name: str, a: np.ndarray, shape: tuple, dims: str) -> None:
     if a.shape != shape:
         raise ValueError(f"{name} has shape {a.shape}, expected {dims}: {shape}")
 
 
-def check_layout(depth: int, fields: dict[str, np.ndarray], dicts: dict[str, dict[str, np.ndarray]],
-                 record_steps: tuple, error_model: Any, meta: Any) -> None:
+def _check_fields(outputs: int, fields: dict[str, np.ndarray]) -> tuple[int, int, int, int]:
+    """G, T+1, M and m of a run's outputs, loss and error signals, checked against each
+    other and the model's k = ``outputs`` (see :func:`check_layout`)."""
+    classes, axis, model = class_axis(outputs)
+    out = fields["outputs_groups"]
+    if out.ndim != 3 + len(classes) or out.shape[0] < 1 or out.shape[1] < 1 or out.shape[3:] != classes:
+        raise ValueError(f"outputs_groups has shape {out.shape}, expected (G, T+1, M{axis}) with G >= 1 and T >= 0 "
+                         f"for {model}")
+    G, T1, M = out.shape[:3]
+    _expect("loss_groups", fields["loss_groups"], (G, T1), "(G, T+1)")
+    signals = fields["error_signals_groups"]
+    if (signals.ndim != 3 + len(classes) or signals.shape[:2] != (G, T1 - 1) or signals.shape[3:] != classes
+            or signals.shape[2] > M):
+        raise ValueError(f"error_signals_groups has shape {signals.shape}, expected (G, T, m{axis}) = "
+                         f"({G}, {T1 - 1}, m{''.join(f', {c}' for c in classes)}) with m <= M = {M} for {model} "
+                         f"(outputs_groups has shape {out.shape})")
+    return G, T1, M, signals.shape[2]
+
+
+def check_layout(depth: int, outputs: int, fields: dict[str, np.ndarray],
+                 dicts: dict[str, dict[str, np.ndarray]], record_steps: tuple, error_model: Any, meta: Any) -> None:
     """Check that a run's arrays, keys and metadata agree; ValueError naming the first disagreement.
 
     Parameters
     ----------
     depth : int
         L, the model's depth.
+    outputs : int
+        k, the model's number of outputs.
     fields : dict
         ``outputs_groups`` (G, T+1, M), ``loss_groups`` (G, T+1) and
-        ``error_signals_groups`` (G, T, m) with m <= M.
+        ``error_signals_groups`` (G, T, m) with m <= M; with k > 1 outputs, the first
+        and last have a trailing class axis: (G, T+1, M, k) and (G, T, m, k).
     dicts : dict
         ``kernels``, ``cross``, ``novelty`` and ``bases``, each key -> array. Kernel
         keys ``{h,x}{l}`` (G, T+1, M, M) and ``dh{l}`` (G, T, m, m); cross keys
@@ -131,25 +167,21 @@ def check_layout(depth: int, fields: dict[str, np.ndarray], dicts: dict[str, dic
     >>> fields = {"outputs_groups": np.zeros((1, 3, 2)), "loss_groups": np.zeros((1, 3)),
     ...           "error_signals_groups": np.zeros((1, 2, 2))}
     >>> dicts = {"kernels": {}, "cross": {}, "novelty": {}, "bases": {}}
-    >>> check_layout(1, fields, dicts, (0,), "groups", {"steps": 2})
-    >>> check_layout(1, fields, dicts, (0,), "groups", {"steps": 5})
+    >>> check_layout(1, 1, fields, dicts, (0,), "groups", {"steps": 2})
+    >>> check_layout(1, 1, fields, dicts, (0,), "groups", {"steps": 5})
     Traceback (most recent call last):
     ...
     ValueError: meta['steps'] = 5 disagrees with the arrays, which hold T = 2 (outputs_groups (1, 3, 2), error_signals_groups (1, 2, 2))
+    >>> check_layout(1, 3, fields, dicts, (0,), "groups", {})
+    Traceback (most recent call last):
+    ...
+    ValueError: outputs_groups has shape (1, 3, 2), expected (G, T+1, M, k) with G >= 1 and T >= 0 for a model of k = 3 outputs
     """
     for name, a in [*fields.items(), *((f"{g}/{k}", a) for g, d in dicts.items() for k, a in d.items())]:
         if a.dtype.kind not in "biuf":
             raise ValueError(f"{name} has dtype {a.dtype}; run arrays hold real numbers")
-    out = fields["outputs_groups"]
-    if out.ndim != 3 or out.shape[0] < 1 or out.shape[1] < 1:
-        raise ValueError(f"outputs_groups has shape {out.shape}, expected (G, T+1, M) with G >= 1 and T >= 0")
-    (G, T1, M), T = out.shape, out.shape[1] - 1
-    _expect("loss_groups", fields["loss_groups"], (G, T1), "(G, T+1)")
-    signals = fields["error_signals_groups"]
-    if signals.ndim != 3 or signals.shape[:2] != (G, T) or signals.shape[2] > M:
-        raise ValueError(f"error_signals_groups has shape {signals.shape}, expected (G, T, m) = ({G}, {T}, m) "
-                         f"with m <= M = {M} (outputs_groups has shape {out.shape})")
-    m = signals.shape[2]
+    G, T1, M, m = _check_fields(outputs, fields)
+    T = T1 - 1
     if (not all(_is_int(s) and 0 <= s <= T for s in record_steps) or len(set(record_steps)) != len(record_steps)
             or 0 not in record_steps):
         raise ValueError(f"record_steps {record_steps!r} are not distinct steps in [0, T = {T}] including 0")
@@ -186,7 +218,8 @@ def check_layout(depth: int, fields: dict[str, np.ndarray], dicts: dict[str, dic
     for name, symbol, value in (("steps", "T", T), ("m", "m", m), ("m_eval", "M - m", M - m)):
         if name in meta and not (_is_int(meta[name]) and meta[name] == value):
             raise ValueError(f"meta[{name!r}] = {meta[name]!r} disagrees with the arrays, which hold {symbol} = "
-                             f"{value} (outputs_groups {out.shape}, error_signals_groups {signals.shape})")
+                             f"{value} (outputs_groups {fields['outputs_groups'].shape}, error_signals_groups "
+                             f"{fields['error_signals_groups'].shape})")
 
 
 # ---------------------------------------------------------------------- save
@@ -208,7 +241,7 @@ def save(run, path) -> Path | None:
         if value.dtype.hasobject:
             raise ValueError(f"array {name!r} has object dtype, which cannot be saved without pickle")
     try:
-        check_layout(run.model.depth, {name: arrays[name] for name in FIELDS},
+        check_layout(run.model.depth, run.model.outputs, {name: arrays[name] for name in FIELDS},
                      {group: {k: arrays[f"{group}/{k}"] for k in keys[group]} for group in DICTS},
                      tuple(run.record_steps), run.error_model, run.meta)
     except ValueError as exc:
@@ -253,11 +286,12 @@ def to_xarray(run):
 
     Dimensions: ``group`` (G), ``step`` (T+1), ``input``/``input2`` (M),
     ``update`` (T, the SGD steps that have error signals), ``train_input``/
-    ``train_input2`` (m) and ``record_step`` (the run's ``record_steps``). The
-    ``input`` coordinate carries ``is_train`` (True for the first m inputs).
+    ``train_input2`` (m), ``record_step`` (the run's ``record_steps``) and, for a
+    model of k > 1 outputs, ``class`` (k, coordinates 0..k-1). The ``input``
+    coordinate carries ``is_train`` (True for the first m inputs).
 
-    Variables: ``outputs`` (group, step, input), ``loss`` (group, step),
-    ``error_signals`` (group, update, train_input), ``kernel_{key}`` (group, step,
+    Variables: ``outputs`` (group, step, input[, class]), ``loss`` (group, step),
+    ``error_signals`` (group, update, train_input[, class]), ``kernel_{key}`` (group, step,
     input, input2; "dh" kernels on (group, update, train_input, train_input2)),
     ``cross_{key}`` (group, record_step, step, input, input2) and
     ``novelty_{key}`` (group, step, input). Attributes: ``model`` and ``meta`` as
@@ -272,8 +306,9 @@ def to_xarray(run):
         import xarray as xr
     except ImportError as exc:
         raise ImportError("to_xarray needs xarray, which is not installed: pip install xarray") from exc
-    g, t1, big_m = run.outputs_groups.shape
+    g, t1, big_m = run.outputs_groups.shape[:3]
     m = run.m
+    classes = ("class",) if run.model.outputs > 1 else ()
     coords = {
         "group": np.arange(g),
         "step": np.arange(t1),
@@ -284,11 +319,12 @@ def to_xarray(run):
         "train_input2": np.arange(m),
         "record_step": np.asarray(run.record_steps, dtype=np.int64),
         "is_train": ("input", np.arange(big_m) < m),
+        **{name: np.arange(run.model.outputs) for name in classes},
     }
     data = {
-        "outputs": (("group", "step", "input"), run.outputs_groups),
+        "outputs": (("group", "step", "input", *classes), run.outputs_groups),
         "loss": (("group", "step"), run.loss_groups),
-        "error_signals": (("group", "update", "train_input"), run.error_signals_groups),
+        "error_signals": (("group", "update", "train_input", *classes), run.error_signals_groups),
     }
     for key, value in run.kernels.items():
         dims = (("group", "update", "train_input", "train_input2") if parse_key(key)[0] == "dh"

@@ -5,11 +5,17 @@ A configuration has three tables::
     [model]                      # the fields of zlimit.MLP
     depth = 3                    # required
     activation = "tanh"          # tanh, sigmoid, silu, gelu, softplus, relu, linear
-    loss = "mse"                 # mse or logistic
+    loss = "mse"                 # mse, logistic (one output) or xent (softmax cross-entropy)
     reduction = "mean"           # mean or sum
     lr = 0.5
     init_std = 1.0               # one number, or a list of depth+1 numbers
     lr_mult = 1.0                # one number, or a list of depth+1 numbers
+    outputs = 1                  # k outputs (classes); xent needs k >= 2
+    bias_std = 1.0               # biases: init std of the hidden ones (the output bias starts
+                                 # at 0), or a list of depth+1 numbers; no key: no biases
+    bias_lr_mult = 1.0           # biases' learning-rate multipliers (needs bias_std)
+    momentum = 0.0               # heavy-ball momentum in [0, 1)
+    weight_decay = 0.0           # decoupled weight decay λ, lr * λ < 1
 
     [data]
     source = "gaussian"          # gaussian, digits, cifar10 or file
@@ -17,10 +23,10 @@ A configuration has three tables::
     d = 8                        # gaussian: input dimension (required)
     m_eval = 2                   # gaussian: extra evaluation inputs (default 0)
     seed = 0
-    # digits:  classes = [0, 1], per_class = 5, seed = 0
+    # digits:  classes = [0, 1], per_class = 5, seed = 0, labels = "pm1"
     # cifar10: path = "cifar-10-batches-py" (required), classes = ["airplane", "automobile"],
-    #          per_class = 5, seed = 0, split = "train"
-    # file:    path = "data.npz" (required), holding arrays X (m, d), y (m,), optional X_eval
+    #          per_class = 5, seed = 0, split = "train", labels = "pm1"
+    # file:    path = "data.npz" (required), holding arrays X (m, d), y, optional X_eval
 
     [run]
     steps = 10                   # required
@@ -31,6 +37,14 @@ A configuration has three tables::
     widths = [64, 256, 1024]     # compare: finite widths
     seeds = 2                    # compare: a count, or a list of seeds
     parametrization = "mup"      # mup or ntk
+
+The gaussian source has one output's labels ±1. The labels of digits and cifar10 are
+"pm1" (two classes, −1 and +1), "index" (y (m,) the position of the class in
+``classes``, for loss xent) or "onehot" (y (m, K), for loss mse with K outputs); by
+default "index" for loss xent, "onehot" for another loss with outputs > 1 and "pm1"
+otherwise. A model of K outputs takes K classes, e.g. ``classes = [0, 1, 2, 3, 4, 5, 6,
+7, 8, 9]``. A file's y is (m,) for one output or loss xent, (m, k) for mse with k outputs.
+The data of every source are checked against [model] as ``simulate`` checks them.
 
 Relative paths are relative to the folder of the configuration file. Every value is
 checked by the function the library itself applies to that argument (``MLP``,
@@ -88,7 +102,7 @@ def _path(key: str, value) -> str:
 def _list(key: str, value) -> list:
     """A TOML array, left for its loader to check entry by entry."""
     if not isinstance(value, list):
-        raise ValueError(f"{key} must be a list of two classes, got {value!r}")
+        raise ValueError(f"{key} must be a list of classes, got {value!r}")
     return value
 
 
@@ -105,13 +119,13 @@ def _seeds(key: str, value) -> int | tuple[int, ...]:
 
 def _data_sources() -> dict:
     """source -> (the checks of its keys, its required keys): the arguments of its loader."""
-    from .datasets import CIFAR10_SPLITS
+    from .datasets import CIFAR10_SPLITS, LABELS
 
     return {
         "gaussian": ({"m": _int(1), "d": _int(1), "m_eval": _int(0), "seed": check_seed}, ("m", "d")),
-        "digits": ({"classes": _list, "per_class": _int(1), "seed": check_seed}, ()),
+        "digits": ({"classes": _list, "per_class": _int(1), "seed": check_seed, "labels": _choice(LABELS)}, ()),
         "cifar10": ({"path": _path, "classes": _list, "per_class": _int(1), "seed": check_seed,
-                     "split": _choice(CIFAR10_SPLITS)}, ("path",)),
+                     "split": _choice(CIFAR10_SPLITS), "labels": _choice(LABELS)}, ("path",)),
         "file": ({"path": _path}, ("path",)),
     }
 
@@ -330,24 +344,39 @@ def load_config(path) -> Config:
 
 # ------------------------------------------------------------------ data
 def _load_data(name: str, data: dict, model):
-    """(X, y, X_eval or None) of a checked [data] table; ConfigError naming [data] on failure."""
-    from . import datasets
-
+    """(X, y, X_eval or None) of a checked [data] table, checked against ``model`` as
+    simulate checks data; ConfigError naming [data] on failure."""
     args = {k: v for k, v in data.items() if k != "source"}
+    if data["source"] == "file":
+        return _load_file(name, Path(args["path"]), model)
     try:
-        if data["source"] == "gaussian":
-            m, m_eval = args["m"], args.get("m_eval", 0)
-            X, y = datasets.gaussian(m + m_eval, args["d"], seed=args.get("seed", 0))
-            return X[:m], y[:m], (X[m:] if m_eval else None)
-        if data["source"] == "digits":
-            return (*datasets.digits(**args), None)
-        if data["source"] == "cifar10":
-            return (*datasets.cifar10(**args), None)
+        X, y, X_eval = _generate(data["source"], args, model)
+        check_data(model, X, y, X_eval)
     except ValueError as exc:
         raise ConfigError(f"{name}: [data] {_describe(exc)}") from None
     except OSError as exc:  # the folder of source = "cifar10"
         raise ConfigError(f"{name}: [data] path: {_describe(exc)}") from None
-    return _load_file(name, Path(args["path"]), model)
+    return X, y, X_eval
+
+
+def _generate(source: str, args: dict, model):
+    """(X, y, X_eval or None) of a built-in source; the image sources' labels default to
+    the targets ``model`` takes."""
+    from . import datasets
+
+    if source == "gaussian":
+        m, m_eval = args["m"], args.get("m_eval", 0)
+        X, y = datasets.gaussian(m + m_eval, args["d"], seed=args.get("seed", 0))
+        return X[:m], y[:m], (X[m:] if m_eval else None)
+    loader = datasets.digits if source == "digits" else datasets.cifar10
+    return (*loader(**{"labels": _default_labels(model), **args}), None)
+
+
+def _default_labels(model) -> str:
+    """The labels of the image sources without a ``labels`` key: the targets ``model`` takes."""
+    if model.loss.labels == "class":
+        return "index"
+    return "onehot" if model.outputs > 1 else "pm1"
 
 
 def _describe(exc: BaseException) -> str:
@@ -389,8 +418,8 @@ def _load_file(name: str, file: Path, model):
     unknown = sorted(set(arrays) - {"X", "y", "X_eval"})
     missing = [k for k in ("X", "y") if k not in arrays]
     if unknown or missing:
-        raise ConfigError(f"{where} {file.name} holds arrays {sorted(arrays)}; it needs X (m, d) and y (m,), "
-                          "and may hold X_eval (m_eval, d)")
+        raise ConfigError(f"{where} {file.name} holds arrays {sorted(arrays)}; it needs X (m, d) and y (m,) "
+                          "(or (m, k) for loss mse with k outputs), and may hold X_eval (m_eval, d)")
     try:
         X, y, X_eval = check_data(model, arrays["X"], arrays["y"], arrays.get("X_eval"))
     except ValueError as exc:

@@ -32,6 +32,8 @@ import traceback
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from ._validate import check_float, check_int, check_int_list
 
 __all__ = ["main", "build_parser"]
@@ -117,6 +119,28 @@ def _config_data(cfg):
     return X, y, X_eval, cfg.batches(X.shape[0])
 
 
+def _output_table(run) -> str:
+    """The outputs f_0 and f_T of every input with the standard error of f_T ("n/a" with
+    one group), evaluation inputs marked. For a model of k > 1 outputs a row holds the
+    norms ‖f_0‖ and ‖f_T‖ over the classes, the standard error of the vector f_T,
+    sqrt(Σ_c se_c²), and the class of the largest f_T (a first line says so)."""
+    k = run.model.outputs
+    f0, fT = run.outputs[0], run.outputs[-1]  # (M,), or (M, k)
+    se = None if run.outputs_se is None else run.outputs_se[-1]
+    if k == 1:
+        lines, names, predicted = [], ("f_0", "f_T", ""), [""] * len(f0)
+    else:
+        lines = [f"outputs of {k} classes: norms over the classes, se = sqrt(sum of the squared standard errors), "
+                 "class = argmax f_T"]
+        names, predicted = ("‖f_0‖", "‖f_T‖", f"{'class':>7}"), [f"{c:>7}" for c in np.argmax(fT, axis=1)]
+        f0, fT, se = (None if v is None else np.linalg.norm(v, axis=1) for v in (f0, fT, se))
+    lines.append(f"{'input':>7}{names[0]:>10}{names[1]:>12}{'± se':>10}{names[2]}")
+    for a in range(len(f0)):
+        s = "n/a" if se is None else f"{se[a]:.4f}"
+        lines.append(f"{a:>7}{f0[a]:10.4f}{fT[a]:12.4f}{s:>10}{predicted[a]}{'' if a < run.m else ' (eval)'}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------- commands
 def cmd_demo(args) -> int:
     from ._demo import run_demo
@@ -140,14 +164,9 @@ def cmd_simulate(args) -> int:
     run.save(out / "limit.npz")
     written = [str(out / "limit.npz")]
     written += _save_figures({"outputs.png": plot.trajectories(run, max_inputs=6)}, out)
-    se = run.outputs_se
     _say(f"zlimit simulate: {cfg.path.name}: {r.parametrization} limit, {r.steps} steps, "
          f"{r.particles} particles in {r.groups} groups")
-    _say(f"{'input':>7}{'f_0':>10}{'f_T':>12}{'± se':>10}")
-    for a in range(run.outputs.shape[1]):
-        kind = "" if a < run.m else " (eval)"
-        s = f"{se[-1, a]:10.4f}" if se is not None else f"{'n/a':>10}"
-        _say(f"{a:>7}{run.outputs[0, a]:10.4f}{run.outputs[-1, a]:12.4f}{s}{kind}")
+    _say(_output_table(run))
     _say(f"training loss: {run.loss[0]:.4g} -> {run.loss[-1]:.4g}")
     _say("Wrote:\n" + "\n".join(f"  {p}" for p in written))
     return 0
@@ -188,7 +207,8 @@ def cmd_compare(args) -> int:
                               "coord_check.png": plot.coord_check(runs_by_width, limit=cmp.limit)}, out)
     _say(f"zlimit compare: {cfg.path.name}: {cmp.parametrization} networks, widths {cmp.widths}, "
          f"seeds {cmp.seeds}, {r.steps} steps; limit with {r.particles} particles in {r.groups} groups")
-    _say(coord_table(cmp))
+    # coord_table reads one output per input; with several, the limit's outputs (norms over the classes)
+    _say(coord_table(cmp) if cfg.model.outputs == 1 else _output_table(cmp.limit))
     _say(f"Deviation of the seed-mean output from the limit: {cmp.fit}")
     _say("Wrote:\n" + "\n".join(f"  {p}" for p in written))
     return 0

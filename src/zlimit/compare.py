@@ -8,9 +8,11 @@ Convergence is summarised by the *deviation* of the seed-mean output from the li
 
     dev(n) = RMS over steps t >= 1 and inputs a of ( mean_seeds f^{(n)}_t(ξ_a) − f̊_t(ξ_a) ),
 
-and by the slope of log dev(n) against log n. Maths §4 predicts a seed-to-seed spread
-~ n^{-1/2} (so the seed mean is off by ~ n^{-1/2}/sqrt(S) with S seeds) and a bias of
-the seed mean ~ n^{-1}: the slope lies between −1 and −1/2. Two noise sources put a
+the RMS running over the classes c too for a model of k > 1 outputs (maths §6), i.e.
+sqrt(mean over t, a of ‖mean_seeds f^{(n)}_t(ξ_a) − f̊_t(ξ_a)‖² / k); and by the slope
+of log dev(n) against log n. Maths §4 predicts a seed-to-seed spread ~ n^{-1/2} (so
+the seed mean is off by ~ n^{-1/2}/sqrt(S) with S seeds) and a bias of the seed mean
+~ n^{-1}: the slope lies between −1 and −1/2. Two noise sources put a
 floor under dev(n) that does not shrink with n: the Monte Carlo error of the limit
 (its standard error from the particle groups) and, for the slope's interpretation,
 the finite number of seeds. Both are reported per width (:class:`DeviationFit`); a
@@ -39,6 +41,8 @@ __all__ = ["Comparison", "DeviationFit", "compare", "deviation_fit", "LIMIT_OF"]
 LIMIT_OF = {"mup": ("mup", "mup"), "ntk": ("ntk", "ntp"), "ntp": ("ntk", "ntp")}
 
 TABLE_COLUMNS = ("width", "seed", "step", "input", "quantity", "value")
+#: the table's columns for a model of k > 1 outputs: ``class`` numbers the output (-1 on loss rows)
+CLASS_TABLE_COLUMNS = ("width", "seed", "step", "input", "class", "quantity", "value")
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,10 @@ class DeviationFit:
         log dev at n = 1.
     widths : ndarray (k,)
     deviations : ndarray (k,)
-        dev(n): RMS over (t >= 1, input) of seed-mean output − limit output.
+        dev(n): RMS over (t >= 1, input, and class for a model of several outputs) of
+        seed-mean output − limit output.
     limit_se : ndarray (k,)
-        RMS over the same (t, input) of the limit's standard error (the same for every
+        RMS over the same entries of the limit's standard error (the same for every
         width).
     seed_mean_se : ndarray (k,)
         RMS of the standard error of the seed mean, std over seeds (ddof = 1) / sqrt(S);
@@ -113,6 +118,9 @@ class Comparison:
         Tidy rows ``width, seed, step, input, quantity, value``. ``quantity`` is
         ``"output"`` (one row per step and input), ``"loss"`` (one row per step,
         ``input = -1``), and for the limit also ``"output_se"`` and ``"loss_se"``.
+        For a model of k > 1 outputs a column ``class`` follows ``input``
+        (:data:`CLASS_TABLE_COLUMNS`): output rows are per step, input and class
+        0..k-1, loss rows have ``class = -1``.
         Limit rows have ``width = inf`` and ``seed = -1``. Inputs are numbered
         training first, then evaluation inputs.
     fit : DeviationFit
@@ -131,7 +139,8 @@ class Comparison:
     parametrization: str = "mup"
 
     def outputs(self, width: int) -> np.ndarray:
-        """Outputs of every seed at one width, shape (S, T+1, M)."""
+        """Outputs of every seed at one width, shape (S, T+1, M), or (S, T+1, M, k) with
+        k > 1 outputs."""
         return np.stack([self.finite[(width, s)].outputs for s in self.seeds])
 
 
@@ -142,7 +151,8 @@ def deviation_fit(limit: Run, finite_outputs: dict) -> DeviationFit:
     ----------
     limit : Run
     finite_outputs : dict
-        width -> array (S, T+1, M) of the outputs of S seeds.
+        width -> array (S, T+1, M) of the outputs of S seeds; (S, T+1, M, k) for a
+        model of k > 1 outputs, whose every class enters the RMS.
 
     Returns
     -------
@@ -169,27 +179,39 @@ def deviation_fit(limit: Run, finite_outputs: dict) -> DeviationFit:
                         limit_se, smse, floor, int(seeds or 0))
 
 
+def _columns(outputs: int) -> tuple[str, ...]:
+    """The table's columns for a model of ``outputs`` outputs."""
+    return TABLE_COLUMNS if outputs == 1 else CLASS_TABLE_COLUMNS
+
+
 def _rows(run: Run, width: float, seed: int, with_se: bool) -> dict[str, np.ndarray]:
-    T1, M = run.outputs.shape
-    step = np.repeat(np.arange(T1), M)
-    inp = np.tile(np.arange(M), T1)
-    parts = [("output", step, inp, run.outputs.ravel())]
+    """The table's columns for one run: its outputs (step, input and class, in C order)
+    and loss (per step), with the limit's standard errors when ``with_se``."""
+    shape = run.outputs.shape
+    T1 = shape[0]
+    output_at = dict(zip(("step", "input", "class"), np.indices(shape).reshape(len(shape), -1)))
+    loss_at = {"step": np.arange(T1), "input": np.full(T1, -1), "class": np.full(T1, -1)}
+    parts = [("output", output_at, run.outputs)]
     if with_se:
-        se = run.outputs_se
-        parts.append(("output_se", step, inp, (np.full(T1 * M, np.nan) if se is None else se.ravel())))
-    parts.append(("loss", np.arange(T1), np.full(T1, -1), run.loss))
+        parts.append(("output_se", output_at, _or_nan(run.outputs_se, shape)))
+    parts.append(("loss", loss_at, run.loss))
     if with_se:
-        se = run.loss_se
-        parts.append(("loss_se", np.arange(T1), np.full(T1, -1), np.full(T1, np.nan) if se is None else se))
-    cols = {c: [] for c in TABLE_COLUMNS}
-    for quantity, s, i, v in parts:
-        cols["width"].append(np.full(s.size, width, dtype=float))
-        cols["seed"].append(np.full(s.size, seed, dtype=np.int64))
-        cols["step"].append(s.astype(np.int64))
-        cols["input"].append(i.astype(np.int64))
-        cols["quantity"].append(np.full(s.size, quantity, dtype=object))
-        cols["value"].append(np.asarray(v, dtype=float))
+        parts.append(("loss_se", loss_at, _or_nan(run.loss_se, (T1,))))
+    cols = {c: [] for c in _columns(run.model.outputs)}
+    for quantity, at, v in parts:
+        size = at["step"].size
+        cols["width"].append(np.full(size, width, dtype=float))
+        cols["seed"].append(np.full(size, seed, dtype=np.int64))
+        for c in cols.keys() & at.keys():
+            cols[c].append(at[c].astype(np.int64))
+        cols["quantity"].append(np.full(size, quantity, dtype=object))
+        cols["value"].append(np.asarray(v, dtype=float).ravel())
     return {c: np.concatenate(v) for c, v in cols.items()}
+
+
+def _or_nan(se: np.ndarray | None, shape: tuple) -> np.ndarray:
+    """Standard errors, NaN where there are none (one group)."""
+    return np.full(shape, np.nan) if se is None else se
 
 
 def _import_pandas():
@@ -208,7 +230,7 @@ def compare(model: MLP, X, y, *, widths: Sequence[int], seeds, steps: int, parti
     Parameters
     ----------
     model : MLP
-    X : array_like (m, d), y : array_like (m,)
+    X : array_like (m, d), y : array_like (m,), or (m, k) for loss "mse" with k outputs
     widths : sequence of int
         Finite widths n (at least two for the fit).
     seeds : int or sequence of int
@@ -285,7 +307,7 @@ def compare(model: MLP, X, y, *, widths: Sequence[int], seeds, steps: int, parti
 
     parts = [_rows(limit, math.inf, -1, with_se=True)]
     parts += [_rows(finite[key], float(key[0]), key[1], with_se=False) for key in jobs]
-    table = pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in TABLE_COLUMNS})
+    table = pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in _columns(model.outputs)})
     table["quantity"] = table["quantity"].astype(str)
 
     fit = deviation_fit(limit, {w: np.stack([finite[(w, s)].outputs for s in seeds]) for w in widths})

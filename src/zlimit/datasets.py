@@ -1,8 +1,16 @@
-"""Small binary data sets for finite-width and limit runs.
+"""Small classification data sets for finite-width and limit runs.
 
 Every loader returns ``(X, y)`` with X of shape (m, d), float64, each row normalised
-to ‖ξ‖² = d (so ξ·ξ/d = 1, the scale the fan-in constants of maths §1 expect), and
-labels y ∈ {−1, +1}, usable with both the ``"mse"`` and the ``"logistic"`` loss.
+to ‖ξ‖² = d (so ξ·ξ/d = 1, the scale the fan-in constants of maths §1 expect). By
+default two classes are labelled y ∈ {−1, +1}, usable with both the ``"mse"`` and the
+``"logistic"`` loss of one output. The image loaders also draw K >= 2 classes for a
+model of k = K outputs (maths §6), labelled by ``labels``:
+
+* ``"pm1"`` (default): two classes, y = −1.0 for ``classes[0]`` and +1.0 for ``classes[1]``;
+* ``"index"``: y (m,) int64, the position of each image's class in ``classes``, 0..K−1
+  (the class labels of loss ``"xent"``);
+* ``"onehot"``: y (m, K) float64, 1 at that position and 0 elsewhere (targets of loss
+  ``"mse"`` with K outputs).
 
 The convergence theory (Chen, Yang, Zhao & Gu 2025, Assumption 4.1) asks that no two
 inputs be parallel. Gaussian inputs satisfy this almost surely when d >= 2 (for
@@ -21,7 +29,10 @@ import numpy as np
 from ._errors import ResourceError
 from ._validate import check_choice, check_int, check_seed
 
-__all__ = ["gaussian", "digits", "cifar10", "CIFAR10_CLASSES", "CIFAR10_SPLITS"]
+__all__ = ["gaussian", "digits", "cifar10", "CIFAR10_CLASSES", "CIFAR10_SPLITS", "LABELS"]
+
+#: how the image loaders label their classes (see the module docstring)
+LABELS = ("pm1", "index", "onehot")
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -55,7 +66,7 @@ def _warn_if_parallel(X: np.ndarray) -> None:
 
 
 def _pick(labels: np.ndarray, classes, per_class: int, rng: np.random.Generator, names) -> np.ndarray:
-    """Indices of ``per_class`` random examples of classes[0], then of classes[1]."""
+    """Indices of ``per_class`` random examples of classes[0], then of classes[1], and so on."""
     out = []
     for k, (c, name) in enumerate(zip(classes, names)):
         idx = np.flatnonzero(labels == c)
@@ -122,31 +133,47 @@ def gaussian(m: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _check_classes(classes, allowed, what: str) -> tuple:
+def _check_classes(classes, allowed, what: str, labels: str) -> tuple:
+    """``classes`` as a tuple: two distinct members of ``allowed`` for ``labels`` "pm1", at
+    least two for the other :data:`LABELS`."""
+    count = "two" if labels == "pm1" else "at least two"
     try:
         classes = tuple(classes)
     except TypeError:
-        raise ValueError(f"classes must be two distinct {what}, got {classes!r}") from None
-    if len(classes) != 2:
-        raise ValueError(f"classes must be two distinct {what}, got {classes!r}")
+        raise ValueError(f"classes must be {count} distinct {what}, got {classes!r}") from None
+    if len(classes) < 2 or (labels == "pm1" and len(classes) != 2):
+        hint = " (labels = 'pm1' takes two; 'index' or 'onehot' take more)" if len(classes) > 2 else ""
+        raise ValueError(f"classes must be {count} distinct {what}, got {classes!r}{hint}")
     for c in classes:
         if isinstance(c, (bool, np.bool_)) or c not in allowed:
-            raise ValueError(f"unknown class {c!r}; classes must be two distinct {what}: {list(allowed)}")
-    if classes[0] == classes[1]:
-        raise ValueError(f"classes must be two distinct {what}, got {classes!r}")
+            raise ValueError(f"unknown class {c!r}; classes must be {count} distinct {what}: {list(allowed)}")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be {count} distinct {what}, got {classes!r}")
     return classes
 
 
-def digits(classes=(0, 1), per_class: int = 5, seed: int = 0, exclude=None) -> tuple[np.ndarray, np.ndarray]:
-    """Two classes of scikit-learn's 8×8 handwritten digits (bundled, no download).
+def _labels(labels: str, count: int, per_class: int) -> np.ndarray:
+    """The targets of ``per_class`` images of each of ``count`` classes, class by class."""
+    index = np.repeat(np.arange(count), per_class)
+    if labels == "index":
+        return index
+    if labels == "onehot":
+        return np.eye(count)[index]
+    return 2.0 * index - 1.0  # "pm1": −1.0, then +1.0
+
+
+def digits(classes=(0, 1), per_class: int = 5, seed: int = 0, exclude=None,
+           labels: str = "pm1") -> tuple[np.ndarray, np.ndarray]:
+    """Classes of scikit-learn's 8×8 handwritten digits (bundled, no download).
 
     ``per_class`` random images of each class are drawn without replacement,
     flattened to d = 64 and scaled to ‖ξ‖² = 64.
 
     Parameters
     ----------
-    classes : pair of ints in 0..9
-        Labelled −1 (``classes[0]``) and +1 (``classes[1]``).
+    classes : sequence of distinct ints in 0..9
+        Two for ``labels = "pm1"``: labelled −1 (``classes[0]``) and +1
+        (``classes[1]``); at least two otherwise.
     per_class : int
         Images per class, 1 <= per_class <= the number of images of that class (≈ 180).
     seed : int
@@ -155,21 +182,35 @@ def digits(classes=(0, 1), per_class: int = 5, seed: int = 0, exclude=None) -> t
         Images never to draw, as rows returned by an earlier call (an image matches
         when it is parallel to a row): ``digits(exclude=X_train)`` gives a held-out
         set disjoint from ``X_train``.
+    labels : {"pm1", "index", "onehot"}
+        How the K classes are labelled (module docstring).
 
     Returns
     -------
-    X : ndarray, shape (2 per_class, 64)
-        The images of ``classes[0]`` first, then those of ``classes[1]``.
-    y : ndarray, shape (2 per_class,), −1.0 then +1.0
+    X : ndarray, shape (K per_class, 64)
+        The images of ``classes[0]`` first, then those of ``classes[1]``, and so on.
+    y : ndarray
+        ``"pm1"``: shape (2 per_class,), −1.0 then +1.0; ``"index"``: shape
+        (K per_class,), 0 .. K−1; ``"onehot"``: shape (K per_class, K).
 
     Raises
     ------
     ImportError
         scikit-learn is not installed (``pip install zlimit[data]``).
     ValueError
-        Bad classes, per_class, seed or exclude.
+        Bad classes, per_class, seed, exclude or labels.
+
+    Examples
+    --------
+    Ten classes, one image each, for softmax cross-entropy with 10 outputs:
+
+    >>> from zlimit.datasets import digits
+    >>> X, y = digits(classes=range(10), per_class=1, labels="index")
+    >>> X.shape, y.tolist()
+    ((10, 64), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     """
-    classes = _check_classes(classes, range(10), "digits 0..9")
+    labels = check_choice("labels", labels, LABELS)
+    classes = _check_classes(classes, range(10), "digits 0..9", labels)
     classes = tuple(check_int(f"classes[{k}]", c, 0, 9, hint=" (a digit)") for k, c in enumerate(classes))
     per_class = check_int("per_class", per_class, 1)
     seed = check_seed("seed", seed)
@@ -180,20 +221,19 @@ def digits(classes=(0, 1), per_class: int = 5, seed: int = 0, exclude=None) -> t
             "zlimit.datasets.digits needs scikit-learn; install it with: pip install zlimit[data]"
         ) from exc
     bunch = load_digits()
-    data, labels = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
+    data, targets = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
     if exclude is not None:
         exclude = np.asarray(exclude, dtype=np.float64)
         if exclude.ndim != 2 or exclude.shape[1] != data.shape[1]:
             raise ValueError(f"exclude must be images of shape (k, 64) such as an earlier digits() X, "
                              f"got shape {exclude.shape}")
         cos = _normalise_rows(data) @ _normalise_rows(exclude).T / data.shape[1]
-        labels = np.where(np.any(cos > 1.0 - 1e-10, axis=1), -1, labels)  # -1: no class
+        targets = np.where(np.any(cos > 1.0 - 1e-10, axis=1), -1, targets)  # -1: no class
     rng = np.random.default_rng(seed)
-    idx = _pick(labels, classes, per_class, rng, classes)
+    idx = _pick(targets, classes, per_class, rng, classes)
     X = _normalise_rows(data[idx])
-    y = np.repeat([-1.0, 1.0], per_class)
     _warn_if_parallel(X)
-    return X, y
+    return X, _labels(labels, len(classes), per_class)
 
 
 def _cifar_folder(path) -> str:
@@ -307,8 +347,8 @@ def _batch(file: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cifar10(path, classes=("airplane", "automobile"), per_class: int = 5, seed: int = 0,
-            split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Two classes of CIFAR-10, read from the standard python pickle batches on disk.
+            split: str = "train", labels: str = "pm1") -> tuple[np.ndarray, np.ndarray]:
+    """Classes of CIFAR-10, read from the standard python pickle batches on disk.
 
     Nothing is downloaded. ``path`` is the folder ``cifar-10-batches-py`` of the
     official "CIFAR-10 python version" archive (or the folder containing it), with
@@ -324,20 +364,24 @@ def cifar10(path, classes=("airplane", "automobile"), per_class: int = 5, seed: 
     Parameters
     ----------
     path : str or os.PathLike
-    classes : pair of str
-        Class names from ``batches.meta``, labelled −1 (``classes[0]``) and +1.
+    classes : sequence of distinct str
+        Class names from ``batches.meta``: two for ``labels = "pm1"``, labelled −1
+        (``classes[0]``) and +1; at least two otherwise.
     per_class : int
         Images per class, drawn at random without replacement.
     seed : int
         Seed of ``np.random.default_rng`` for the choice of images, in [0, 2**64).
     split : {"train", "test"}
         Draw from ``data_batch_1..5`` or from ``test_batch``.
+    labels : {"pm1", "index", "onehot"}
+        How the K classes are labelled (module docstring).
 
     Returns
     -------
-    X : ndarray, shape (2 per_class, 3072)
-        The images of ``classes[0]`` first, then those of ``classes[1]``.
-    y : ndarray, shape (2 per_class,), −1.0 then +1.0
+    X : ndarray, shape (K per_class, 3072)
+        The images of ``classes[0]`` first, then those of ``classes[1]``, and so on.
+    y : ndarray
+        As :func:`digits` returns it for ``labels``.
 
     Raises
     ------
@@ -347,24 +391,22 @@ def cifar10(path, classes=("airplane", "automobile"), per_class: int = 5, seed: 
         ``path`` is a file, not a folder.
     ValueError
         Unknown class names (the message lists the allowed ones), bad per_class,
-        seed or split, or files that are not CIFAR-10 batches (among them pickles
+        seed, split or labels, or files that are not CIFAR-10 batches (among them pickles
         that refer to code).
     """
     split = check_choice("split", split, CIFAR10_SPLITS)
+    labels = check_choice("labels", labels, LABELS)
     per_class = check_int("per_class", per_class, 1)
     seed = check_seed("seed", seed)
     folder = _cifar_folder(path)
     expected = ("batches.meta",) + (_CIFAR_TRAIN if split == "train" else _CIFAR_TEST)
     _check_cifar_files(folder, expected, split)
     names = _class_names(os.path.join(folder, "batches.meta"))
-    classes = _check_classes(classes, names, "CIFAR-10 class names")
+    classes = _check_classes(classes, names, "CIFAR-10 class names", labels)
     codes = tuple(names.index(c) for c in classes)
-    datas, labels = zip(*(_batch(os.path.join(folder, f)) for f in expected[1:]))
-    data = np.concatenate(datas)
-    labels = np.concatenate(labels)
+    datas, targets = zip(*(_batch(os.path.join(folder, f)) for f in expected[1:]))
     rng = np.random.default_rng(seed)
-    idx = _pick(labels, codes, per_class, rng, classes)
-    X = _normalise_rows(data[idx].astype(np.float64))
-    y = np.repeat([-1.0, 1.0], per_class)
+    idx = _pick(np.concatenate(targets), codes, per_class, rng, classes)
+    X = _normalise_rows(np.concatenate(datas)[idx].astype(np.float64))
     _warn_if_parallel(X)
-    return X, y
+    return X, _labels(labels, len(classes), per_class)

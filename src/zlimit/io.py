@@ -1,14 +1,14 @@
 """Saving and loading runs, and conversion to xarray.
 
-File format ("zlimit-run", version 1)
+File format ("zlimit-run", version 2)
 -------------------------------------
 One ``.npz`` archive (:func:`numpy.savez`, uncompressed, no pickled objects; it is
 read with ``allow_pickle=False``). Entries:
 
 ==========================  ===================================================
-``outputs_groups``          (G, T+1, M)
+``outputs_groups``          (G, T+1, M), or (G, T+1, M, k) for k > 1 outputs
 ``loss_groups``             (G, T+1)
-``error_signals_groups``    (G, T, m)
+``error_signals_groups``    (G, T, m), or (G, T, m, k) for k > 1 outputs
 ``kernels/{kind}{l}``       ``Run.kernels`` entries, e.g. ``kernels/h1``
 ``cross/{kind}{l}``         ``Run.cross`` entries, e.g. ``cross/x2``
 ``novelty/{side}{l}``       ``Run.novelty`` entries, e.g. ``novelty/fwd2``
@@ -20,20 +20,24 @@ read with ``allow_pickle=False``). Entries:
 Every array keeps its dtype and bytes, so a round trip is bit-exact. The JSON
 document holds::
 
-    {"format": "zlimit-run", "format_version": 1, "zlimit_version": "...",
+    {"format": "zlimit-run", "format_version": 2, "zlimit_version": "...",
      "model": MLP.describe(), "custom": {"activation": bool, "loss": bool},
      "record_steps": [...], "error_model": "groups" | "exact",
      "meta": <Run.meta, encoded>,
      "kernels": [keys], "cross": [keys], "novelty": [keys], "bases": [keys]}
 
 Files written before ``error_model`` existed load with "exact" when
-``meta["kind"] == "exact"`` and "groups" otherwise.
+``meta["kind"] == "exact"`` and "groups" otherwise. Version 2 added the model fields
+of maths §6 (``outputs``, ``bias_std``, ``bias_lr_mult``, ``momentum``,
+``weight_decay``); a version 1 file lacks them and loads with those extensions off
+(:data:`ADDED_MODEL_KEYS`: one output, no biases, no momentum, no weight decay).
 
 The document nests at most 64 levels (:data:`zlimit._codec.MAX_DEPTH`; :func:`save`
 refuses deeper ``meta``). The parts must agree, on saving and on loading: with G,
-T+1 and M from ``outputs_groups``, the shapes above, ``kernels/dh{l}`` (G, T, m, m),
-``cross/*`` (G, len(record_steps), T+1, M, M), ``novelty/*`` (G, T+1, M) and
-``bases/*`` (G, T+1); kernel and cross keys for layers 1..L of the model's depth L;
+T+1 and M from ``outputs_groups``, the shapes above (the class axis exactly when the
+model has k > 1 outputs), ``kernels/dh{l}`` (G, T, m, m), ``cross/*``
+(G, len(record_steps), T+1, M, M), ``novelty/*`` (G, T+1, M) and ``bases/*``
+(G, T+1); kernel and cross keys for layers 1..L of the model's depth L;
 ``record_steps`` distinct steps in [0, T] including 0; ``meta["steps"]``,
 ``meta["m"]`` and ``meta["m_eval"]`` (when present) equal to T, m and M - m; and
 ``error_model`` "exact" exactly when ``meta["kind"]`` is "exact".
@@ -69,7 +73,13 @@ from ._results import Run
 from ._activations import ACTIVATIONS
 from ._losses import LOSSES
 
-__all__ = ["save", "load", "to_xarray", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save", "load", "to_xarray", "FORMAT", "FORMAT_VERSION", "ADDED_MODEL_KEYS"]
+
+#: the model fields of format version 2 (maths §6), as :class:`~zlimit.MLP` arguments with
+#: the values a version 1 file, which lacks them, implies: every extension off
+ADDED_MODEL_KEYS = {"outputs": 1, "bias_std": None, "bias_lr_mult": 1.0, "momentum": 0.0, "weight_decay": 0.0}
+#: the model fields of every format version
+_MODEL_KEYS = ("depth", "activation", "loss", "reduction", "lr", "init_std", "lr_mult")
 
 #: a JSON string, escapes included (unrolled so that long strings match in linear time)
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -321,6 +331,9 @@ def _model(path, desc: dict, custom: dict, model: MLP | None) -> MLP:
     if model is not None:
         check_model(model)
         given = model.describe()
+        # what a version 1 file implies for the fields it lacks, written as describe() writes them
+        implied = MLP(depth=model.depth).describe()
+        desc = {**{k: implied[k] for k in ADDED_MODEL_KEYS}, **desc}
         diff = sorted(k for k in set(desc) | set(given) if desc.get(k) != given.get(k))
         if diff:
             detail = "; ".join(f"{k}: file {desc.get(k)!r}, given {given.get(k)!r}" for k in diff)
@@ -336,15 +349,7 @@ def _model(path, desc: dict, custom: dict, model: MLP | None) -> MLP:
                 f"load(path, model=zlimit.MLP(..., {what}=zlimit.{cls}({name!r}, ...)))"
             )
     try:
-        return MLP(
-            depth=desc["depth"],
-            activation=desc["activation"],
-            loss=desc["loss"],
-            reduction=desc["reduction"],
-            lr=desc["lr"],
-            init_std=desc["init_std"],
-            lr_mult=desc["lr_mult"],
-        )
+        return MLP(**{k: desc[k] for k in _MODEL_KEYS}, **{k: desc.get(k, v) for k, v in ADDED_MODEL_KEYS.items()})
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise _bad(path, f"invalid model description {desc!r}: {exc}") from exc
 
@@ -366,7 +371,9 @@ def load(path, model: MLP | None = None) -> Run:
         The model to attach. Needed when the run used a custom activation or loss;
         it must have the same :meth:`MLP.describe` as the saved model. By default the
         model is rebuilt from the saved description (equal ``describe()``,
-        ``sigma`` and ``eta``; its ``init_std``/``lr_mult`` are per-layer lists).
+        ``sigma`` and ``eta``; its ``init_std``/``lr_mult`` are per-layer lists). The
+        fields a version 1 file lacks are :data:`ADDED_MODEL_KEYS`, here and when
+        ``model`` is compared with the file's.
 
     Returns
     -------
@@ -408,7 +415,8 @@ def load(path, model: MLP | None = None) -> Run:
         raise _bad(path, f"its meta cannot be decoded: {exc}") from exc
     dicts = {group: {k: entries[f"{group}/{k}"] for k in keys[group]} for group in _DICTS}
     try:
-        check_layout(mlp.depth, {name: entries[name] for name in _FIELDS}, dicts, record_steps, error_model, meta)
+        check_layout(mlp.depth, mlp.outputs, {name: entries[name] for name in _FIELDS}, dicts, record_steps,
+                     error_model, meta)
     except ValueError as exc:
         raise _bad(path, f"its parts disagree: {exc}") from exc
     return Run(model=mlp, meta=meta, outputs_groups=entries["outputs_groups"], loss_groups=entries["loss_groups"],

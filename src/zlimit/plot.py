@@ -13,6 +13,7 @@ finite width, on a tick labelled "∞".
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping, Sequence
 
@@ -22,7 +23,7 @@ from ._keys import parse_key
 from ._stats import group_se
 from ._validate import check_int_list
 
-__all__ = ["trajectories", "deviation", "coord_check", "min_eigenvalue", "vs_width", "coordinate_size"]
+__all__ = ["trajectories", "deviation", "coord_check", "min_eigenvalue", "vs_width", "coordinate_size", "MAX_CLASSES"]
 
 
 def _figure(nrows: int = 1, ncols: int = 1, size=(4.2, 3.3), **kw):
@@ -62,7 +63,12 @@ def _width_axis(ax, finite_x, inf_x: float | None) -> None:
 
 
 # ---------------------------------------------------------------- trajectories
-def trajectories(comparison, inputs: Sequence[int] | None = None, max_inputs: int = 4):
+#: the most classes :func:`trajectories` draws by default (one colour each)
+MAX_CLASSES = 10
+
+
+def trajectories(comparison, inputs: Sequence[int] | None = None, max_inputs: int = 4,
+                 classes: Sequence[int] | None = None):
     """Outputs f_t(ξ_a) against the step, per width, with the limit as a band.
 
     Parameters
@@ -75,6 +81,12 @@ def trajectories(comparison, inputs: Sequence[int] | None = None, max_inputs: in
     inputs : sequence of int, optional
         Which inputs (one panel each); default the first training inputs and the
         first evaluation input, ``max_inputs`` panels in all.
+    classes : sequence of int, optional
+        For a model of k > 1 outputs (maths §6): the outputs f^c drawn in every panel,
+        default the first min(k, 10). Each class has a colour (matplotlib's C0..C9,
+        repeating after 10): the limit is a dashed line with a ±2 standard-error band,
+        each width its seed mean as a solid line, more opaque for larger widths. The
+        legend names the classes and the line styles of the widths.
 
     Returns
     -------
@@ -87,39 +99,82 @@ def trajectories(comparison, inputs: Sequence[int] | None = None, max_inputs: in
     else:
         limit, widths = comparison.limit, list(comparison.widths)
         outputs = {w: comparison.outputs(w) for w in widths}
-    M = limit.outputs.shape[1]
+    M, k = limit.outputs.shape[1], limit.model.outputs
     if inputs is None:  # training inputs, and the first evaluation input if there is one
         inputs = list(range(min(limit.m, max_inputs - (M > limit.m))))
         inputs += [limit.m] if M > limit.m else []
     inputs = check_int_list("inputs", inputs, 0, M - 1, hint=f" (the runs have {M} inputs)")
+    if k == 1:
+        if classes is not None:
+            raise ValueError("classes applies to a model of several outputs; this run's model has 1 output")
+        draw, legend = _draw_output, {}
+    else:
+        classes = check_int_list("classes", range(min(k, MAX_CLASSES)) if classes is None else classes, 0, k - 1,
+                                 unique=True, hint=f" (the model has {k} outputs)")
+        draw = functools.partial(_draw_classes, classes=classes)
+        legend = {"handles": _class_legend(classes, widths)}
     ncols = min(len(inputs), 4)
     nrows = math.ceil(len(inputs) / ncols)
     fig, axes = _figure(nrows, ncols, sharex=True)
     steps = np.arange(limit.outputs.shape[0])
-    se = limit.outputs_se
-    colors = _colors(len(widths))
-    for k, i in enumerate(inputs):
-        ax = axes.flat[k]
-        for w, c in zip(widths, colors):
-            out = outputs[w][:, :, i]
-            mean = out.mean(axis=0)
-            ax.plot(steps, mean, color=c, lw=1.2, label=f"n = {w}")
-            if out.shape[0] > 1:
-                sd = out.std(axis=0, ddof=1)
-                ax.fill_between(steps, mean - sd, mean + sd, color=c, alpha=0.15, lw=0)
-        ax.plot(steps, limit.outputs[:, i], color="k", lw=1.6, ls="--", label="n = ∞")
-        if se is not None:
-            ax.fill_between(steps, limit.outputs[:, i] - 2 * se[:, i], limit.outputs[:, i] + 2 * se[:, i],
-                            color="k", alpha=0.25, lw=0, label="∞ ± 2 se")
+    for ax, i in zip(axes.flat, inputs):
+        draw(ax, steps, limit, {w: out[:, :, i] for w, out in outputs.items()}, i)
         kind = "train" if i < limit.m else "eval"
         ax.set_title(f"input {i} ({kind})", fontsize=10)
         ax.set_xlabel("step t")
-        ax.set_ylabel("f_t(ξ)")
+        ax.set_ylabel("f_t(ξ)" if k == 1 else "f^c_t(ξ)")
     for ax in list(axes.flat)[len(inputs):]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=7, loc="best")
-    fig.suptitle("Outputs: finite widths (seed mean ± sd) and the infinite-width limit", fontsize=10)
+    axes.flat[0].legend(fontsize=7, loc="best", **legend)
+    spread = "seed mean ± sd" if k == 1 else "seed mean, per class"
+    fig.suptitle(f"Outputs: finite widths ({spread}) and the infinite-width limit", fontsize=10)
     return fig
+
+
+def _draw_output(ax, steps, limit, outputs: dict, i: int) -> None:
+    """One output: each width's seed mean ± sd (viridis), the limit black and dashed ± 2 se.
+    ``outputs``: width -> (S, T+1) of input ``i``."""
+    se = limit.outputs_se
+    for (w, out), c in zip(outputs.items(), _colors(len(outputs))):
+        mean = out.mean(axis=0)
+        ax.plot(steps, mean, color=c, lw=1.2, label=f"n = {w}")
+        if out.shape[0] > 1:
+            sd = out.std(axis=0, ddof=1)
+            ax.fill_between(steps, mean - sd, mean + sd, color=c, alpha=0.15, lw=0)
+    f = limit.outputs[:, i]
+    ax.plot(steps, f, color="k", lw=1.6, ls="--", label="n = ∞")
+    if se is not None:
+        ax.fill_between(steps, f - 2 * se[:, i], f + 2 * se[:, i], color="k", alpha=0.25, lw=0, label="∞ ± 2 se")
+
+
+def _width_alphas(count: int) -> list[float]:
+    """Opacity of each of ``count`` widths, smallest first."""
+    return [0.3 + 0.6 * j / max(count - 1, 1) for j in range(count)]
+
+
+def _draw_classes(ax, steps, limit, outputs: dict, i: int, classes) -> None:
+    """Several outputs: per class (its colour) each width's seed mean and the limit, dashed
+    ± 2 se. ``outputs``: width -> (S, T+1, k) of input ``i``."""
+    se = limit.outputs_se
+    for c in classes:
+        color = f"C{c % 10}"
+        for out, alpha in zip(outputs.values(), _width_alphas(len(outputs))):
+            ax.plot(steps, out[:, :, c].mean(axis=0), color=color, lw=1.0, alpha=alpha)
+        f = limit.outputs[:, i, c]
+        ax.plot(steps, f, color=color, lw=1.6, ls="--")
+        if se is not None:
+            ax.fill_between(steps, f - 2 * se[:, i, c], f + 2 * se[:, i, c], color=color, alpha=0.15, lw=0)
+
+
+def _class_legend(classes, widths) -> list:
+    """Legend handles: a patch per class, then a grey line per width and for the limit."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=f"C{c % 10}", label=f"class {c}") for c in classes]
+    handles += [Line2D([], [], color="0.3", lw=1.0, alpha=a, label=f"n = {w}")
+                for w, a in zip(widths, _width_alphas(len(widths)))]
+    return handles + [Line2D([], [], color="0.3", lw=1.6, ls="--", label="n = ∞ (± 2 se)")]
 
 
 # ---------------------------------------------------------------- deviation
