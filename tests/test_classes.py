@@ -372,12 +372,16 @@ def test_compare_command_with_classes(tmp_path, capsys):
         text = text.replace(old, new)
     (tmp_path / "c.toml").write_text(text)
     assert cli.main(["compare", str(tmp_path / "c.toml"), "--quiet", "--out", str(tmp_path / "o")]) == 0
-    assert "‖f_T‖" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    limit = zlimit.load(tmp_path / "o" / "limit.npz")
+    # the coord table shows class 0 of inputs 0 and 1, the limit row ± its se
+    assert "f_T(ξ0)[0]" in out and "f_T(ξ1)[0]" in out
+    row = next(line for line in out.splitlines() if line.strip().startswith("∞"))
+    assert f"{limit.outputs[-1, 0, 0]: .4f} ± {limit.outputs_se[-1, 0, 0]:.4f}" in row, row
     import pandas as pd
 
     table = pd.read_csv(tmp_path / "o" / "comparison.csv")
     assert tuple(table.columns) == CLASS_TABLE_COLUMNS
-    limit = zlimit.load(tmp_path / "o" / "limit.npz")
     rows = table[(table["quantity"] == "output") & (table["width"] == math.inf)]
     values = rows.sort_values(["step", "input", "class"])["value"].to_numpy()
     np.testing.assert_allclose(values, limit.outputs.ravel(), rtol=1e-15)

@@ -58,19 +58,22 @@ def demo_settings(quick: bool = False) -> dict:
                 widths=[64, 256, 1024, 4096], seeds=8, particles=32_000, groups=8)
 
 
-def coord_table(comparison, inputs: Sequence[int] = (0, 1), layer: int | None = None) -> str:
+def coord_table(comparison, inputs: Sequence[int] = (0, 1), layer: int | None = None, cls: int = 0) -> str:
     """Text table of the last step's outputs, loss and one kernel entry against width.
 
     Rows are the finite widths (seed mean ± its standard error over seeds) and the
     limit ``∞`` (± Monte Carlo standard error over particle groups). The kernel
     entry is E[x^L_T(ξ_0) x^L_T(ξ_1)] (x^l of ``layer``, default the last hidden
-    layer). In μP every column settles as n grows, onto the limit row.
+    layer). With k > 1 outputs the output columns are of class ``cls``. In μP every
+    column settles as n grows, onto the limit row.
     """
     lim = comparison.limit
     T = lim.steps
     L = layer or lim.model.depth
     a, b = (inputs[0], inputs[1]) if len(inputs) > 1 else (inputs[0], inputs[0])
-    cols = [f"f_T(ξ{i})" for i in inputs] + ["loss_T", f"K[x{L}](ξ{a},ξ{b})_T"]
+    pick = (lambda o: o) if lim.model.outputs == 1 else (lambda o: o[..., cls])  # (T+1, M[, k]) -> (T+1, M)
+    label = "" if lim.model.outputs == 1 else f"[{cls}]"
+    cols = [f"f_T(ξ{i}){label}" for i in inputs] + ["loss_T", f"K[x{L}](ξ{a},ξ{b})_T"]
 
     def stats(per_seed: np.ndarray):  # (S, ...) -> mean, se (None with one seed)
         return per_seed.mean(axis=0), group_se(per_seed)
@@ -78,12 +81,13 @@ def coord_table(comparison, inputs: Sequence[int] = (0, 1), layer: int | None = 
     rows = []
     for w in comparison.widths:
         runs = [comparison.finite[(w, s)] for s in comparison.seeds]
-        vals = np.array([[r.outputs[T, i] for i in inputs] + [r.loss[T], r.kernel(L, "x")[T, a, b]] for r in runs])
+        vals = np.array([[pick(r.outputs)[T, i] for i in inputs] + [r.loss[T], r.kernel(L, "x")[T, a, b]]
+                         for r in runs])
         mean, se = stats(vals)
         rows.append((f"{w}", [_pm(v, None if se is None else s) for v, s in zip(mean, se if se is not None else mean)]))
     kg = lim.kernel_groups(L, "x")[:, T, a, b]
-    vals = [lim.outputs[T, i] for i in inputs] + [lim.loss[T], float(kg.mean())]
-    ses = [lim.outputs_se[T, i] for i in inputs] if lim.outputs_se is not None else [math.nan] * len(inputs)
+    vals = [pick(lim.outputs)[T, i] for i in inputs] + [lim.loss[T], float(kg.mean())]
+    ses = [pick(lim.outputs_se)[T, i] for i in inputs] if lim.outputs_se is not None else [math.nan] * len(inputs)
     ses += [lim.loss_se[T] if lim.loss_se is not None else math.nan,
             group_se(kg, single=math.nan)]
     rows.append(("∞", [_pm(v, s) for v, s in zip(vals, ses)]))

@@ -207,8 +207,7 @@ def cmd_compare(args) -> int:
                               "coord_check.png": plot.coord_check(runs_by_width, limit=cmp.limit)}, out)
     _say(f"zlimit compare: {cfg.path.name}: {cmp.parametrization} networks, widths {cmp.widths}, "
          f"seeds {cmp.seeds}, {r.steps} steps; limit with {r.particles} particles in {r.groups} groups")
-    # coord_table reads one output per input; with several, the limit's outputs (norms over the classes)
-    _say(coord_table(cmp) if cfg.model.outputs == 1 else _output_table(cmp.limit))
+    _say(coord_table(cmp))
     _say(f"Deviation of the seed-mean output from the limit: {cmp.fit}")
     _say("Wrote:\n" + "\n".join(f"  {p}" for p in written))
     return 0
