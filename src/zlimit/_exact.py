@@ -13,6 +13,18 @@ dot product: an orthonormal basis (Gram–Schmidt) of the span of the vectors se
 far, one fresh base normal per new direction. Nothing is sampled; the trajectory is
 deterministic linear algebra.
 
+The extensions of maths §6 ride on the same algebra. Each hidden bias b^l has a base
+normal of its own, Z^{b^l_0} = σ_{b,l} e_new, and its Z^{b^l_t} is added to Z^{h^l_t} of
+every input; the output bias is k deterministic numbers added to f̊. The k readout
+rows Ŵ^c are k base normals; with k > 1 the backward pass runs on the error-weighted
+vector Σ_c χ_{t,i,c} Z^{Ŵ^c_t} and χ ≡ 1 in the hidden updates. Momentum β and decoupled
+weight decay ρ = 1 − ηλ use the closed form of §6: the initial parts (Z^{h^1_0}, the
+W^l_0 products Ẑ + Ż, Z^{b^l_0}) scale by ρ^t, and every update history row r entered at
+step s counts with the weight ω_{t−s} its gradient has in the accumulator at step t
+(:func:`_ages`). Ŵ and the output bias follow the in-place recursion instead
+(:func:`zlimit._model.accumulate`). With β = 0, ρ = 1, k = 1 and no biases the weights
+are exactly 1 and every product is the plain SGD one, bit for bit.
+
 Evaluation inputs never influence training. The training trajectory is computed
 first, with no knowledge of them. The evaluation inputs are then replayed step by
 step: the Ẑ of an evaluation vector takes its coordinates on the *final* training
@@ -29,7 +41,7 @@ from tqdm.auto import tqdm
 
 from ._driver import Backward, Forward, Recorder, assemble, diverged, run_sgd
 from ._gaussian import orthonormalise, project
-from ._model import MLP
+from ._model import MLP, accumulate
 from ._keys import key
 from ._results import Run
 
@@ -83,11 +95,28 @@ def _gram(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return A[:, :w] @ B[:, :w].T
 
 
-def _pad(A: np.ndarray, width: int) -> np.ndarray:
-    """Coefficient rows extended by zeros to ``width`` (new normals not loaded)."""
-    out = np.zeros((A.shape[0], width))
-    out[:, : A.shape[1]] = A
-    return out
+def _ages(beta: float, rho: float, steps: int) -> np.ndarray:
+    """ω_j, j = 0..T: the weight, in its accumulator, of a gradient entered j updates ago (maths §6).
+
+    A history row r enters with v_r = a_r = 0; each update then does v_r ← β v_r + [r new],
+    a_r ← ρ a_r + v_r (:func:`zlimit._model.accumulate`), so ω_0 = 0 and
+    ω_j = Σ_{i<j} ρ^{j−1−i} β^i: exactly 1 for every j >= 1 when β = 0 and ρ = 1.
+
+    >>> _ages(0.5, 1.0, 3).tolist()
+    [0.0, 1.0, 1.5, 1.75]
+    """
+    omega = np.zeros(steps + 1)
+    a, v = np.zeros(1), np.zeros(1)
+    for j in range(1, steps + 1):
+        accumulate(a, v, float(j == 1), beta, rho)
+        omega[j] = a[0]
+    return omega
+
+
+def _readout_eval(h: np.ndarray, w_hat: np.ndarray) -> np.ndarray:
+    """E[Z^{Ŵ^c} Z^{x^L}] for rows h that may be wider than Ŵ: (r,) for k = 1, (r, k) for k > 1."""
+    f = _gram(h, np.atleast_2d(w_hat))
+    return f[:, 0] if w_hat.ndim == 1 else f
 
 
 # ----------------------------------------------------------------- Gaussian processes
@@ -205,8 +234,10 @@ def _eval_zhat(train: _Process, extra: _Process, X: np.ndarray, width: int) -> n
 class _Hidden:
     """The hidden matrix W^l (2 <= l <= L): its two processes and its update history.
 
-    The history rows are χ_{s,i} Z^{dh^l_s(ξ_i)} and Z^{x^{l-1}_s(ξ_i)} for
-    i ∈ B_s, in the order of the steps s.
+    The history rows are g_{s,i} Z^{dh^l_s(ξ_i)} and Z^{x^{l-1}_s(ξ_i)} for
+    i ∈ B_s, in the order of the steps s, with g = χ for k = 1 and g = 1 for k > 1
+    (maths §6). At step t row r counts with the weight a_r = ω_{t−s_r} of
+    :func:`_ages`: the accumulator A_l of maths §6 is Σ_r a_r (dh row) ⊗ (x row).
     """
 
     def __init__(self, layer: int, model: MLP, normals: _Normals, width: int, k_cap: int, j_cap: int):
@@ -220,12 +251,18 @@ class _Hidden:
         self.rows = 0
         self.at_step: list[tuple[int, int, int]] = []  # (K, J, history rows) at forward time
 
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Z^{h^l_t(ξ_a)} for the training inputs (maths §2, forward pass).
+    def forward(self, x: np.ndarray, a: np.ndarray, decay: float) -> tuple[np.ndarray, np.ndarray]:
+        """Z^{h^l_t(ξ_a)} for the training inputs, bias not included (maths §2 forward pass, §6).
 
-        Z^{h^l_t} = Ẑ^{W^l x} + Ż^{W^l x} − η_l Σ_{s<t} Σ_i χ_{s,i} Z^{dh^l_s(ξ_i)} E[Z^{x^{l-1}_s(ξ_i)} Z^x],
-        with Ż^{W^l x} = σ_l Σ_j Z^{v_j} E[γ_j Z^x] over the backward directions of
-        steps < t (those in the basis now).
+        Z^{h^l_t} = ρ^t (Ẑ^{W^l x} + Ż^{W^l x}) − η_l Σ_r a_r g_r Z^{dh^l_{s_r}} E[Z^{x^{l-1}_{s_r}} Z^x]
+        over the history rows r, with Ż^{W^l x} = σ_l Σ_j Z^{v_j} E[γ_j Z^x] over the
+        backward directions of steps < t (those in the basis now).
+
+        Parameters
+        ----------
+        x : (m, width) Z^{x^{l-1}_t(ξ_a)}.
+        a : (rows,) the weights a_r of the history rows at step t.
+        decay : ρ^t.
 
         Returns
         -------
@@ -233,17 +270,18 @@ class _Hidden:
         rho : (m,) novelty of each row in the forward process
         """
         zdot = self.bwd.stein(x)  # Ż^{W^l x}
-        update = -self.eta * ((x @ self.hx[: self.rows].T) @ self.hd[: self.rows])
+        update = -self.eta * (((x @ self.hx[: self.rows].T) * a) @ self.hd[: self.rows])
         zhat, rho = self.fwd.add(x)  # Ẑ^{W^l x}
         self.at_step.append((self.fwd.size, self.bwd.size, self.rows))
-        return zhat + zdot + update, rho
+        return decay * (zhat + zdot) + update, rho
 
-    def backward(self, dh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Z^{dx^{l-1}_t(ξ_i)} for i ∈ B_t (maths §2, backward pass).
+    def backward(self, dh: np.ndarray, a: np.ndarray, decay: float) -> tuple[np.ndarray, np.ndarray]:
+        """Z^{dx^{l-1}_t(ξ_i)} for i ∈ B_t (maths §2 backward pass, §6).
 
-        Z^{dx^{l-1}_t} = Ẑ^{W^{lT} dh} + Ż^{W^{lT} dh} − η_l Σ_{s<t} Σ_j χ_{s,j} Z^{x^{l-1}_s(ξ_j)} E[Z^{dh^l_s(ξ_j)} Z^{dh}],
+        Z^{dx^{l-1}_t} = ρ^t (Ẑ^{W^{lT} dh} + Ż^{W^{lT} dh})
+                         − η_l Σ_r a_r Z^{x^{l-1}_{s_r}} E[g_r Z^{dh^l_{s_r}} Z^{dh}],
         with Ż^{W^{lT} y} = σ_l Σ_k Z^{u_k} E[g_k Z^y] over the forward directions of
-        steps <= t.
+        steps <= t; ``a`` and ``decay`` as in :meth:`forward`.
 
         Returns
         -------
@@ -251,29 +289,32 @@ class _Hidden:
         rho : (|B_t|,) novelty of each row in the backward process
         """
         zdot = self.fwd.stein(dh)  # Ż^{W^{lT} dh}
-        update = -self.eta * ((dh @ self.hd[: self.rows].T) @ self.hx[: self.rows])
+        update = -self.eta * (((dh @ self.hd[: self.rows].T) * a) @ self.hx[: self.rows])
         zhat, rho = self.bwd.add(dh)  # Ẑ^{W^{lT} dh}
-        return zhat + zdot + update, rho
+        return decay * (zhat + zdot) + update, rho
 
-    def remember(self, chi_b: np.ndarray, dh: np.ndarray, x_b: np.ndarray) -> None:
-        """Append χ_{t,i} Z^{dh^l_t(ξ_i)} and Z^{x^{l-1}_t(ξ_i)}, i ∈ B_t, to the history."""
+    def remember(self, g: np.ndarray, dh: np.ndarray, x_b: np.ndarray) -> None:
+        """Append g_{t,i} Z^{dh^l_t(ξ_i)} and Z^{x^{l-1}_t(ξ_i)}, i ∈ B_t, to the history."""
         b = dh.shape[0]
-        self.hd[self.rows:self.rows + b] = chi_b[:, None] * dh
+        self.hd[self.rows:self.rows + b] = g[:, None] * dh
         self.hx[self.rows:self.rows + b] = x_b
         self.rows += b
 
-    def forward_eval(self, x: np.ndarray, s: int, extra: _Process, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """Z^{h^l_s(ξ_e)} for evaluation inputs at step s, after training.
+    def forward_eval(self, x: np.ndarray, s: int, a: np.ndarray, decay: float, extra: _Process,
+                     width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Z^{h^l_s(ξ_e)} for evaluation inputs at step s, after training, bias not included.
 
         The same equation as :meth:`forward`, with the Ż sum and the update history
-        cut at step s, and Ẑ from :func:`_eval_zhat`. The novelty is measured as
-        for training rows: against the forward basis at step s and the earlier rows.
+        cut at step s, the weights ``a`` and ``decay`` = ρ^s of step s, and Ẑ from
+        :func:`_eval_zhat`. The novelty is measured as for training rows: against the
+        forward basis at step s and the earlier rows.
         """
         K, J, rows = self.at_step[s]
         w = self.fwd.basis.shape[1]
         h = _eval_zhat(self.fwd, extra, x, width)  # Ẑ^{W^l x}
         h[:, :w] += self.bwd.stein(x, J)  # Ż^{W^l x}, backward directions of steps < s
-        h[:, :w] -= self.eta * ((x[:, :w] @ self.hx[:rows].T) @ self.hd[:rows])
+        h *= decay
+        h[:, :w] -= self.eta * (((x[:, :w] @ self.hx[:rows].T) * a) @ self.hd[:rows])
         return h, _novelty(self.fwd, x, K)
 
 
@@ -282,12 +323,14 @@ def _capacities(model: MLP, m: int, d: int, batches: list, steps: int) -> tuple[
     """Most directions per forward process, per backward process, and base normals in all.
 
     Every vector entered adds at most one direction: m per forward pass, |B_t| per
-    backward pass. Linear features are usually of much lower rank, so the runs
-    allocate fewer base normals and grow on demand (:func:`_grown`).
+    backward pass; the input layer needs rank(Ξ) <= min(m, d), the readout k and the
+    hidden biases L more (maths §6). Linear features are usually of much lower rank, so
+    the runs allocate fewer base normals and grow on demand (:func:`_grown`).
     """
     k_cap = m * (steps + 1)
     j_cap = int(sum(len(b) for b in batches))
-    return k_cap, j_cap, min(m, d) + 1 + (model.depth - 1) * (k_cap + j_cap)
+    L = model.depth
+    return k_cap, j_cap, min(m, d) + model.outputs + L * model.has_bias + (L - 1) * (k_cap + j_cap)
 
 
 def _grown(run, upper: int):
@@ -303,14 +346,15 @@ def _grown(run, upper: int):
 
 
 class ExactState:
-    """Maths §2 for the training inputs in exact coefficient arithmetic: a
+    """Maths §2 and §6 for the training inputs in exact coefficient arithmetic: a
     :class:`zlimit._driver.State` whose features are coefficient vectors over ``width``
     base normals (rows), with E[Z Z'] the dot product.
 
     Evaluation inputs are not seen here (the forward pass returns the m training
     rows); :func:`_evaluate` replays them afterwards from what this state kept:
-    Z^{Ŵ_t} (``w_hats``), the features of every step (``features``, kept steps only
-    unless ``keep_all``), the first-layer history and each hidden layer's history.
+    the readout (Z^{Ŵ_t}, b^{L+1}_t) of every step (``readouts``), the features of every
+    step (``features``, kept steps only unless ``keep_all``), the first-layer history,
+    each hidden layer's history and the step of every history row (:meth:`weights`).
     Raises :class:`_Full` when ``width`` base normals are too few.
     """
 
@@ -320,65 +364,117 @@ class ExactState:
     def __init__(self, model: MLP, X: np.ndarray, batches: list, steps: int, record_steps: tuple,
                  keep_all: bool, width: int):
         m, d = X.shape
-        L = model.depth
+        L, k = model.depth, model.outputs
         self.model, self.width, self.record_steps, self.keep_all = model, width, record_steps, keep_all
         k_cap, j_cap, _ = _capacities(model, m, d, batches, steps)
         normals = _Normals(width)
         # Z^{h^1_0(ξ_i)}: Cov σ_1² ξ_i·ξ_j/d, through an orthonormal basis of the input span
         self.inputs = _Process(model.sigma[0] / np.sqrt(d), d, min(m, d), normals, width)
         self.h1_0 = self.inputs.add(X)[0]
-        # Z^{Ŵ_0} ~ N(0, σ_{L+1}²), its own base normal
-        self.w_hat = np.zeros(width)
-        self.w_hat[normals.new(1)] = model.sigma[L]
+        # Z^{Ŵ^c_0} ~ N(0, σ_{L+1}²), c = 1..k, a base normal each; (width,) when k = 1
+        w_hat = np.zeros((k, width))
+        w_hat[np.arange(k), normals.new(k)] = model.sigma[L]
+        self.w_hat = w_hat[0] if k == 1 else w_hat
+        self.w_vel = np.zeros_like(self.w_hat)  # −η_{L+1} × the velocity of S (maths §6)
+        self.b_out = np.zeros(k)  # b^{L+1}_t, deterministic, starts at 0
+        self.b_vel = np.zeros_like(self.b_out)
+        # Z^{b^l_0} ~ N(0, σ_{b,l}²), l = 1..L, a base normal each (maths §6); none without biases
+        self.b0 = None
+        if model.has_bias:
+            self.b0 = np.zeros((L, width))
+            self.b0[np.arange(L), normals.new(L)] = model.bias_sigma[:L]
         self.hidden = [_Hidden(l, model, normals, width, k_cap, j_cap) for l in range(2, L + 1)]
         self.K1 = X @ X.T / d  # ξ_i·ξ_a/d
-        self.hd1 = np.zeros((j_cap, width))  # χ_{s,i} Z^{dh^1_s(ξ_i)}
+        self.hd1 = np.zeros((j_cap, width))  # g_{s,i} Z^{dh^1_s(ξ_i)}
         self.hd1_input = np.zeros(j_cap, dtype=np.int64)  # i of each row
+        self.row_step = np.zeros(j_cap, dtype=np.int64)  # s of each row
         self.hd1_rows: list[int] = []  # rows at the forward pass of each step
         self.rows = 0
-        self.w_hats: list = []  # Z^{Ŵ_t}, t = 0..T
+        self.rho = model.decay
+        self.omega = _ages(model.momentum, model.decay, steps)
+        self.readouts: list = []  # (Z^{Ŵ_t}, b^{L+1}_t), t = 0..T
         self.features: list = []  # features[t][l-1] = Z^{h^l_t(ξ_i)}, (m, width); kept steps only unless keep_all
-        self.hs = self.dhs = None
+        self.t = 0  # the step of the last forward pass
+        self.hs = self.dhs = self.a = self.g = None
 
     gram = staticmethod(lambda a, b: _gram(a, b))
 
+    def weights(self, t: int) -> np.ndarray:
+        """a_r = ω_{t−s_r} of the history rows at step t's passes (maths §6, :func:`_ages`)."""
+        rows = self.hd1_rows[t]
+        return self.omega[t - self.row_step[:rows]]
+
+    def biased(self, h: np.ndarray, l: int, t: int, a: np.ndarray) -> np.ndarray:
+        """``h`` + Z^{b^l_t}, added in place to its first ``width`` columns (maths §6), with
+
+            Z^{b^l_t} = ρ^t Z^{b^l_0} − η c_{b,l} Σ_r a_r g_r Z^{dh^l_{s_r}}:
+
+        the accumulator B^l of maths §6 read off the dh history of layer l with the
+        weights ``a`` of step t. ``h`` unchanged without biases.
+        """
+        if self.b0 is None:
+            return h
+        hd = self.hd1 if l == 1 else self.hidden[l - 2].hd
+        h[:, :self.width] += self.rho ** t * self.b0[l - 1] - self.model.bias_eta[l - 1] * (a @ hd[:a.size])
+        return h
+
+    def first_layer(self, h1_0: np.ndarray, K1: np.ndarray, t: int, a: np.ndarray) -> np.ndarray:
+        """Z^{h^1_t(ξ_a)} = ρ^t Z^{h^1_0(ξ_a)} − η_1 Σ_r a_r g_r (ξ_{i_r}·ξ_a/d) Z^{dh^1_{s_r}} + Z^{b^1_t}
+        (maths §2, §6) for rows ``h1_0`` (possibly wider) with ``K1`` = ξ_i·ξ_a/d (m, ·)."""
+        h = self.rho ** t * h1_0
+        h[:, :self.width] -= self.model.eta[0] * ((K1[self.hd1_input[:a.size]].T * a) @ self.hd1[:a.size])
+        return self.biased(h, 1, t, a)
+
     def forward(self, t: int) -> Forward:
-        """Z^{h^1_t(ξ_i)} = Z^{h^1_0(ξ_i)} − η_1 Σ_{s<t} Σ_j χ_{s,j} (ξ_j·ξ_i/d) Z^{dh^1_s(ξ_j)},
-        Z^{h^l_t} by :meth:`_Hidden.forward`, Z^{x^l} = Z^{h^l} (φ(x) = x) and
-        f̊_t(ξ_i) = E[Z^{Ŵ_t} Z^{x^L_t(ξ_i)}]."""
-        model, rows = self.model, self.rows
-        self.hd1_rows.append(rows)
-        h = self.h1_0 - model.eta[0] * (self.K1[self.hd1_input[:rows]].T @ self.hd1[:rows])
-        hs, novelty = [h], {}
+        """Z^{h^1_t} by :meth:`first_layer`, Z^{h^l_t} by :meth:`_Hidden.forward` plus the
+        bias (:meth:`biased`), Z^{x^l} = Z^{h^l} (φ(x) = x) and
+        f̊^c_t(ξ_i) = E[Z^{Ŵ^c_t} Z^{x^L_t(ξ_i)}] + b^{L+1}_{t,c} (maths §2, §6)."""
+        self.hd1_rows.append(self.rows)
+        a, decay = self.weights(t), self.rho ** t
+        hs, novelty = [self.first_layer(self.h1_0, self.K1, t, a)], {}
         for layer in self.hidden:
-            h, novelty[layer.layer] = layer.forward(hs[-1])
-            hs.append(h)
-        self.w_hats.append(self.w_hat)
+            h, novelty[layer.layer] = layer.forward(hs[-1], a, decay)
+            hs.append(self.biased(h, layer.layer, t, a))
+        self.readouts.append((self.w_hat, self.b_out))
         self.features.append(hs if (self.keep_all or t in self.record_steps) else None)
-        self.hs = hs
-        return Forward(hs, hs, hs[-1] @ self.w_hat, novelty)
+        self.t, self.hs, self.a = t, hs, a
+        f = hs[-1] @ self.w_hat.T
+        return Forward(hs, hs, f + self.b_out if self.model.has_bias else f, novelty)
 
     def backward(self, batch: np.ndarray, chi: np.ndarray) -> Backward:
-        """Z^{dx^L_t(ξ_i)} = Z^{Ŵ_t}; Z^{dh^l_t} = Z^{dx^l_t} φ' = Z^{dx^l_t}; Z^{dx^{l-1}_t} by
-        :meth:`_Hidden.backward`."""
-        dx = np.repeat(self.w_hat[None, :], len(batch), axis=0)
+        """Z^{dx^L_t(ξ_i)} = Z^{Ŵ_t} with g = χ in the updates (k = 1, maths §2), or the
+        error-weighted Σ_c χ_{t,i,c} Z^{Ŵ^c_t} with g = 1 (k > 1, maths §6);
+        Z^{dh^l_t} = Z^{dx^l_t} φ' = Z^{dx^l_t}; Z^{dx^{l-1}_t} by :meth:`_Hidden.backward`."""
+        chi_b = chi[batch]
+        if chi.ndim == 1:
+            dx, self.g = np.repeat(self.w_hat[None, :], len(batch), axis=0), chi_b
+        else:
+            dx, self.g = chi_b @ self.w_hat, np.ones(len(batch))
+        decay = self.rho ** self.t
         dhs, novelty = [None] * self.model.depth, {}
         for l in range(self.model.depth, 0, -1):
             dhs[l - 1] = dx
             if l >= 2:
-                dx, novelty[l] = self.hidden[l - 2].backward(dx)
+                dx, novelty[l] = self.hidden[l - 2].backward(dx, self.a, decay)
         self.dhs = dhs
         return Backward([dh @ dh.T for dh in dhs], novelty)
 
     def update(self, batch: np.ndarray, chi: np.ndarray) -> None:
-        """Z^{Ŵ_{t+1}} = Z^{Ŵ_t} − η_{L+1} Σ_i χ_{t,i} Z^{x^L_t(ξ_i)}, and the update histories."""
-        chi_b, b, rows = chi[batch], len(batch), self.rows
-        self.w_hat = self.w_hat - self.model.eta[-1] * (chi_b @ self.hs[-1][batch])
-        self.hd1[rows:rows + b] = chi_b[:, None] * self.dhs[0]
+        """Ŵ^c ← ρ Ŵ^c − η_{L+1} V, V ← β V + Σ_i χ_{t,i,c} Z^{x^L_t(ξ_i)}; b^{L+1} likewise with
+        Σ_i χ_{t,i,c} (maths §6, in place: :func:`zlimit._model.accumulate`); and the rows
+        g_{t,i} Z^{dh^l_t(ξ_i)}, Z^{x^{l-1}_t(ξ_i)} of step t appended to the histories."""
+        model, chi_b, b, rows = self.model, chi[batch], len(batch), self.rows
+        self.w_hat = self.w_hat.copy()  # the readouts of earlier steps are kept
+        accumulate(self.w_hat, self.w_vel, -model.eta[-1] * (chi_b.T @ self.hs[-1][batch]), model.momentum, self.rho)
+        if model.has_bias:
+            self.b_out = self.b_out.copy()
+            accumulate(self.b_out, self.b_vel, -model.bias_eta[-1] * chi_b.sum(axis=0), model.momentum, self.rho)
+        self.hd1[rows:rows + b] = self.g[:, None] * self.dhs[0]
         self.hd1_input[rows:rows + b] = batch
+        self.row_step[rows:rows + b] = self.t
         self.rows += b
         for layer in self.hidden:
-            layer.remember(chi_b, self.dhs[layer.layer - 1], self.hs[layer.layer - 2][batch])
+            layer.remember(self.g, self.dhs[layer.layer - 1], self.hs[layer.layer - 2][batch])
 
 
 # -------------------------------------------------------------------- evaluation
@@ -386,8 +482,10 @@ def _evaluate(model: MLP, state: ExactState, rec: Recorder, X: np.ndarray, X_eva
               cap: int) -> None:
     """Replay steps 0..T for the evaluation inputs and fill their outputs and kernels in ``rec``.
 
-    Uses only the training state; the ``cap`` evaluation base normals live beyond
-    the training ones, so no training coefficient vector ever loads them.
+    The same equations as the training inputs at every step s: the history weights
+    and ρ^s of step s (:meth:`ExactState.weights`), the same bias vectors Z^{b^l_s} and
+    the readout of step s. Uses only the training state; the ``cap`` evaluation base
+    normals live beyond the training ones, so no training coefficient vector ever loads them.
     """
     m, d = X.shape
     me = X_eval.shape[0]
@@ -398,17 +496,16 @@ def _evaluate(model: MLP, state: ExactState, rec: Recorder, X: np.ndarray, X_eva
     h1_0 = _eval_zhat(state.inputs, extra_in, X_eval, width)
     extras = [_Process(layer.sigma, width, me * (steps + 1), normals, width) for layer in state.hidden]
     K1e = X @ X_eval.T / d  # ξ_i·ξ_e/d
-    w = state.width
     kept = {}
     for t in range(steps + 1):
-        rows = state.hd1_rows[t]
-        h = h1_0.copy()
-        h[:, :w] -= model.eta[0] * (K1e[state.hd1_input[:rows]].T @ state.hd1[:rows])
-        hs = [h]
+        a, decay = state.weights(t), state.rho ** t
+        hs = [state.first_layer(h1_0, K1e, t, a)]
         for layer, extra in zip(state.hidden, extras):
-            h, rec.novelty[key("fwd", layer.layer)][t, m:] = layer.forward_eval(hs[-1], t, extra, width)
-            hs.append(h)
-        rec.outputs[t, m:] = _gram(hs[-1], state.w_hats[t][None, :])[:, 0]  # f̊_t(ξ_e)
+            h, rec.novelty[key("fwd", layer.layer)][t, m:] = layer.forward_eval(hs[-1], t, a, decay, extra, width)
+            hs.append(state.biased(h, layer.layer, t, a))
+        w_hat, b_out = state.readouts[t]
+        f = _readout_eval(hs[-1], w_hat)  # f̊_t(ξ_e)
+        rec.outputs[t, m:] = f + b_out if model.has_bias else f
         if not np.all(np.isfinite(rec.outputs[t, m:])):
             raise diverged("output f of an evaluation input", t, state, model)
         if t in rec.record_steps:
