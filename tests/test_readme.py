@@ -1,4 +1,5 @@
 """The README's usage example runs as written."""
+import math
 import re
 from pathlib import Path
 
@@ -9,7 +10,10 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     assert blocks, "README has no python example"
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    for block in blocks:  # in order, in one namespace, as a reader would paste them
+        exec(compile(block, "README.md", "exec"), namespace)
     limit, again = namespace["limit"], namespace["again"]
     assert (again.outputs == limit.outputs).all()
     assert namespace["lam"].low <= namespace["lam"].value <= namespace["lam"].high
+    run3 = namespace["run3"]
+    assert run3.outputs.shape == (6, 6, 3) and abs(run3.loss[0] - math.log(3)) < 1e-12
