@@ -42,7 +42,8 @@ from zlimit.datasets import CIFAR10_CLASSES
 OUTCOMES: Counter = Counter()
 
 MODEL = {"depth": 2, "activation": "tanh", "loss": "mse", "reduction": "mean", "lr": 0.5, "init_std": 1.0,
-         "lr_mult": [1.0, 1.0, 1.0]}
+         "lr_mult": [1.0, 1.0, 1.0], "outputs": 1, "bias_std": 0.5, "bias_lr_mult": 1.0, "momentum": 0.5,
+         "weight_decay": 0.0}
 RUN = {"steps": 2, "particles": 400, "groups": 2, "seed": 1, "batch_size": 2, "widths": [8, 16], "seeds": 2,
        "parametrization": "mup"}
 DATA = {
@@ -123,7 +124,9 @@ VALID = {
                                                                "linear"]),
     "loss": st.sampled_from(["mse", "logistic"]), "reduction": st.sampled_from(["mean", "sum"]),
     "lr": st.one_of(st.floats(1e-3, 2.0), st.sampled_from([1e30, 1e300])),  # 1e30: a run that diverges
-    "init_std": st.floats(0.0, 2.0), "lr_mult": st.floats(0.0, 2.0),
+    "init_std": st.floats(0.0, 2.0), "lr_mult": st.floats(0.0, 2.0), "outputs": st.integers(1, 3),
+    "bias_std": st.floats(0.0, 2.0), "bias_lr_mult": st.floats(0.0, 2.0), "momentum": st.floats(0.0, 0.95),
+    "weight_decay": st.floats(0.0, 0.5),
     "source": st.sampled_from(sorted(DATA)), "m": st.integers(1, 5), "d": st.integers(1, 6),
     "m_eval": st.integers(0, 3), "seed": st.integers(0, 2 ** 63 - 1), "per_class": st.integers(1, 4),
     "classes": st.lists(st.integers(0, 9), min_size=2, max_size=2, unique=True), "path": st.just("data.npz"),
@@ -251,8 +254,9 @@ def run_cli(argv) -> tuple[int | str, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-#: keys that another key's rule depends on: [run] batch_size <= [data] m
-RELATED = {"m": ("run", "batch_size")}
+#: keys that another key's rule depends on: [run] batch_size <= [data] m; the data's
+#: targets y must fit the model's loss and outputs (maths §6)
+RELATED = {"m": ("run", "batch_size"), "outputs": ("data", "y"), "loss": ("data", "y")}
 
 
 def names_key(line: str, table: str, key: str) -> bool:
