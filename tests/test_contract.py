@@ -6,7 +6,10 @@ limit (``simulate``), the exact linear limit (``method="exact"``), the NTK limit
 runs on every producer, on a small problem with minibatches, evaluation inputs and a
 recorded step s = 2: the linear variant (depth 3) for all four, a nonlinear one
 (tanh, depth 2, with the logistic loss or the "sum" reduction) for the three that take
-it, and T = 0.
+it, T = 0, and k = 3 outputs with the other extensions of maths §6 each producer takes
+(softmax cross-entropy or "mse" with (m, 3) targets; biases, momentum, weight decay, a
+random output bias in the finite net only), where outputs and error signals gain a
+class axis.
 
 The layout is the one of ``zlimit._results.Run`` and ``zlimit._driver.Recorder``; keys
 are written with ``zlimit._results.key`` and read with ``parse_key``. Expected losses and
@@ -47,6 +50,16 @@ class Case:
     m_eval: int
     loss: str = "mse"
     reduction: str = "mean"
+    # maths §6
+    outputs: int = 1
+    bias_std: float | tuple[float, ...] | None = None
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    @property
+    def classes(self) -> tuple[int, ...]:
+        """The class axis of outputs and error signals: () for k = 1, (k,) for k > 1."""
+        return () if self.outputs == 1 else (self.outputs,)
 
     @property
     def M(self) -> int:
@@ -70,6 +83,14 @@ CASES = {
     "exact-T0": Case("exact", "linear", 2, 1, 0, 0),
     "ntk-T0": Case("ntk", "tanh", 2, 2, 0, 0),
     "finite-T0": Case("finite", "tanh", 2, 1, 0, 0),
+    # k = 3 outputs (maths §6), with biases and momentum; weight decay where the producer takes it
+    "mc-k3": Case("mc", "tanh", 2, 2, STEPS, 2, loss="xent", outputs=3, bias_std=0.5, momentum=0.5,
+                  weight_decay=0.1),
+    "exact-k3": Case("exact", "linear", 3, 1, STEPS, 2, outputs=3, bias_std=0.5, momentum=0.5, weight_decay=0.1),
+    "ntk-k3": Case("ntk", "tanh", 2, 2, STEPS, 2, loss="xent", reduction="sum", outputs=3, bias_std=0.5,
+                   momentum=0.5),
+    "finite-k3": Case("finite", "tanh", 2, 1, STEPS, 2, outputs=3, bias_std=(0.5, 0.5, 0.3), momentum=0.5,
+                      weight_decay=0.1),
 }
 IDS = list(CASES)
 
@@ -80,10 +101,14 @@ def produce(case: str):
     c = CASES[case]
     rng = np.random.default_rng(2026)
     X, X_eval = rng.standard_normal((M_TRAIN, D)), rng.standard_normal((c.m_eval, D))
-    y = rng.uniform(-1.0, 1.0, M_TRAIN)
+    y = rng.uniform(-1.0, 1.0, (M_TRAIN, *c.classes))
     if c.loss == "logistic":
         y = np.sign(y)
-    model = zlimit.MLP(depth=c.L, activation=c.activation, loss=c.loss, reduction=c.reduction, lr=0.3)
+    elif c.loss == "xent":
+        y = np.array([2, 0, 1])  # class labels in [0, k), one per input
+    extensions = dict(outputs=c.outputs, bias_std=c.bias_std, momentum=c.momentum, weight_decay=c.weight_decay)
+    model = zlimit.MLP(depth=c.L, activation=c.activation, loss=c.loss, reduction=c.reduction, lr=0.3,
+                       **extensions)
     batches = zlimit.batch_schedule(M_TRAIN, 2, c.T, seed=3)  # every input sits out a step
     common = dict(steps=c.T, X_eval=X_eval if c.m_eval else None, batches=batches, record_steps=c.record)
     if c.producer == "finite":
@@ -111,13 +136,13 @@ def _in_batch(batch) -> np.ndarray:
 def test_output_loss_and_error_signal_shapes(case):
     run, model, _, _ = produce(case)
     c = CASES[case]
-    G, T, M = c.G, c.T, c.M
-    assert run.outputs_groups.shape == (G, T + 1, M)
+    G, T, M, k = c.G, c.T, c.M, c.classes
+    assert run.outputs_groups.shape == (G, T + 1, M, *k)
     assert run.loss_groups.shape == (G, T + 1)
-    assert run.error_signals_groups.shape == (G, T, M_TRAIN)
+    assert run.error_signals_groups.shape == (G, T, M_TRAIN, *k)
     assert (run.groups, run.steps, run.m) == (G, T, M_TRAIN)
-    assert run.outputs.shape == (T + 1, M) and run.loss.shape == (T + 1,)
-    assert run.error_signals.shape == (T, M_TRAIN)
+    assert run.outputs.shape == (T + 1, M, *k) and run.loss.shape == (T + 1,)
+    assert run.error_signals.shape == (T, M_TRAIN, *k)
     for a in (run.outputs_groups, run.loss_groups, run.error_signals_groups):
         assert a.dtype == np.float64 and np.all(np.isfinite(a))
     assert run.model is model
@@ -207,6 +232,29 @@ def test_linear_features_x_equal_h(linear_case):
         assert_close(x, h)
 
 
+def test_limit_outputs_start_at_zero(case):
+    """f̊_0 = 0 in every group of a limit run, for every class: the output bias starts at 0
+    (maths §6). A finite net starts wherever its draw puts it."""
+    run = produce(case)[0]
+    if CASES[case].producer == "finite":
+        assert np.all(run.outputs_groups[:, 0] != 0.0)
+    else:
+        np.testing.assert_array_equal(run.outputs_groups[:, 0], 0.0)
+
+
+@pytest.mark.parametrize("k_case", [c for c in IDS if CASES[c].outputs > 1])
+def test_classes_are_outputs_of_their_own(k_case):
+    """With k > 1 outputs, each class has its own output and error signal: from step 1 on,
+    no two classes agree at any input (at step 0 the limit's f̊_0 = 0 gives the classes
+    other than the label equal softmax error signals)."""
+    run = produce(k_case)[0]
+    f, chi = run.outputs_groups[:, 1:], run.error_signals_groups[:, 1:]
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert np.all(f[..., a] != f[..., b]), (a, b)
+        inside = chi[..., 0] != 0.0
+        assert np.all(chi[..., a][inside] != chi[..., b][inside]), (a, b)
+
+
 # ------------------------------------------------------------------ estimates
 def test_error_model_and_standard_errors(case):
     run, _, _, _ = produce(case)
@@ -214,7 +262,7 @@ def test_error_model_and_standard_errors(case):
     G, T, M = c.G, c.T, c.M
     if c.producer == "exact":
         assert run.error_model == "exact"
-        np.testing.assert_array_equal(run.outputs_se, np.zeros((T + 1, M)))
+        np.testing.assert_array_equal(run.outputs_se, np.zeros((T + 1, M, *c.classes)))
         np.testing.assert_array_equal(run.loss_se, np.zeros(T + 1))
     elif G == 1:
         assert run.error_model == "groups"
@@ -222,7 +270,7 @@ def test_error_model_and_standard_errors(case):
     else:
         assert run.error_model == "groups"
         se = run.outputs_se
-        assert se.shape == (T + 1, M) and run.loss_se.shape == (T + 1,)
+        assert se.shape == (T + 1, M, *c.classes) and run.loss_se.shape == (T + 1,)
         # f̊_0 = 0 in every group of a limit run; from step 1 on the groups differ
         assert np.all(se[0] == 0.0) and np.all(se[1:] > 0.0), se
         assert np.all(run.loss_se[1:] > 0.0)
@@ -244,12 +292,19 @@ def test_estimates_are_group_means(case):
 
 
 def _np_loss(loss: str, f: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """ℓ(f, y) of maths §1: (f − y)²/2 or log(1 + e^{−yf})."""
-    return 0.5 * (f - y) ** 2 if loss == "mse" else np.log1p(np.exp(-y * f))
+    """ℓ(f, y) per input, of maths §1 and §6: (f − y)²/2 (summed over k > 1 outputs, the
+    last axis), log(1 + e^{−yf}), or −log softmax(f)_y for class labels y."""
+    if loss == "xent":
+        f_y = np.take_along_axis(f, np.broadcast_to(y[:, None], f.shape[:-1] + (1,)), axis=-1)[..., 0]
+        return np.log(np.exp(f).sum(-1)) - f_y
+    ell = 0.5 * (f - y) ** 2 if loss == "mse" else np.log1p(np.exp(-y * f))
+    return ell.sum(-1) if ell.ndim == f.ndim and y.ndim == 2 else ell
 
 
 def _np_loss_grad(loss: str, f: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """∂ℓ/∂f: f − y or −y/(1 + e^{yf})."""
+    """∂ℓ/∂f: f − y, −y/(1 + e^{yf}), or softmax(f) − onehot(y)."""
+    if loss == "xent":
+        return np.exp(f) / np.exp(f).sum(-1, keepdims=True) - np.eye(f.shape[-1])[y]
     return f - y if loss == "mse" else -y / (1.0 + np.exp(y * f))
 
 
@@ -258,10 +313,11 @@ def test_loss_and_error_signals_are_the_models_of_the_outputs(case):
     χ_{t,i} = r ∂ℓ/∂f(f_t(ξ_i), y_i) for i in B_t and 0 elsewhere, r = 1/|B_t| ("mean") or 1."""
     run, _, y, batches = produce(case)
     c = CASES[case]
-    f = run.outputs_groups[:, :, :M_TRAIN]  # (G, T+1, m)
-    ell = _np_loss(c.loss, f, y)
+    f = run.outputs_groups[:, :, :M_TRAIN]  # (G, T+1, m) or (G, T+1, m, k)
+    ell = _np_loss(c.loss, f, y)  # (G, T+1, m)
+    assert ell.shape == (c.G, c.T + 1, M_TRAIN)
     assert_close(run.loss_groups, ell.mean(-1) if c.reduction == "mean" else ell.sum(-1))
-    chi = np.zeros((c.G, c.T, M_TRAIN))
+    chi = np.zeros((c.G, c.T, M_TRAIN, *c.classes))
     for t, b in enumerate(batches[: c.T]):
         r = 1.0 / len(b) if c.reduction == "mean" else 1.0
         chi[:, t, b] = r * _np_loss_grad(c.loss, f[:, t, b], y[b])
