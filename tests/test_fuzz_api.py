@@ -37,8 +37,7 @@ the outcome:
 JSON under the key "api" of that file (other keys are kept), with the outcomes of the
 calls with each extension under "extensions". NumPy ``RuntimeWarning`` that leak to
 the user (e.g. overflow in a diverging run) are failures too, counted in
-``runtime_warning_leaks``: every non-finite value is reported by zlimit's own checks
-(one known leak, a huge value cast to float32, is let through while ``FLOAT32_CAST_LEAK``).
+``runtime_warning_leaks``: every non-finite value is reported by zlimit's own checks.
 """
 from __future__ import annotations
 
@@ -216,21 +215,6 @@ def one_line(message: str) -> bool:
 
 
 # ------------------------------------------------------------------ the oracle
-#: A known leak, reported and awaiting its fix (False then): a huge value (X, X_eval,
-#: init_std, bias_std) cast to float32 overflows with NumPy's "overflow encountered in
-#: cast" before zlimit's own check reports the DivergenceError (zlimit._engine: Ŵ_0 and the
-#: bias normals; zlimit._finite: the weight draws and the inputs).
-FLOAT32_CAST_LEAK = True
-
-
-def known_leak(call: Call, w: warnings.WarningMessage) -> bool:
-    """Whether warning ``w`` is the known leak: a float32 call with a huge value."""
-    dtype = call.kwargs.get("dtype")
-    float32 = "dtype" not in call.bad and dtype is not None and np.dtype(dtype) == np.float32
-    return (FLOAT32_CAST_LEAK and float32 and bool(call.huge) and "overflow encountered in cast" in str(w.message)
-            and "zlimit" in w.filename)
-
-
 def outcome(entry: str, fn, call: Call, check) -> str:
     """Call ``fn(**call.kwargs)`` and classify what happens; assert it is no failure."""
     def failed(why: str):
@@ -269,8 +253,7 @@ def outcome(entry: str, fn, call: Call, check) -> str:
             except AssertionError as exc:
                 failed(f"the result is wrong: {exc}")
             category = "ok"
-    leaks = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if issubclass(w.category, RuntimeWarning)
-             and not known_leak(call, w)]
+    leaks = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if issubclass(w.category, RuntimeWarning)]
     if leaks:  # every non-finite value is reported by the checks; NumPy's own warnings are noise
         COUNTS["all:runtime_warning_leaks"] += 1
         failed(f"NumPy warnings leaked to the user: {leaks[:3]}")
@@ -313,15 +296,6 @@ MLP_ARGS = ("depth", "activation", "loss", "reduction", "lr", "init_std", "lr_mu
             "bias_lr_mult", "momentum", "weight_decay")
 MLP_HUGE = ("lr", "init_std", "bias_std")
 LOSSES = ("mse", "logistic", "xent")
-#: a 0-d array is a number to ``init_std``; ``bias_std=np.array(0.5)`` gave the output bias
-#: std 0.5 where ``bias_std=0.5`` gives it 0 (reported; True once MLP treats them alike)
-BIAS_STD_0D = False
-
-
-def _bias_number(value):
-    return float(value) if not BIAS_STD_0D and isinstance(value, np.ndarray) else value
-
-
 def _flat(value) -> list[float]:
     """A number or a sequence of numbers as a list of floats."""
     return [float(v) for v in value] if np.ndim(value) else [float(value)]
@@ -354,7 +328,7 @@ def bias_stds(draw, depth: int, hi: float):
     if form == "none":
         return None
     if form == "scalar":
-        return _bias_number(draw(st.one_of(positive_floats(0.0, hi), st.sampled_from([0.0, 1, np.int64(1)]))))
+        return draw(st.one_of(positive_floats(0.0, hi), st.sampled_from([0.0, 1, np.int64(1)])))
     values = draw(st.lists(st.one_of(st.floats(0.0, hi), st.just(0.0)), min_size=depth, max_size=depth))
     values.append(draw(st.floats(1e-3, hi)) if form == "output" else 0.0)
     return draw(st.sampled_from([values, tuple(values), np.array(values)]))
@@ -389,7 +363,7 @@ def mlp_calls(draw, activations=ACTIVATIONS, plan: dict | None = None, coherent:
     put(draw, call, "outputs", outputs_for(loss, rules), st.one_of(not_ints(1), too_many))
     bias_std = put(draw, call, "bias_std", bias_stds(depth, 1.0 if coherent else 2.0),
                    not_per_layer(depth) | st.sampled_from([1e200, [1.0] * depth + [1e300], -0.5, "none"]),
-                   positive_floats(1e100, 1e150).map(_bias_number))
+                   positive_floats(1e100, 1e150))
     no_bias = bias_std is OMIT or bias_std is None
     ones = st.sampled_from([OMIT, 1.0, 1, np.float64(1.0), [1.0] * (depth + 1), np.ones(depth + 1)])
     put(draw, call, "bias_lr_mult",

@@ -100,7 +100,7 @@ def diverged(what: str, t: int, state: State, model: MLP) -> DivergenceError:
     """
     if t == 0:
         return DivergenceError(f"the {what}{state.label} is non-finite at step 0, before any training: "
-                               "the inputs or targets are too large; rescale them (or lower init_std)")
+                               "the inputs or targets are too large; rescale them (or lower init_std or bias_std)")
     return DivergenceError(f"the {what}{state.label} became non-finite at step {t}: training diverged; "
                            f"use a smaller lr (now {model.lr:g}) or lr_mult")
 

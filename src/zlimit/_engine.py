@@ -303,9 +303,9 @@ class _Group:
         with np.errstate(over="ignore", invalid="ignore"):  # huge inputs: DivergenceError at step 0 or 1
             self.h1_0 = ((model.sigma[0] / np.sqrt(d)) * R.T.astype(dt)) @ g[:-k]  # (M, N)
             self.K1 = X @ X_all.T / d  # (m, M): ξ_i·ξ_a/d
+            self.w = model.sigma[-1] * (g[-1] if k == 1 else g[-k:])  # Z^{Ŵ^c_0} ~ N(0, σ_{L+1}²)
+            self.b = _bias_normals(model, n, dt, cfg, group)  # Z^{b^l_t}, l = 1..L (maths §6)
         self.P1 = np.zeros((self.m, n), dtype=dt)  # Σ_s χ_{s,i} Z^{dh^1_s(ξ_i)}
-        self.w = model.sigma[-1] * (g[-1] if k == 1 else g[-k:])  # Z^{Ŵ^c_0} ~ N(0, σ_{L+1}²)
-        self.b = _bias_normals(model, n, dt, cfg, group)  # Z^{b^l_t}, l = 1..L (maths §6)
         self.b_out = np.zeros(k) if model.has_bias else None  # b^{L+1}_t, deterministic, from 0
         momentum = model.momentum > 0
         self.v = {name: np.zeros_like(a) for name, a in (("P1", self.P1), ("w", self.w), ("b_out", self.b_out),

@@ -164,7 +164,8 @@ def _draw_weights(rng: np.random.Generator, shapes, stds, dtype: str) -> list[np
     for shape, std in zip(shapes, stds):
         w = rng.standard_normal(shape)  # float64 draw, then scale and cast
         w *= std
-        out.append(w.astype(dtype, copy=False))
+        with np.errstate(over="ignore"):  # a huge std in float32: DivergenceError at step 0
+            out.append(w.astype(dtype, copy=False))
     return out
 
 
@@ -395,7 +396,8 @@ class FiniteState:
         self.bias_lr = [scalar(v) for v in bias_lrs]
         # velocities u_p = −η_p v_p of W^1, W^{L+1} and the biases (the hidden ones live in _HeavyBall)
         self.velocity = {name: np.zeros_like(p) for name, p in self._vectors().items()} if model.momentum else {}
-        self.XiT = np.ascontiguousarray(np.concatenate([X, X_eval]).T.astype(dtype))  # (d, M)
+        with np.errstate(over="ignore"):  # huge inputs in float32: DivergenceError at step 0
+            self.XiT = np.ascontiguousarray(np.concatenate([X, X_eval]).T.astype(dtype))  # (d, M)
         self.feats: dict[str, np.ndarray] = {}
         self.g: list = []
 

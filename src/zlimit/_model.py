@@ -102,7 +102,9 @@ class MLP:
         One of ``tanh, sigmoid, silu, gelu, softplus, relu, linear``, or an
         :class:`~zlimit.Activation`.
     loss : str or Loss
-        ``"mse"`` (ℓ = (f-y)²/2) or ``"logistic"`` (ℓ = log(1+e^{-yf}), labels ±1).
+        ``"mse"`` (ℓ = (f-y)²/2, summed over k outputs), ``"logistic"`` (ℓ = log(1+e^{-yf}),
+        labels ±1, one output) or ``"xent"`` (softmax cross-entropy ℓ = −log softmax(f)_y,
+        class labels in [0, k), k >= 2 outputs).
     reduction : {"mean", "sum"}
         r = 1/|B_t| or 1 in the error signal χ (maths §1).
     lr : float
@@ -194,10 +196,9 @@ class MLP:
                                  "remove bias_lr_mult")
             bias_sigma, bias_eta = (0.0,) * (L + 1), (0.0,) * (L + 1)
         else:
-            number = isinstance(self.bias_std, numbers.Real) and not isinstance(self.bias_std, bool)
             bias_sigma = _per_layer("bias_std", self.bias_std, L, MAX_INIT_STD, "its square must be a finite "
                                     "float", of="bias b")
-            if number:  # one σ_b: the hidden biases; the output bias starts at 0 (maths §6)
+            if np.ndim(self.bias_std) == 0:  # one σ_b: the hidden biases; the output bias starts at 0 (maths §6)
                 bias_sigma = bias_sigma[:L] + (0.0,)
             bias_eta = _layer_rates(lr, bias_mult, "bias_lr_mult")
             object.__setattr__(self, "bias_std", bias_sigma)
