@@ -224,3 +224,16 @@ def test_checkpoint_benchmark_tiny_writes_json(tmp_path):
     assert set(res["median_s"]) == {"none", "inf", "every"}
     assert all(_finite(v) and v > 0 for v in res["median_s"].values())
     assert res["file_bytes"] > 0 and _finite(res["seconds_per_write"])
+
+
+def test_extensions_benchmark_tiny_writes_json(tmp_path):
+    """benchmarks/extensions.py --tiny: every variant runs, JSON written with finite figures."""
+    out = tmp_path / "e.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "extensions.py"), "--tiny", "--json", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res["median_s"]) == {"plain", "biases", "xent10", "momentum", "decay", "all"}
+    assert all(_finite(v) and v > 0 for v in res["median_s"].values())
+    assert res["ratio"]["plain"] == 1.0 and all(v >= 1 for v in res["directions_max"].values())
