@@ -155,7 +155,9 @@ class Run:
         """Feature kernel E[Z^{v_t(ξ_a)} Z^{v_t(ξ_b)}] of layer l, shape (T+1, M, M).
 
         For a finite run this is v_t(ξ_a)ᵀ v_t(ξ_b) / n. Kind "dh" has shape
-        (T, m, m) (training inputs, NaN outside the batch of each step).
+        (T, m, m) (training inputs, NaN outside the batch of each step); with k > 1
+        outputs it is the kernel of the error-weighted backward vectors
+        Σ_c χ_{t,i,c} dh^{l,c} that the backward pass runs on (maths §6).
         """
         return self._mean(self.kernels[self._key(layer, kind)])
 
