@@ -164,3 +164,58 @@ def test_resume_with_every_extension_is_bit_identical(tmp_path):
     with pytest.raises(Boom):
         simulate(model, X, Y, threads=1, checkpoint=path, checkpoint_every=0, on_step=_raise_at(1, 5), **kw)
     assert_identical(simulate(model, X, Y, threads=2, checkpoint=path, **kw), reference)
+
+
+# ----------------------------------------------------------------------- long horizons
+def _gap_check(limit, limit_se, nets_wide, nets_half, q) -> np.ndarray:
+    """|limit − seed mean of the widest nets| over what the errors allow: the combined
+    standard errors plus the half-to-widest change of the seed mean (the O(1/n) bias
+    still left, with its own errors). Entries > 1 fail."""
+    wide, half = nets_wide.mean(axis=0), nets_half.mean(axis=0)
+    se_w, se_h = (nets.std(axis=0, ddof=1) / np.sqrt(len(nets)) for nets in (nets_wide, nets_half))
+    allowed = q * np.hypot(limit_se, se_w) + np.abs(half - wide) + q * np.hypot(se_h, se_w)
+    return np.abs(limit - wide) / allowed
+
+
+def test_every_extension_matches_exact_linear_limit_at_200_steps():
+    """Depth-3 linear net, k = 2 outputs, biases, momentum 0.5 and weight decay 0.2 (ρ^200
+    = 0.13: most of the initial weights have decayed, and decay holds the fit 22 % from
+    the targets), 200 steps: outputs every 25 steps and the layer-2/3 kernels at T within
+    the t threshold of the exact limit (16 groups)."""
+    X, y = zlimit.datasets.gaussian(m=8, d=16, seed=0)
+    model = zlimit.MLP(depth=3, activation="linear", lr=0.05, outputs=2, bias_std=0.5, momentum=0.5,
+                       weight_decay=0.2)
+    Y, T, steps = _targets(model, y), 200, slice(25, 201, 25)
+    exact = simulate(model, X, Y, steps=T, method="exact", progress=False)
+    run = simulate(model, X, Y, steps=T, particles=64_000, groups=16, progress=False, seed=1)
+    assert np.linalg.norm(exact.outputs[T] - Y) < 0.5 * np.linalg.norm(Y)  # it trains
+    q = t_threshold(run.groups - 1, run.outputs[steps].size + 2)
+    assert_within_se(run.outputs[steps], exact.outputs[steps], run.outputs_se[steps], dof=run.groups - 1,
+                     n_comparisons=run.outputs[steps].size + 2)
+    for l in (2, 3):
+        per_group = np.einsum("gaa->ga", run.kernel_groups(l, "h")[:, T]).mean(axis=1)
+        want = np.diag(exact.kernel(l, "h")[T]).mean()
+        assert abs(per_group.mean() - want) <= q * per_group.std(ddof=1) / np.sqrt(run.groups), (l, want)
+
+
+def test_every_extension_matches_finite_nets_at_150_steps():
+    """Depth-3 SiLU, 3 classes (softmax cross-entropy), biases, momentum 0.5 and weight
+    decay 1e-2, 150 steps: outputs every 25 steps and the mean layer-2 kernel at T of
+    width-1024 nets (12 seeds) agree with the limit within the t threshold plus the
+    width-512-to-1024 change (:func:`_gap_check`)."""
+    X, y = zlimit.datasets.gaussian(m=4, d=8, seed=3)
+    model = zlimit.MLP(depth=3, activation="silu", lr=0.1, init_std=1.4, loss="xent", outputs=3, bias_std=0.5,
+                       momentum=0.5, weight_decay=1e-2)
+    Y, T, steps = _targets(model, y), 150, slice(25, 151, 25)
+
+    def summary(run):  # per group: outputs every 25 steps, then the mean diagonal of the layer-2 kernel at T
+        k2 = np.einsum("gaa->ga", run.kernel_groups(2, "h")[:, T]).mean(axis=1)
+        return np.concatenate([run.outputs_groups[:, steps].reshape(run.groups, -1), k2[:, None]], axis=1)
+
+    limit = summary(simulate(model, X, Y, steps=T, particles=64_000, groups=8, progress=False, seed=2))
+    nets = {n: np.concatenate([summary(zlimit.train_finite(model, X, Y, width=n, steps=T, seed=s))
+                               for s in range(12)]) for n in (512, 1024)}
+    q = t_threshold(min(12, limit.shape[0]) - 1, limit.shape[1])
+    ratio = _gap_check(limit.mean(axis=0), limit.std(axis=0, ddof=1) / np.sqrt(limit.shape[0]), nets[1024],
+                       nets[512], q)
+    assert np.all(ratio <= 1), ratio.max()
