@@ -21,7 +21,6 @@ Prints one table and writes benchmarks/results/checkpoint_<timestamp>.json (or `
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from measure import machine_info  # noqa: E402
 from problems import mode_of, paper  # noqa: E402
-from report import write_json  # noqa: E402
+from report import save_result  # noqa: E402
 
 import zlimit  # noqa: E402
 
@@ -95,13 +94,7 @@ def main(argv=None) -> dict:
     for name in ("none", "inf", "every"):
         print(f"{name:>8}{med[name]:10.2f}{med[name] / med['none']:8.2f}")
     print(f"file at step T: {nbytes / 2**20:.1f} MiB; about {res['seconds_per_write'] * 1e3:.0f} ms per write")
-    if args.json is None:
-        out = write_json(res, Path(__file__).parent / "results", "checkpoint_")
-    else:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1, default=float))
-        out = args.json
-    print(f"wrote {out}")
+    print(f"wrote {save_result(res, args.json, 'checkpoint_')}")
     return res
 
 

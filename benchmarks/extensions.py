@@ -23,7 +23,6 @@ Prints one table and writes benchmarks/results/extensions_<timestamp>.json (or `
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from measure import machine_info  # noqa: E402
 from problems import mode_of, paper  # noqa: E402
-from report import write_json  # noqa: E402
+from report import save_result  # noqa: E402
 
 import zlimit  # noqa: E402
 
@@ -84,13 +83,7 @@ def main(argv=None) -> dict:
     print(f"{'run':>10}{'seconds':>10}{'ratio':>8}{'directions':>12}")
     for name in VARIANTS:
         print(f"{name:>10}{med[name]:10.2f}{res['ratio'][name]:8.2f}{directions[name]:12d}")
-    if args.json is None:
-        out = write_json(res, Path(__file__).parent / "results", "extensions_")
-    else:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1, default=float))
-        out = args.json
-    print(f"wrote {out}")
+    print(f"wrote {save_result(res, args.json, 'extensions_')}")
     return res
 
 

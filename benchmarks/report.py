@@ -174,6 +174,16 @@ def _print_tta(t: dict) -> None:
           f"one seed t(n) = {fit['alpha_s']:.3g} s + {fit['beta_s']:.3g} s·n²")
 
 
+def save_result(res: dict, path: Path | None, prefix: str) -> Path:
+    """Write ``res`` to ``path``, or to benchmarks/results/<prefix><timestamp>.json when None
+    (a benchmark's ``--json`` option); returns the file written."""
+    if path is None:
+        return write_json(res, Path(__file__).parent / "results", prefix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1, default=float))
+    return path
+
+
 def write_json(res: dict, out: str | Path, prefix: str = "") -> Path:
     """Write ``res`` to ``out/<prefix><timestamp>.json`` (a suffix -1, -2 .. if it exists)."""
     out = Path(out)
