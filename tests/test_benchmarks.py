@@ -213,14 +213,19 @@ def test_options_directions_match_the_bases():
             assert options.directions(run) == sizes
 
 
-def test_checkpoint_benchmark_tiny_writes_json(tmp_path):
-    """benchmarks/checkpoint.py --tiny: three kinds of run, a final file that exists, JSON written."""
-    out = tmp_path / "c.json"
+def _tiny(script: str, tmp_path) -> dict:
+    """Run benchmarks/<script> --tiny with this checkout's zlimit; the JSON it writes."""
+    out = tmp_path / "res.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "checkpoint.py"), "--tiny", "--json", str(out)],
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--tiny", "--json", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    res = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_checkpoint_benchmark_tiny_writes_json(tmp_path):
+    """benchmarks/checkpoint.py --tiny: three kinds of run, a final file that exists, JSON written."""
+    res = _tiny("checkpoint.py", tmp_path)
     assert set(res["median_s"]) == {"none", "inf", "every"}
     assert all(_finite(v) and v > 0 for v in res["median_s"].values())
     assert res["file_bytes"] > 0 and _finite(res["seconds_per_write"])
@@ -228,12 +233,7 @@ def test_checkpoint_benchmark_tiny_writes_json(tmp_path):
 
 def test_extensions_benchmark_tiny_writes_json(tmp_path):
     """benchmarks/extensions.py --tiny: every variant runs, JSON written with finite figures."""
-    out = tmp_path / "e.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "extensions.py"), "--tiny", "--json", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    res = json.loads(out.read_text())
+    res = _tiny("extensions.py", tmp_path)
     assert set(res["median_s"]) == {"plain", "biases", "xent10", "momentum", "decay", "all"}
     assert all(_finite(v) and v > 0 for v in res["median_s"].values())
     assert res["ratio"]["plain"] == 1.0 and all(v >= 1 for v in res["directions_max"].values())
