@@ -20,6 +20,7 @@ import numpy as np
 from . import _engine, _exact, _finite, _ntk
 from ._checkpoint import DEFAULT_EVERY, Checkpoint, identity
 from ._model import MLP, check_model
+from ._mpi import check_comm
 from ._results import Run
 from ._memory import record_bytes, require_memory
 from ._validate import (check_batches, check_bool, check_choice, check_data, check_dtype, check_float,
@@ -177,7 +178,8 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
              batches=None, groups: int | None = None, dtype: str | None = None, progress: bool = True,
              method: str = "mc", gradient_independence: bool | None = None, basis_tol: float | None = None,
              record_steps=(0,), parametrization: str = "mup", threads: int | None = None,
-             qmc: bool | None = None, on_step=None, checkpoint=None, checkpoint_every: float | None = None) -> Run:
+             qmc: bool | None = None, on_step=None, checkpoint=None, checkpoint_every: float | None = None,
+             comm=None) -> Run | None:
     """The infinite-width limit of ``model`` trained by SGD on (X, y): μP, or the NTK limit.
 
     Parameters
@@ -222,6 +224,19 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
         Seconds between checkpoints (0: after every step; ``float("inf")``: only on
         Ctrl-C or when ``on_step`` raises). A periodic write that fails (a full disk)
         warns with :class:`zlimit.CheckpointWarning` and the run goes on.
+    comm : mpi4py communicator, optional
+        Monte Carlo μP only, without ``checkpoint``. Split each group's particles over
+        the R ranks of ``comm`` (e.g. ``MPI.COMM_WORLD`` under ``mpiexec -n R``;
+        ``pip install "zlimit[mpi]"``): memory per rank is about 1/R of a single
+        process's, and every particle mean is a local sum and one reduction
+        (:mod:`zlimit._mpi`, ``docs/scaling.md``). Every rank must call with the same
+        arguments (checked). Rank 0 returns the Run and shows the progress bar and
+        the warnings; the other ranks return None. The same R gives the same bits
+        run to run, and the particles are those of a single process, so results for
+        different R differ only by the order of floating-point sums. ``on_step``
+        runs on every rank. An error that every rank meets together (divergence, a
+        lost orthogonality, memory) is raised on every rank; any other (an
+        ``on_step`` that raises on one rank, Ctrl-C) ends all ranks with MPI_Abort.
 
     Other Parameters
     ----------------
@@ -259,8 +274,9 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
 
     Returns
     -------
-    Run
-        ``outputs`` (T+1, M) f̊_t ((T+1, M, k) with k > 1 outputs) with ``outputs_se``, ``loss``, ``error_signals``,
+    Run or None
+        None on MPI ranks other than 0. ``outputs`` (T+1, M) f̊_t ((T+1, M, k) with k > 1 outputs) with
+        ``outputs_se``, ``loss``, ``error_signals``,
         ``kernel(l, kind)``, ``novelty`` and ``bases`` (maths §3); ``meta`` has
         ``peak_basis_bytes`` (Monte Carlo μP: the most the bases of one group
         held). ``error_model`` is "exact" for ``method="exact"`` (zero standard
@@ -310,22 +326,30 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
     _check_on_step(on_step)
     data = Data.build(model, X, y, X_eval, batches, settings.steps)
     if settings.method == "exact" or settings.parametrization == "ntk":
+        if comm is not None:
+            raise ValueError("comm applies to the Monte Carlo μP limit (method='mc', parametrization='mup'); the "
+                             "exact and NTK limits need no particles to split; remove it")
         if checkpoint is not None or checkpoint_every is not None:
             raise ValueError("checkpoint applies to the Monte Carlo μP limit (method='mc', parametrization='mup') "
                              "and to train_finite; the exact and NTK limits are quick to recompute; remove it")
         if settings.method == "exact":
             return _exact.simulate_exact(model, data, settings, on_step)
         return _ntk.simulate_ntk(model, data, settings, on_step)
+    comm = check_comm(comm, settings.particles // settings.groups)
+    if comm is not None and (checkpoint is not None or checkpoint_every is not None):
+        raise ValueError("checkpoint does not apply over MPI (comm): each rank holds only its share of the "
+                         "particles; remove it, or run without comm")
     ckpt = _checkpoint(checkpoint, checkpoint_every, "mc", model, data, settings, skip=("threads", "progress"))
-    run = _engine.simulate_mc(model, data, settings, on_step, ckpt)
+    run = _engine.simulate_mc(model, data, settings, on_step, ckpt, comm)
     if ckpt is not None:
         ckpt.remove()
     return run
 
 
 def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, groups: int, batches=None,
-                    dtype="float64", record_steps=(0,), threads: int | None = None) -> int:
-    """Bytes a Monte Carlo run (:func:`simulate`) needs at its start, in a fresh process.
+                    dtype="float64", record_steps=(0,), threads: int | None = None, ranks: int = 1) -> int:
+    """Bytes a Monte Carlo run (:func:`simulate`) needs at its start, in a fresh process
+    (one MPI rank's need for a run over ``ranks`` ranks).
 
     Counts what a fresh Python process holds once zlimit is imported and its kernels
     compiled (``zlimit._memory.BASELINE_BYTES``, 225 MiB), then the bases and normals of
@@ -347,6 +371,10 @@ def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, grou
     steps, particles, groups, batches, dtype, record_steps, threads
         As for :func:`simulate`; ``batches`` (default full batch) needs exactly
         ``steps`` entries of indices in [0, m).
+    ranks : int, default 1
+        MPI ranks sharing each group's particles (``simulate(..., comm=...)``): the
+        figure is one rank's, with its 1/R share of the particles and all the
+        records. Ranks on one machine share its memory.
 
     Returns
     -------
@@ -363,6 +391,11 @@ def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, grou
     >>> import zlimit
     >>> zlimit.estimate_memory(zlimit.MLP(depth=3), m=10, M=10, steps=100, particles=10_000, groups=1) > 0
     True
+    >>> one = zlimit.estimate_memory(zlimit.MLP(depth=3), m=10, M=10, steps=100, particles=10**6, groups=1)
+    >>> per_rank = zlimit.estimate_memory(zlimit.MLP(depth=3), m=10, M=10, steps=100, particles=10**6, groups=1,
+    ...                                   ranks=4)
+    >>> 0.2 < (per_rank - zlimit._memory.BASELINE_BYTES) / (one - zlimit._memory.BASELINE_BYTES) < 0.3
+    True
     """
     check_model(model)
     m = check_int("m", m, 1)
@@ -371,8 +404,12 @@ def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, grou
     particles, groups, dtype = check_int("particles", particles, 2), check_int("groups", groups, 1), check_dtype(dtype)
     s = limit_settings("mc", "mup", steps, record_steps, False, particles=particles, groups=groups, dtype=dtype,
                        threads=threads, seed=None, qmc=None, gradient_independence=None, basis_tol=None)
+    ranks = check_int("ranks", ranks, 1)
+    if s.particles // s.groups < 2 * ranks:
+        raise ValueError(f"particles = {s.particles} is too few for groups = {s.groups} over ranks = {ranks}; give "
+                         "each rank >= 2 particles of every group")
     batch_total = m * s.steps if batches is None else sum(len(b) for b in check_batches(batches, m, s.steps))
-    return _engine.memory_need(model, m, M, s, batch_total)[0]
+    return _engine.memory_need(model, m, M, s, batch_total, ranks)[0]
 
 
 def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_eval=None,

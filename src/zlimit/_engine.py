@@ -15,6 +15,7 @@ with no history of particles.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -27,12 +28,13 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ._checkpoint import Session, Stopped, hook_step, restore_into, resume, stop_on_sigint
-from ._errors import MonteCarloWarning, NumericalError, ResourceError
-from ._gaussian import ORTHOGONALITY_LIMIT, GaussianBasis, MemoryBudget, empirical_gram
+from ._errors import DivergenceError, MonteCarloWarning, NumericalError, ResourceError
+from ._gaussian import ORTHOGONALITY_LIMIT, GaussianBasis, MemoryBudget
 from ._kernels import apply_pair, fill_normals, stream_key
 from ._memory import BASELINE_BYTES, available_memory, process_rss, record_bytes
 from ._driver import Backward, Forward, Recorder, assemble, diverged, run_sgd
 from ._model import MLP, accumulate
+from ._mpi import Shard, abort, agree_arguments, group_comms, node_ranks, split
 from ._keys import key
 from ._results import Run
 
@@ -98,7 +100,7 @@ class _HiddenLayer:
     """
 
     def __init__(self, layer: int, model: MLP, cfg: _Config, group: int, caps: tuple[int, int, int],
-                 budget: MemoryBudget):
+                 budget: MemoryBudget, shard: Shard):
         self.layer = layer
         self.sigma = model.sigma[layer - 1]
         self.eta = model.eta[layer - 1]
@@ -106,8 +108,8 @@ class _HiddenLayer:
         self.VA = np.zeros((0, 0)) if self.beta else None  # the velocity of A_l
         key = (cfg.seed, group, layer)
         k_cap, j_cap, initial = caps
-        basis = lambda cap, side: GaussianBasis(cfg.particles, cap, self.sigma, cfg.tol, cfg.dtype, key + (side,),
-                                                budget, initial)
+        basis = lambda cap, side: GaussianBasis(shard, cap, self.sigma, cfg.tol, cfg.dtype, key + (side,), budget,
+                                                initial)
         self.fwd, self.bwd = basis(k_cap, 0), basis(j_cap, 1)
         self.A = np.zeros((0, 0))
         self.S_bf, self.S_fb = np.zeros((0, 0)), np.zeros((0, 0))
@@ -176,7 +178,7 @@ class _HiddenLayer:
         S_bf gets zero columns (each γ_j is older than them, so not independent)."""
         if not self.stein or self.fwd.size == K0:
             return
-        new = (self.fwd.g[K0:] @ self.bwd.u.T).astype(np.float64) / self.fwd.n
+        new = self.fwd.shard.gram(self.fwd.g[K0:], self.bwd.u)
         self.S_fb = np.vstack([np.pad(self.S_fb, ((0, 0), (0, self.bwd.size - self.S_fb.shape[1]))), new])
         self.S_bf = np.pad(self.S_bf, ((0, self.bwd.size - self.S_bf.shape[0]), (0, self.fwd.size - self.S_bf.shape[1])))
 
@@ -185,7 +187,7 @@ class _HiddenLayer:
         or older); S_fb gets zero columns."""
         if not self.stein or self.bwd.size == J0:
             return
-        new = (self.bwd.g[J0:] @ self.fwd.u.T).astype(np.float64) / self.bwd.n
+        new = self.bwd.shard.gram(self.bwd.g[J0:], self.fwd.u)
         self.S_bf = np.vstack([np.pad(self.S_bf, ((0, 0), (0, self.fwd.size - self.S_bf.shape[1]))), new])
         self.S_fb = np.pad(self.S_fb, ((0, self.fwd.size - self.S_fb.shape[0]), (0, self.bwd.size - self.S_fb.shape[1])))
 
@@ -236,8 +238,9 @@ def _padded_product(A: np.ndarray, C: np.ndarray, rows: int) -> np.ndarray:
     return out
 
 
-def _base_normals(rows: int, k: int, n: int, dtype, cfg: _Config, group: int) -> np.ndarray:
-    """The normals behind Z^{h^1_0} and Z^{Ŵ^c_0}, shape (rows + k, n) (maths §2, §6).
+def _base_normals(rows: int, k: int, shard: Shard, dtype, cfg: _Config, group: int) -> np.ndarray:
+    """The normals behind Z^{h^1_0} and Z^{Ŵ^c_0} of this shard's particles, shape
+    (rows + k, shard.local) (maths §2, §6).
 
     Rows 0..rows−1 become Z^{h^1_0(ξ_a)} (Cov = σ_1² ξ_a·ξ_b/d, through the QR factor
     of Ξᵀ); the last k rows become Z^{Ŵ^c_0} ~ N(0, σ_{L+1}²), c = 1..k, independent of
@@ -245,28 +248,33 @@ def _base_normals(rows: int, k: int, n: int, dtype, cfg: _Config, group: int) ->
     Counter-based by default; with ``cfg.qmc`` a scrambled Sobol sequence mapped by the
     normal quantile (randomised quasi-Monte Carlo: unbiased, with one independent
     scramble per group, so the groups stay independent and the standard errors honest).
+    Either way particle p gets the same numbers whichever process holds it.
     """
     if cfg.qmc:
         rng = np.random.default_rng(int(stream_key(cfg.seed, group, 0, _INPUT, _QMC)))
         sobol = scipy.stats.qmc.Sobol(d=rows + k, scramble=True, seed=rng)
-        u = sobol.random_base2(int(np.ceil(np.log2(n))))[:n]  # first n of 2^k balanced points
+        if shard.lo:  # (fast_forward(0) fails in scipy)
+            sobol.fast_forward(shard.lo)
+        with warnings.catch_warnings():  # the group's N points are the first N of 2^⌈log2 N⌉ balanced ones
+            warnings.filterwarnings("ignore", "The balance properties of Sobol", UserWarning)
+            u = sobol.random(shard.local)
         return scipy.special.ndtri(np.clip(u, 1e-300, 1 - 1e-16)).T.astype(dtype)
-    g = np.empty((rows + k, n), dtype=dtype)
+    g = np.empty((rows + k, shard.local), dtype=dtype)
     for j, row in enumerate(g[:rows]):
-        fill_normals(row, stream_key(cfg.seed, group, 0, _INPUT, j))
+        fill_normals(row, stream_key(cfg.seed, group, 0, _INPUT, j), shard.lo)
     for c, row in enumerate(g[rows:]):  # class 0 keeps the stream of a single output
-        fill_normals(row, stream_key(cfg.seed, group, 0, _READOUT, *((c,) if c else ())))
+        fill_normals(row, stream_key(cfg.seed, group, 0, _READOUT, *((c,) if c else ())), shard.lo)
     return g
 
 
-def _bias_normals(model: MLP, n: int, dtype, cfg: _Config, group: int) -> list[np.ndarray]:
+def _bias_normals(model: MLP, shard: Shard, dtype, cfg: _Config, group: int) -> list[np.ndarray]:
     """Z^{b^l_0} ~ N(0, σ_{b,l}²), l = 1..L, each from its own stream (maths §6); [] without biases."""
     if not model.has_bias:
         return []
     out = []
     for l in range(1, model.depth + 1):
-        b = np.empty(n, dtype=dtype)
-        fill_normals(b, stream_key(cfg.seed, group, 0, _BIAS, l))
+        b = np.empty(shard.local, dtype=dtype)
+        fill_normals(b, stream_key(cfg.seed, group, 0, _BIAS, l), shard.lo)
         b *= model.bias_sigma[l - 1]
         out.append(b)
     return out
@@ -284,40 +292,47 @@ class _Group:
     Ŵ (``w``, (N,), or (k, N) with k > 1 outputs); P1 and each A_l are accumulators
     whose init parts are scaled by ρ^t in the forward and backward passes. Velocities
     (``v``) exist only with momentum.
+
+    Over MPI (``comm``, the group's communicator) this process holds the particles of
+    its :class:`zlimit._mpi.Shard`: N above is ``shard.local``, and every E_N is summed
+    over the ranks.
     """
 
     exact_eval_cross = False  # evaluation directions are fresh at every step (see Recorder)
 
     def __init__(self, model: MLP, X: np.ndarray, X_all: np.ndarray, cfg: _Config, group: int,
-                 caps: tuple[int, int, int], budget: MemoryBudget):
+                 caps: tuple[int, int, int], budget: MemoryBudget, comm=None):
         self.model, self.cfg = model, cfg
         self.label = f" (group {group})"
         self.m, self.M = X.shape[0], X_all.shape[0]
-        n, dt = cfg.particles, cfg.dtype
+        self.shard = shard = Shard.of(cfg.particles, comm)
+        n, dt = shard.local, cfg.dtype
         d = X.shape[1]
         # Z^{h^1_0(ξ_a)}: Cov = σ_1² ξ_a·ξ_b/d. QR of Ξᵀ with training columns first,
         # so training inputs use only the leading normals.
         R = np.linalg.qr(X_all.T, mode="r")
         k = model.outputs
-        g = _base_normals(R.shape[0], k, n, dt, cfg, group)  # input-layer normals, then Ŵ^c_0's
+        g = _base_normals(R.shape[0], k, shard, dt, cfg, group)  # input-layer normals, then Ŵ^c_0's
         with np.errstate(over="ignore", invalid="ignore"):  # huge inputs: DivergenceError at step 0 or 1
             self.h1_0 = ((model.sigma[0] / np.sqrt(d)) * R.T.astype(dt)) @ g[:-k]  # (M, N)
             self.K1 = X @ X_all.T / d  # (m, M): ξ_i·ξ_a/d
             self.w = model.sigma[-1] * (g[-1] if k == 1 else g[-k:])  # Z^{Ŵ^c_0} ~ N(0, σ_{L+1}²)
-            self.b = _bias_normals(model, n, dt, cfg, group)  # Z^{b^l_t}, l = 1..L (maths §6)
+            self.b = _bias_normals(model, shard, dt, cfg, group)  # Z^{b^l_t}, l = 1..L (maths §6)
         self.P1 = np.zeros((self.m, n), dtype=dt)  # Σ_s χ_{s,i} Z^{dh^1_s(ξ_i)}
         self.b_out = np.zeros(k) if model.has_bias else None  # b^{L+1}_t, deterministic, from 0
         momentum = model.momentum > 0
         self.v = {name: np.zeros_like(a) for name, a in (("P1", self.P1), ("w", self.w), ("b_out", self.b_out),
                                                          *((f"b{l}", b) for l, b in enumerate(self.b, start=1)))
                   if momentum and a is not None}
-        self.hidden = [_HiddenLayer(l, model, cfg, group, caps, budget) for l in range(2, model.depth + 1)]
+        self.hidden = [_HiddenLayer(l, model, cfg, group, caps, budget, shard) for l in range(2, model.depth + 1)]
         self.readout_0: np.ndarray | None = None  # E_N[Ŵ_0 x^L_0], the control variate of §3
         self.decay_t = 1.0  # ρ^t of the step being run
         self.t = -1
         self.hs = self.xs = self.dxs = self.dhs = None  # this step's features, for backward and update
 
-    gram = staticmethod(empirical_gram)  # E_N[Z^a Z^b'] over the group's particles
+    def gram(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """E_N[Z^a Z^b'] over the group's particles (all ranks'), (r, s)."""
+        return self.shard.gram(a, b)
 
     def forward(self, t: int) -> Forward:
         """Forward pass at step t for all M inputs (maths §2, "Forward pass").
@@ -351,7 +366,7 @@ class _Group:
                 h, novelty[l], dropped[l] = layer.forward(xs[-1], self.m, labels, decay_t)
             if self.b:
                 h += self.b[len(hs)]  # Z^{h^l_t} gains Z^{b^l_t} (maths §6)
-            if not np.isfinite(h).all():
+            if self.shard.any(not np.isfinite(h).all()):
                 raise diverged(f"layer-{len(hs) + 1} features h", t, self, self.model)
             x, dx = np.empty_like(h), np.empty_like(h)
             apply_pair(phi, dphi, h, x, dx)  # Z^{x^l_t} = φ(Z^{h^l_t})
@@ -363,7 +378,7 @@ class _Group:
         """f̊^c_t(ξ_a) = E[Z^{Ŵ^c_t} Z^{x^L_t(ξ_a)}] − E_N[Ŵ^c_0 x^L_0] (the §3 control variate)
         + b^{L+1}_{t,c} (maths §6); (M,), or (M, k) with k > 1 outputs."""
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported by the driver
-            raw = (xL @ self.w.T).astype(np.float64) / self.cfg.particles
+            raw = self.gram(xL, self.w)
         if self.readout_0 is None:
             self.readout_0 = raw.copy()
         f = raw - self.readout_0
@@ -491,7 +506,7 @@ class _Monitor:
 
     def __call__(self, t: int, state: _Group, rec: Recorder) -> None:
         for l, h in enumerate(state.hs):
-            rec.extras["spread"][l, t] = np.var((h[: state.m] ** 2).mean(axis=0))
+            rec.extras["spread"][l, t] = state.shard.variance((h[: state.m] ** 2).mean(axis=0))
         self.check_bases(t, state.hidden, rec, t % CHECK_EVERY == 0 or t == self.steps)
         rec.extras["peak_basis_bytes"][()] = max(int(rec.extras["peak_basis_bytes"]), state.nbytes)
         self.done = t
@@ -529,19 +544,21 @@ def _capacities(m: int, batches: list, steps: int, particles: int) -> tuple[int,
 
 
 def _memory_parts(model: MLP, m: int, M: int, steps: int, particles: int, groups: int, batch_total: int,
-                  dtype, record_steps) -> tuple[int, int, int]:
-    """(bases at their initial size, other arrays) of one group, and the records of all groups.
+                  dtype, record_steps, ranks: int = 1) -> tuple[int, int, int]:
+    """(bases at their initial size, other arrays) of one group on one of ``ranks`` MPI
+    ranks, and the records of all groups (every rank keeps them).
 
     ``batch_total`` is Σ_t |B_t|. The basis capacities are those of :func:`_capacities`,
     computed from that total so that no index array need exist (any T and m).
     """
     n = particles // groups
+    local = n if ranks == 1 else max(hi - lo for lo, hi in (split(n, r, ranks) for r in range(ranks)))
     item = np.dtype(dtype).itemsize
     k_cap, j_cap = min(m * (steps + 1), n), min(max(batch_total, 1), n)
     initial = min(max(k_cap, j_cap), _INITIAL_PER_INPUT * m)
-    bases = (model.depth - 1) * 2 * (min(k_cap, initial) + min(j_cap, initial)) * n * item
-    features = (4 * model.depth + 6) * M * n * item + 2 * model.depth * len(record_steps) * M * n * item
-    features += _extension_rows(model, m) * n * item
+    bases = (model.depth - 1) * 2 * (min(k_cap, initial) + min(j_cap, initial)) * local * item
+    features = (4 * model.depth + 6) * M * local * item + 2 * model.depth * len(record_steps) * M * local * item
+    features += _extension_rows(model, m) * local * item
     return bases, features, groups * record_bytes(model.depth, steps, M, len(record_steps))
 
 
@@ -553,24 +570,25 @@ def _extension_rows(model: MLP, m: int) -> int:
     return model.outputs - 1 + biases + velocities
 
 
-def memory_need(model: MLP, m: int, M: int, settings, batch_total: int) -> tuple[int, int]:
+def memory_need(model: MLP, m: int, M: int, settings, batch_total: int, ranks: int = 1) -> tuple[int, int]:
     """Bytes a run needs at its start in a fresh process, and the part of them outside the growing bases.
 
     One group's simulation — the bases and normals of every hidden matrix (2 (K + J) N/G
     values each) at their initial size, the per-step feature arrays and the kept
     features — times the groups run at once, plus the records of all groups, plus
     :data:`zlimit._memory.BASELINE_BYTES` (interpreter, libraries and compiled kernels)
-    in both numbers. ``batch_total`` is Σ_t |B_t|.
+    in both numbers. ``batch_total`` is Σ_t |B_t|. Over ``ranks`` MPI ranks it is the
+    need of one rank: its share N/(G R) of each group's particles, and all the records.
     """
     s = settings
     bases, features, records = _memory_parts(model, m, M, s.steps, s.particles, s.groups, batch_total, s.dtype,
-                                             s.record_steps)
+                                             s.record_steps, ranks)
     live = min(s.threads, s.groups)
     fixed = live * features + records + BASELINE_BYTES
     return int(live * bases + fixed), int(fixed)
 
 
-def preflight(model: MLP, data, settings) -> tuple[float, int]:
+def preflight(model: MLP, data, settings, comm=None) -> tuple[float, int]:
     """Refuse a run that would not fit in memory; (bytes available, bytes outside the bases).
 
     The need of :func:`memory_need` is for a fresh process. This process already holds
@@ -579,51 +597,84 @@ def preflight(model: MLP, data, settings) -> tuple[float, int]:
     the baseline it covers is not needed again, so it is taken off both numbers (all of
     the baseline once the process holds at least that much).
 
+    Over MPI (``comm``) the need is one rank's, the memory available to a rank is its
+    machine's divided among the ranks on that machine, and the verdict is collective:
+    when any rank is short, every rank raises, naming the rank with the least to spare.
+
     Raises
     ------
     ResourceError
         When the run needs more than 80 % of the memory available now.
     """
-    need, fixed = memory_need(model, data.m, data.M, settings, sum(len(b) for b in data.batches))
+    ranks = 1 if comm is None else comm.Get_size()
+    need, fixed = memory_need(model, data.m, data.M, settings, sum(len(b) for b in data.batches), ranks)
     resident = min(process_rss() or 0, BASELINE_BYTES)
     need, fixed = need - resident, fixed - resident
-    have = available_memory()
-    if need > 0.8 * have:
+    have = available_memory() / node_ranks(comm)
+    verdict = (need / max(have, 1.0), need, have)
+    verdicts = [verdict] if comm is None else comm.allgather(verdict)
+    rank = int(np.argmax([v[0] for v in verdicts]))
+    ratio, worst_need, worst_have = verdicts[rank]
+    if ratio > 0.8:
+        where = "" if comm is None else f" on MPI rank {rank} of {ranks} (memory is per rank)"
         raise ResourceError(
-            f"this run needs about {need / 2**30:.1f} GiB at its start but {have / 2**30:.1f} GiB is available; "
-            "use fewer particles, more groups (memory is per group), threads=1, fewer steps, or dtype='float32'"
+            f"this run needs about {worst_need / 2**30:.1f} GiB at its start but {worst_have / 2**30:.1f} GiB is "
+            f"available{where}; use fewer particles{', more ranks' if comm is not None else ''}, more groups "
+            "(memory is per group), threads=1, fewer steps, or dtype='float32'"
         )
     return have, fixed
 
 
-def simulate_mc(model: MLP, data, settings, on_step=None, checkpoint=None) -> Run:
+def simulate_mc(model: MLP, data, settings, on_step=None, checkpoint=None, comm=None) -> Run | None:
     """The Monte Carlo μP limit (maths §2–§3): G independent groups on worker threads.
 
     Called by :func:`zlimit.simulate` with validated ``data`` (:class:`zlimit._api.Data`),
-    ``settings`` (:class:`zlimit._api.LimitSettings`) and ``checkpoint``
-    (:class:`zlimit._checkpoint.Checkpoint` or None); see it for the parameters,
-    the errors and the warnings.
+    ``settings`` (:class:`zlimit._api.LimitSettings`), ``checkpoint``
+    (:class:`zlimit._checkpoint.Checkpoint` or None) and ``comm`` (a checked mpi4py
+    communicator or None); see it for the parameters, the errors and the warnings.
+    Over MPI each group's particles are split over the ranks (:mod:`zlimit._mpi`):
+    rank 0 returns the Run, with the progress bar and the warnings, and the other
+    ranks return None.
     """
     s = settings
     m, M, steps, batches = data.m, data.M, s.steps, list(data.batches)
     cfg = _Config.of(s)
-    have, fixed = preflight(model, data, s)
+    if comm is not None:
+        agree_arguments(comm, model.describe(), s, data.X, data.y, data.X_eval, *data.batches)
+    lead = comm is None or comm.Get_rank() == 0
+    have, fixed = preflight(model, data, s, comm)
     budget = MemoryBudget(0.8 * have - fixed)
     live = min(s.threads, s.groups)
     caps = _capacities(m, batches, steps, cfg.particles)
     X_all = data.X_all
     session = Session(checkpoint)
+    comms = group_comms(comm, s.groups)
     run_group = lambda g: _run_group(model, data.X, X_all, data.y, batches, cfg, g, caps, budget, steps, bar, on_step,
-                                     session)
-    with tqdm(total=s.groups * (steps + 1), disable=not s.progress, desc="zlimit.simulate", unit="step") as bar, \
-            threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(live) as pool, stop_on_sigint(session):
-        futures = [pool.submit(run_group, g) for g in range(s.groups)]
-        concurrent.futures.wait(futures)
-    recs = session.results(futures)
+                                     session, comms[g])
+    try:
+        with tqdm(total=s.groups * (steps + 1), disable=not (s.progress and lead), desc="zlimit.simulate",
+                  unit="step") as bar, threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(live) as pool, \
+                stop_on_sigint(session) if comm is None else contextlib.nullcontext():
+            futures = [pool.submit(run_group, g) for g in range(s.groups)]
+            try:
+                concurrent.futures.wait(futures)
+            except BaseException as exc:  # Ctrl-C over MPI: the other ranks cannot be stopped between steps
+                if comm is not None:
+                    abort(comm, exc, 130 if isinstance(exc, KeyboardInterrupt) else 1)
+                raise
+        recs = session.results(futures)
+    finally:
+        for c in comms:
+            if c is not None:
+                c.Free()
+    if not lead:
+        return None
     meta = {"kind": "limit", "method": "mc", "parametrization": "mup", "seed": s.seed, "steps": steps, "m": m,
             "m_eval": M - m, "particles": cfg.particles * s.groups, "groups": s.groups, "dtype": s.dtype.name,
             "gradient_independence": s.gradient_independence, "basis_tol": s.basis_tol, "qmc": s.qmc,
             "peak_basis_bytes": max(int(r.extras["peak_basis_bytes"]) for r in recs)}
+    if comm is not None:
+        meta["ranks"] = comm.Get_size()
     run = assemble(model, meta, recs)
     with np.errstate(all="ignore"):  # features near the float range overflow their squares: NaN ratios
         drift = _drift_ratios(run, np.stack([r.extras["spread"] for r in recs]), cfg.particles)
@@ -679,9 +730,21 @@ def _monte_carlo_warnings(run: Run, drift: np.ndarray, n: int) -> list[str]:
     return out
 
 
-def _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar, on_step, session) -> Recorder:
+#: errors that every rank of an MPI run raises at the same point: they are decided on
+#: reduced numbers (:mod:`zlimit._mpi`), so no rank is left waiting in a collective
+_COLLECTIVE = (DivergenceError, NumericalError, ResourceError)
+
+
+def _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar, on_step, session,
+               comm=None) -> Recorder:
     """Simulate group g over all steps with :func:`zlimit._driver.run_sgd` and record its
-    trajectory, resuming from the session's checkpoint where it has the group."""
+    trajectory, resuming from the session's checkpoint where it has the group.
+
+    Over MPI (``comm``, the group's communicator) an error that every rank raises
+    together propagates, and the other groups go on (stopping them here and not on
+    another rank would leave that rank waiting); any other error ends every rank
+    (:func:`zlimit._mpi.abort`).
+    """
     rec = Recorder(model.depth, steps, X.shape[0], X_all.shape[0], cfg.record_steps, processes=True,
                    outputs=model.outputs)
     state = monitor = None
@@ -691,7 +754,7 @@ def _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar, on
             session.running(g, None, rec, resume(session, g, None, rec, stored))
             bar.update(steps + 1)
         else:
-            state = _Group(model, X, X_all, cfg, g, caps, budget)
+            state = _Group(model, X, X_all, cfg, g, caps, budget, comm)
             monitor = _Monitor(rec, state, g, steps, bar, on_step, session)
             if stored is not None:
                 monitor.done = resume(session, g, state, rec, stored)
@@ -704,9 +767,16 @@ def _run_group(model, X, X_all, y, batches, cfg, g, caps, budget, steps, bar, on
     except Stopped:
         raise
     except ResourceError as exc:
-        session.fail(g)
+        if comm is None:
+            session.fail(g)
         raise ResourceError(f"{exc} (group {g}, step {monitor.done + 1 if monitor else 0})") from None
-    except BaseException:
+    except _COLLECTIVE:
+        if comm is None:
+            session.fail(g)
+        raise
+    except BaseException as exc:
+        if comm is not None:
+            abort(comm, exc)
         session.fail(g)
         raise
     finally:

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from ._driver import Backward, Forward, Recorder, assemble, diverged, run_sgd
 from ._gaussian import orthonormalise, project
 from ._model import MLP, accumulate
+from ._mpi import Shard
 from ._keys import key
 from ._results import Run
 
@@ -49,6 +50,8 @@ __all__ = ["simulate_exact", "ExactState"]
 
 #: A vector adds a Gram–Schmidt direction when ‖ρ‖ > _TOL · ‖x‖ (maths §3).
 _TOL = 1e-10
+#: E[a b] of coefficient vectors: their dot product (the inner product of maths §4)
+_DOT = Shard(1)
 #: First guess of the number of base normals; doubled (and the pass rerun) when short.
 _FIRST_WIDTH = 256
 
@@ -187,7 +190,7 @@ class _Process:
         if scale is None:
             scale = np.sqrt(np.einsum("ij,ij->i", X, X))
         C_old, R = self.coordinates(X)
-        Q, C_new, rho, _ = orthonormalise(R, _TOL, scale, n=1)  # Gram–Schmidt with E the dot product
+        Q, C_new, rho, _ = orthonormalise(R, _TOL, scale, _DOT)  # Gram–Schmidt with E the dot product
         self._grow(Q)
         coords = np.hstack([C_old, C_new.T])
         return _embed(coords, self.normal_idx, self.out_width, self.sigma), rho
@@ -195,7 +198,7 @@ class _Process:
     def coordinates(self, X: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Coordinates (b, K) on the first k directions (all by default) and residuals (b, W)
         (:func:`zlimit._gaussian.project` with E the dot product)."""
-        C, R = project(self.basis[: self.size if k is None else k], np.asarray(X, dtype=np.float64), n=1)
+        C, R = project(self.basis[: self.size if k is None else k], np.asarray(X, dtype=np.float64), _DOT)
         return C.T, R
 
     def stein(self, Y: np.ndarray, k: int | None = None) -> np.ndarray:
@@ -212,7 +215,7 @@ def _novelty(process: _Process, X: np.ndarray, k: int) -> np.ndarray:
     """‖ρ‖ of each row of X against the first k directions and the earlier rows."""
     scale = np.sqrt(np.einsum("ij,ij->i", X, X))
     _, R = process.coordinates(X, k)
-    return orthonormalise(R, _TOL, scale, n=1)[2]
+    return orthonormalise(R, _TOL, scale, _DOT)[2]
 
 
 def _eval_zhat(train: _Process, extra: _Process, X: np.ndarray, width: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ._errors import ResourceError
 from ._kernels import fill_normals, stream_key
+from ._mpi import Shard
 
 __all__ = ["GaussianBasis", "MemoryBudget", "empirical_gram", "project", "orthonormalise"]
 
@@ -30,15 +31,16 @@ ORTHOGONALITY_LIMIT = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-4}
 
 
 def empirical_gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """E_N[Z^a Z^b'] = a bᵀ/N in float64 for particle rows a (r, N) and b (s, N): (r, s).
+    """E_N[Z^a Z^b'] = a bᵀ/N in float64 for particle rows a (r, N) and b (s, N): (r, s),
+    all N particles in this process (:meth:`zlimit._mpi.Shard.gram` for a shard of them).
 
     >>> empirical_gram(np.ones((1, 4)), np.full((2, 4), 2.0)).tolist()
     [[2.0, 2.0]]
     """
-    return (a @ b.T).astype(np.float64) / a.shape[1]
+    return Shard(a.shape[1]).gram(a, b)
 
 
-def project(basis: np.ndarray, X: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def project(basis: np.ndarray, X: np.ndarray, mean: Shard | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Project the rows of X off the span of orthonormal ``basis`` rows (maths §3).
 
     Classical Gram–Schmidt with the Kahan–Parlett test ("twice is enough", maths §3):
@@ -48,16 +50,17 @@ def project(basis: np.ndarray, X: np.ndarray, n: int | None = None) -> tuple[np.
     compound by ‖x‖/‖ρ‖ per vector (the basis of W² lost orthogonality within 20 steps
     on the paper's problem with a 1e-4 threshold).
 
-    The inner product is E[a b] = a·b/n: the particle mean for particle rows
-    (n = N, the default) and the dot product for the coefficient vectors of the exact
-    linear engine (n = 1, :mod:`zlimit._exact`). ``basis`` may be narrower than X
-    (its vectors are zero beyond its width w).
+    The inner product is E[a b] = a·b/n, summed over the ranks that share the
+    particles (``mean``, a :class:`zlimit._mpi.Shard`): the particle mean for particle
+    rows (all N = X.shape[1] particles here, the default) and the dot product for the
+    coefficient vectors of the exact linear engine (``Shard(1)``, :mod:`zlimit._exact`).
+    ``basis`` may be narrower than X (its vectors are zero beyond its width w).
 
     Parameters
     ----------
     basis : (K, w) orthonormal rows u_k.
     X : (b, W) rows x, W >= w.
-    n : the normalisation of the inner product; X.shape[1] by default.
+    mean : the inner product; ``Shard(X.shape[1])`` by default.
 
     Returns
     -------
@@ -67,38 +70,40 @@ def project(basis: np.ndarray, X: np.ndarray, n: int | None = None) -> tuple[np.
     Examples
     --------
     >>> U = np.array([[1.0, 0.0, 0.0]])
-    >>> C, R = project(U, np.array([[2.0, 3.0, 0.0]]), n=1)
+    >>> C, R = project(U, np.array([[2.0, 3.0, 0.0]]), Shard(1))
     >>> C.tolist(), R.tolist()
     ([[2.0]], [[0.0, 3.0, 0.0]])
     """
-    n = X.shape[1] if n is None else n
+    mean = Shard(X.shape[1]) if mean is None else mean
     K, w = basis.shape
     R = X.copy()
     if K == 0:
         return np.zeros((0, X.shape[0]), dtype=X.dtype), R
-    C = (basis @ X[:, :w].T) / n
+    C = mean.sum(basis @ X[:, :w].T) / mean.n
     R[:, :w] -= C.T @ basis
-    ratio2 = np.einsum("ip,ip->i", R, R) / np.maximum(np.einsum("ip,ip->i", X, X), np.finfo(float).tiny)
+    sq = mean.sum(np.stack([np.einsum("ip,ip->i", R, R), np.einsum("ip,ip->i", X, X)]))
+    ratio2 = sq[0] / np.maximum(sq[1], np.finfo(float).tiny)
     again = np.flatnonzero(ratio2 < REORTHOGONALISE_BELOW ** 2)
     if again.size:
-        C2 = (basis @ R[again, :w].T) / n
+        C2 = mean.sum(basis @ R[again, :w].T) / mean.n
         R[again, :w] -= C2.T @ basis
         C[:, again] += C2
     return C, R
 
 
-def orthonormalise(R: np.ndarray, tol: float, scale: np.ndarray, n: int | None = None) -> tuple[np.ndarray, ...]:
+def orthonormalise(R: np.ndarray, tol: float, scale: np.ndarray,
+                   mean: Shard | None = None) -> tuple[np.ndarray, ...]:
     """Modified Gram–Schmidt of the rows of R among themselves, in order (maths §3).
 
     Row j gets a new direction u = ρ_j/‖ρ_j‖ when its residual norm exceeds
-    ``tol * scale[j]``. The inner product is a·b/n as in :func:`project`.
+    ``tol * scale[j]``. The inner product is ``mean`` as in :func:`project`.
 
     Parameters
     ----------
     R : (b, W) rows already orthogonal to any earlier basis.
     tol : relative tolerance on ‖ρ‖ = E[ρ²]^{1/2}.
     scale : (b,) the norms ‖x_j‖ of the original vectors.
-    n : the normalisation of the inner product; R.shape[1] by default.
+    mean : the inner product; ``Shard(R.shape[1])`` by default.
 
     Returns
     -------
@@ -109,12 +114,13 @@ def orthonormalise(R: np.ndarray, tol: float, scale: np.ndarray, n: int | None =
 
     Examples
     --------
-    >>> Q, C, rho, opened = orthonormalise(np.array([[3.0, 0.0], [6.0, 0.0]]), 1e-10, np.array([3.0, 6.0]), n=1)
+    >>> Q, C, rho, opened = orthonormalise(np.array([[3.0, 0.0], [6.0, 0.0]]), 1e-10, np.array([3.0, 6.0]),
+    ...                                    Shard(1))
     >>> Q.tolist(), rho.tolist(), opened.tolist()  # the second row is in the span of the first
     ([[1.0, 0.0]], [3.0, 0.0], [True, False])
     """
     b, width = R.shape
-    n = width if n is None else n
+    mean = Shard(width) if mean is None else mean
     R = R.copy()
     Q = np.empty_like(R)
     C = np.zeros((b, b), dtype=np.float64)
@@ -125,10 +131,10 @@ def orthonormalise(R: np.ndarray, tol: float, scale: np.ndarray, n: int | None =
         r = R[j]
         for _ in range(2):  # reorthogonalise against this batch's directions
             if k:
-                c = (Q[:k] @ r) / n
+                c = mean.sum(Q[:k] @ r) / mean.n
                 r -= c @ Q[:k]
                 C[:k, j] += c
-        rho[j] = np.sqrt(np.dot(r, r) / n)
+        rho[j] = np.sqrt(mean.sum(np.dot(r, r)) / mean.n)
         if rho[j] > tol * scale[j] and rho[j] > 0.0:
             Q[k] = r / rho[j]
             C[k, j] = rho[j]
@@ -152,14 +158,20 @@ class MemoryBudget:
         self.peak = 0
         self._lock = threading.Lock()
 
-    def reserve(self, nbytes: int) -> None:
+    def reserve(self, nbytes: int, agree=bool) -> None:
+        """Reserve ``nbytes``, or raise when they pass the limit. ``agree(over)`` turns this
+        process's verdict into the shared one (over MPI: over on any rank, :meth:`Shard.any`)."""
         with self._lock:
-            if self.used + nbytes > self.limit:
-                raise ResourceError(
-                    f"the Gaussian bases outgrew the memory this run may use ({self.limit / 2**30:.1f} GiB): "
-                    "use fewer particles per group, threads=1, fewer steps, a larger basis_tol or dtype='float32'")
-            self.used += nbytes
-            self.peak = max(self.peak, self.used)
+            over = self.used + nbytes > self.limit
+            if not over:
+                self.used += nbytes
+                self.peak = max(self.peak, self.used)
+        if agree(over):
+            if not over:
+                self.release(nbytes)
+            raise ResourceError(
+                f"the Gaussian bases outgrew the memory this run may use ({self.limit / 2**30:.1f} GiB): "
+                "use fewer particles per group, threads=1, fewer steps, a larger basis_tol or dtype='float32'")
 
     def release(self, nbytes: int) -> None:
         with self._lock:
@@ -171,8 +183,10 @@ class GaussianBasis:
 
     Parameters
     ----------
-    particles : int
-        N.
+    shard : Shard
+        The group's N particles, of which this process holds ``shard.local``
+        (:class:`zlimit._mpi.Shard`; all N in a single process). Every array here is
+        (·, shard.local), and every E_N is summed over the ranks.
     capacity : int
         Largest number of directions K this run can add.
     sigma : float
@@ -188,18 +202,19 @@ class GaussianBasis:
         Directions allocated up front; storage grows by half when they run out.
     """
 
-    def __init__(self, particles: int, capacity: int, sigma: float, tol: float, dtype, key: tuple[int, ...],
+    def __init__(self, shard: Shard, capacity: int, sigma: float, tol: float, dtype, key: tuple[int, ...],
                  budget: MemoryBudget | None = None, initial: int = 64):
-        self.n = particles
+        self.shard = shard
+        self.n = shard.local  # particles stored here
         self.capacity = capacity
         self.sigma = sigma
         self.tol = tol
         self.key = key
         self.budget = budget if budget is not None else MemoryBudget(math.inf)
         rows = min(capacity, initial)
-        self.budget.reserve(2 * rows * particles * np.dtype(dtype).itemsize)
-        self.basis = np.empty((rows, particles), dtype=dtype)
-        self.normals = np.empty((rows, particles), dtype=dtype)
+        self._reserve(2 * rows * self.n * np.dtype(dtype).itemsize)
+        self.basis = np.empty((rows, self.n), dtype=dtype)
+        self.normals = np.empty((rows, self.n), dtype=dtype)
         self.size = 0
 
     @property
@@ -214,7 +229,7 @@ class GaussianBasis:
         if rows <= self.basis.shape[0]:
             return
         new = min(self.capacity, max(rows, self.basis.shape[0] * 3 // 2))
-        self.budget.reserve(2 * (new - self.basis.shape[0]) * self.n * self.basis.itemsize)
+        self._reserve(2 * (new - self.basis.shape[0]) * self.n * self.basis.itemsize)
         for name in ("basis", "normals"):
             old = getattr(self, name)
             grown = np.empty((new, self.n), dtype=old.dtype)
@@ -230,7 +245,7 @@ class GaussianBasis:
             raise ValueError(f"the checkpoint's basis of shape {u.shape} (storage {rows}) does not belong to this run")
         extra = rows - self.basis.shape[0]
         if extra > 0:
-            self.budget.reserve(2 * extra * self.n * self.basis.itemsize)
+            self._reserve(2 * extra * self.n * self.basis.itemsize)
             self.basis = np.empty((rows, self.n), dtype=self.basis.dtype)
             self.normals = np.empty((rows, self.n), dtype=self.normals.dtype)
         self.basis[:K] = u
@@ -248,9 +263,13 @@ class GaussianBasis:
         """g_k, shape (K, N)."""
         return self.normals[: self.size]
 
+    def _reserve(self, nbytes: int) -> None:
+        """Reserve storage in the budget; over MPI every rank raises when one is over."""
+        self.budget.reserve(nbytes, self.shard.any)
+
     def _fresh_normals(self, out: np.ndarray, labels) -> None:
         for row, label in zip(out, labels):
-            fill_normals(row, stream_key(*self.key, label))
+            fill_normals(row, stream_key(*self.key, label), self.shard.lo)
 
     # ---------------------------------------------------------------- adding
     def add(self, X: np.ndarray, m: int | None = None, labels=None) -> tuple[np.ndarray, ...]:
@@ -283,9 +302,10 @@ class GaussianBasis:
         b = X.shape[0]
         m = b if m is None else m
         K0 = self.size
-        scale = np.sqrt(np.einsum("ip,ip->i", X, X) / self.n)
-        C_old, R = project(self.u, X)
-        Q, C_new, rho, opened = orthonormalise(R[:m], self.tol, scale[:m])
+        mean = self.shard
+        scale = np.sqrt(mean.sum(np.einsum("ip,ip->i", X, X)) / mean.n)
+        C_old, R = project(self.u, X, mean)
+        Q, C_new, rho, opened = orthonormalise(R[:m], self.tol, scale[:m], mean)
         self._append(Q)
         with np.errstate(invalid="ignore", divide="ignore"):
             dropped = np.where((rho > 0) & ~opened, (rho / scale[:m]) ** 2, 0.0)
@@ -293,7 +313,7 @@ class GaussianBasis:
         C[K0:, :m] = C_new
         if b == m:
             return self.sample(C), C, rho, dropped
-        C[K0:, m:], R_obs = project(Q, R[m:])  # the observed rows against the new directions
+        C[K0:, m:], R_obs = project(Q, R[m:], mean)  # the observed rows against the new directions
         Zhat = self.sample(C)
         residual, rho_obs = self._observe(R_obs, scale[m:], labels)
         Zhat[m:] += residual
@@ -311,7 +331,7 @@ class GaussianBasis:
         """The part of Ẑ of observed rows that lies off the basis, from their residuals
         R (b, N): σ times their own Gram–Schmidt factor times temporary normals drawn
         from the streams ``labels``. Returns it (b, N) and the residual norms (b,)."""
-        Q, C_tmp, rho, _ = orthonormalise(R, self.tol, scale)
+        Q, C_tmp, rho, _ = orthonormalise(R, self.tol, scale, self.shard)
         out = np.zeros_like(R)
         if Q.shape[0]:
             extra = np.empty_like(Q)
@@ -328,7 +348,7 @@ class GaussianBasis:
         if self.size == 0:
             return 0.0
         S = self.u[max(0, self.size - rows):]
-        E = (S @ self.u.T).astype(np.float64) / self.n
+        E = self.shard.gram(S, self.u)
         E[:, self.size - S.shape[0]:] -= np.eye(S.shape[0])
         return float(np.abs(E).max())
 
@@ -345,7 +365,7 @@ class GaussianBasis:
 
         By Stein's lemma this estimates E[∂Z^y/∂g_k] (maths §3).
         """
-        return (self.g @ Y.T) / self.n
+        return self.shard.sum(self.g @ Y.T) / self.shard.n
 
     def combine(self, D: np.ndarray) -> np.ndarray:
         """Σ_k D_kj Z^{u_k} for D of shape (K, b); returns (b, N), in the storage dtype."""

@@ -55,18 +55,22 @@ def _uniform(key, counter):
 
 
 @numba.njit(nogil=True, cache=True)
-def fill_normals(out, key):
-    """Fill the 1-d array ``out`` (length N) with standard normals of stream ``key``.
+def fill_normals(out, key, offset=0):
+    """Fill the 1-d array ``out`` with the standard normals of stream ``key`` for the
+    particles offset, offset + 1, …, offset + len(out) − 1 (``offset`` even).
 
     Marsaglia's polar method on counter-based uniforms: pair q (particles 2q, 2q+1)
     tries the points (u, v) at counters (q, attempt) until u² + v² < 1, so entry p is
-    a function of (key, p) alone, whoever computes it.
+    a function of (key, p) alone, whoever computes it: an MPI rank that holds
+    particles lo..hi−1 of a group (:class:`zlimit._mpi.Shard`) draws exactly the
+    numbers a single process draws for them.
     """
     n = out.shape[0]
+    first = offset // 2
     for q in range((n + 1) // 2):
         attempt = 0
         while True:
-            c = np.uint64(q) * np.uint64(64) + np.uint64(2 * attempt)
+            c = np.uint64(first + q) * np.uint64(64) + np.uint64(2 * attempt)
             u = 2.0 * _uniform(key, c) - 1.0
             v = 2.0 * _uniform(key, c + np.uint64(1)) - 1.0
             s = u * u + v * v
