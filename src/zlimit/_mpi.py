@@ -129,7 +129,9 @@ class Shard:
         """True on every rank when ``flag`` is true on some rank."""
         if self.comm is None:
             return bool(flag)
-        return bool(self.comm.allreduce(bool(flag), op=_mpi().LOR))
+        out = np.zeros(1, dtype=np.int32)  # a buffer call: mpi4py releases the GIL in it (its pickling
+        self.comm.Allreduce(np.array([int(bool(flag))], dtype=np.int32), out, op=_mpi().MAX)  # calls may not)
+        return bool(out[0])
 
     def variance(self, v: np.ndarray) -> float:
         """The variance over all n particles of the particle vector v (local part, (N_local,))."""

@@ -12,6 +12,13 @@ Commands::
 Every command takes ``--quiet`` (no progress bars) and ``--debug`` (full tracebacks).
 Configuration files are described by ``zlimit simulate --help`` (the docstring of :mod:`zlimit._config`).
 
+Over MPI, ``mpiexec -n R zlimit simulate CONFIG.toml`` splits every particle group over
+R ranks (``pip install "zlimit[mpi]"``; :mod:`zlimit._mpi`, ``docs/scaling.md``). Every
+rank reads the configuration; only rank 0 prints and writes files. An error on any
+rank ends every rank with one line from rank 0 (or, for an error only one rank meets
+inside the run, from that rank), and Ctrl-C ends every rank (exit status 130). The
+other commands do not run under an MPI launcher.
+
 Exit status: 0 on success; 2 for usage and configuration errors (bad arguments,
 invalid TOML or settings, a path that is missing, of the wrong kind or not permitted,
 a data file that is not what it should be); 1 for runtime failures (a run that
@@ -154,18 +161,28 @@ def cmd_simulate(args) -> int:
     from ._config import load_config
     from ._api import simulate
 
-    cfg = load_config(args.config)
-    X, y, X_eval, batches = _config_data(cfg)
-    out = _out_dir(args.out)
+    comm, lead = args.comm, _lead(args)
+
+    def prepare():
+        cfg = load_config(args.config)
+        if comm is not None and cfg.run.parametrization != "mup":
+            raise ValueError(f"{cfg.path.name}: parametrization = {cfg.run.parametrization!r} has no particles to "
+                             "split over MPI ranks; run it without mpiexec")
+        return cfg, _config_data(cfg), _out_dir(args.out) if lead else None
+
+    cfg, (X, y, X_eval, batches), out = _on_every_rank(comm, prepare)
     r = cfg.run
     run = simulate(cfg.model, X, y, steps=r.steps, particles=r.particles, groups=r.groups, seed=r.seed,
                    X_eval=X_eval, batches=batches, parametrization=r.parametrization, progress=not args.quiet,
-                   checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every)
+                   checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, comm=comm)
+    if not lead:
+        return 0
     run.save(out / "limit.npz")
     written = [str(out / "limit.npz")]
     written += _save_figures({"outputs.png": plot.trajectories(run, max_inputs=6)}, out)
+    ranks = "" if comm is None else f", over {comm.Get_size()} MPI ranks"
     _say(f"zlimit simulate: {cfg.path.name}: {r.parametrization} limit, {r.steps} steps, "
-         f"{r.particles} particles in {r.groups} groups")
+         f"{r.particles} particles in {r.groups} groups{ranks}")
     _say(_output_table(run))
     _say(f"training loss: {run.loss[0]:.4g} -> {run.loss[-1]:.4g}")
     _say("Wrote:\n" + "\n".join(f"  {p}" for p in written))
@@ -312,10 +329,46 @@ def build_parser() -> argparse.ArgumentParser:
 _PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
+class _RankError(Exception):
+    """An error another MPI rank met (:func:`_on_every_rank`), with that rank's exit status."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def _lead(args) -> bool:
+    """Whether this process prints and writes: always, except on MPI ranks other than 0."""
+    return args.comm is None or args.comm.Get_rank() == 0
+
+
+def _on_every_rank(comm, task):
+    """``task()`` on every MPI rank (just ``task()`` without ``comm``); when it raises on
+    any rank, every rank raises: its own error, or the first failing rank's as a
+    :class:`_RankError` (a file that one rank cannot read must not leave the others
+    waiting in the run's first collective)."""
+    if comm is None:
+        return task()
+    try:
+        result, error = task(), None
+    except Exception as exc:
+        result, error = None, exc
+    errors = comm.allgather(None if error is None else (_one_line(error), _exit_code(error) or 1))
+    failed = [(rank, e) for rank, e in enumerate(errors) if e is not None]
+    if error is not None:
+        raise error
+    if failed:
+        rank, (line, code) = failed[0]
+        raise _RankError(f"on MPI rank {rank}: {line}", code)
+    return result
+
+
 def _exit_code(exc: BaseException) -> int | None:
     """2 for usage, configuration and path errors, 1 for runtime failures, None for bugs."""
     from ._errors import DivergenceError, NumericalError, ResourceError
 
+    if isinstance(exc, _RankError):
+        return exc.code
     if isinstance(exc, (ValueError, *_PATH_ERRORS)):
         return 2
     if isinstance(exc, (DivergenceError, NumericalError, FloatingPointError, ResourceError, MemoryError,
@@ -342,7 +395,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _fail(args, line: str, code: int) -> int:
-    """Print ``line`` (after the traceback with --debug) and return ``code``."""
+    """Print ``line`` (after the traceback with --debug; over MPI, on rank 0 only) and return ``code``."""
+    if not _lead(args):
+        return code
     if args.debug:
         traceback.print_exc()
     print(line, file=sys.stderr, flush=True)
@@ -369,8 +424,20 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (printed by the parser)
         return exc.code
+    from ._mpi import world
+
+    args.comm = None
+    try:
+        args.comm = world()  # started by mpiexec (or srun) as one of several ranks
+    except ImportError as exc:
+        return _fail(args, f"{PROG}: error: {_one_line(exc)}", 1)
+    if args.comm is not None and args.func is not cmd_simulate:
+        return _fail(args, f"{PROG}: error: only 'zlimit simulate' runs over MPI ranks; run 'zlimit {args.command}' "
+                           "without mpiexec", 2)
     with warnings.catch_warnings():  # restores the warning settings when done (main may run in-process)
-        if not args.debug:
+        if not _lead(args):
+            warnings.simplefilter("ignore")  # rank 0 shows them
+        elif not args.debug:
             warnings.showwarning = _show_warning
             # float overflow inside a diverging run: the run itself reports the divergence
             warnings.filterwarnings("ignore", category=RuntimeWarning,
