@@ -213,10 +213,13 @@ def abort(comm, exc: BaseException, code: int = 1) -> None:
     For an error that not every rank raises: the others are waiting in a collective
     and cannot be told any other way.
     """
-    rank = comm.Get_rank()
-    message = str(exc) or type(exc).__name__
-    print(f"zlimit: error on MPI rank {rank} of {comm.Get_size()}: {message} ({type(exc).__name__}); "
-          "ending all ranks", file=sys.stderr, flush=True)
+    where = f"MPI rank {comm.Get_rank()} of {comm.Get_size()}"
+    if isinstance(exc, KeyboardInterrupt):
+        line = f"zlimit: interrupted on {where}; ending all ranks"
+    else:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        line = f"zlimit: error on {where}: {message} ({type(exc).__name__}); ending all ranks"
+    print(line, file=sys.stderr, flush=True)
     comm.Abort(code)
 
 
