@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,7 @@ from ._kernels import apply_pair, fill_normals, stream_key
 from ._memory import BASELINE_BYTES, available_memory, process_rss, record_bytes
 from ._driver import Backward, Forward, Recorder, assemble, diverged, run_sgd
 from ._model import MLP, accumulate
-from ._mpi import Shard, abort, agree_arguments, group_comms, node_ranks, split
+from ._mpi import Shard, abort, agree_arguments, group_comms, node_ranks, split, threads_allowed
 from ._keys import key
 from ._results import Run
 
@@ -639,8 +640,11 @@ def simulate_mc(model: MLP, data, settings, on_step=None, checkpoint=None, comm=
     s = settings
     m, M, steps, batches = data.m, data.M, s.steps, list(data.batches)
     cfg = _Config.of(s)
-    if comm is not None:
-        agree_arguments(comm, model.describe(), s, data.X, data.y, data.X_eval, *data.batches)
+    if comm is not None:  # threads and progress may differ between ranks: they change no number
+        agree_arguments(comm, model.describe(), dataclasses.replace(s, threads=1, progress=False), data.X, data.y,
+                        data.X_eval, *data.batches)
+        if not threads_allowed(comm):
+            s = dataclasses.replace(s, threads=1)
     lead = comm is None or comm.Get_rank() == 0
     have, fixed = preflight(model, data, s, comm)
     budget = MemoryBudget(0.8 * have - fixed)

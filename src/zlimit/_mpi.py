@@ -19,7 +19,9 @@ local sum over them followed by one reduction over the ranks (:meth:`Shard.sum`)
   reduction), which ``tests/test_mpi.py`` measures and bounds.
 * **Threads.** Each rank runs its groups on worker threads as a single process does;
   each group talks on its own duplicate of the communicator (:func:`group_comms`), so
-  the collectives of different groups never interleave.
+  the collectives of different groups never interleave. That needs an MPI initialised
+  with ``MPI_THREAD_MULTIPLE`` (mpi4py's default); with less, groups run one at a time
+  (:func:`threads_allowed`), which changes no number.
 * **Failures.** An error that not every rank can see (a bug, a ``MemoryError``, an
   ``on_step`` that raises on one rank, a second Ctrl-C) would leave the other ranks
   waiting in a collective forever: :func:`abort` prints the one-line error and ends
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Shard", "check_comm", "group_comms", "abort", "agree_arguments", "node_ranks", "world"]
+__all__ = ["Shard", "check_comm", "group_comms", "abort", "agree_arguments", "node_ranks", "threads_allowed", "world"]
 
 #: environment variables that MPI launchers set in each rank (MPICH's Hydra and srun's PMI, Open MPI, PMIx)
 _LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
@@ -168,6 +170,12 @@ def group_comms(comm, groups: int) -> list:
     if comm is None:
         return [None] * groups
     return [comm.Dup() for _ in range(groups)]
+
+
+def threads_allowed(comm) -> bool:
+    """Whether groups may run on several threads: MPI must have been initialised with
+    ``MPI_THREAD_MULTIPLE`` (mpi4py asks for it; a site MPI may give less)."""
+    return comm is None or _mpi().Query_thread() >= _mpi().THREAD_MULTIPLE
 
 
 def agree_arguments(comm, *parts) -> None:
