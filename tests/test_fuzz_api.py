@@ -55,6 +55,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import zlimit
+from mpi4py import MPI  # the test extra brings mpi4py: simulate(comm=...) is fuzzed too
 
 COUNTS: Counter = Counter()
 #: per entry, the outcomes of calls whose model has each extension of maths §6 ("entry:feature:outcome")
@@ -715,11 +716,15 @@ def on_step_values(call: Call, draw):
 
 _COMMON = ("model", "X", "y", "X_eval", "steps", "batches", "record_steps", "on_step", "progress", "parametrization",
            "method")
-_MC_OPTIONS = ("particles", "groups", "seed", "dtype", "threads", "qmc", "gradient_independence", "basis_tol")
+_MC_OPTIONS = ("particles", "groups", "seed", "dtype", "threads", "qmc", "gradient_independence", "basis_tol", "comm")
+#: what is never a communicator (COMM_NULL included); COMM_WORLD in a plain process is one rank, and valid
+NOT_COMMS = st.sampled_from(JUNK + BOOLS + [0, 1, "COMM_WORLD", MPI.COMM_NULL, MPI.COMM_WORLD.Get_group(), MPI,
+                                            MPI.COMM_WORLD.Create_cart([1]).Get_topology()])
 #: y spoilt four times as often as another argument: its bad values depend on the model's loss and outputs
 Y_WEIGHT = ("y",) * 3
 #: the arguments of simulate per entry (for "exact" and "ntk", an option given at all is bad)
-LIMIT_ARGS = {"mc": _COMMON + _MC_OPTIONS, "ntk": _COMMON + _MC_OPTIONS, "exact": _COMMON + _MC_OPTIONS}
+LIMIT_ARGS = {"mc": _COMMON + _MC_OPTIONS + ("comm",) * 2, "ntk": _COMMON + _MC_OPTIONS,
+              "exact": _COMMON + _MC_OPTIONS}
 
 
 @st.composite
@@ -744,6 +749,9 @@ def limit_calls(draw, entry: str):
             if call.plan.get(name) == BAD:  # given at all: refused by the exact method, whatever its value
                 call.kwargs[name] = draw(st.sampled_from([1000, 2, 0, "float64", False, 1e-3]))
                 call.bad.add(name)
+        if call.plan.get("comm") == BAD:  # a communicator: the exact limit has no particles to split
+            call.kwargs["comm"] = MPI.COMM_WORLD
+            call.bad.add("comm")
         return call, model, m, M, T, {}
     N = draw(st.integers(16, 2000))
     G = draw(st.integers(1, 4))
@@ -772,7 +780,13 @@ def limit_calls(draw, entry: str):
             if call.plan.get(name) == BAD:  # given at all: refused by the NTK limit, whatever its value
                 call.kwargs[name] = draw(st.sampled_from([False, True, 1e-3]))
                 call.bad.add(name)
+        if call.plan.get("comm") == BAD:  # a communicator: the NTK limit has no particles to split
+            call.kwargs["comm"] = MPI.COMM_WORLD
+            call.bad.add("comm")
         return call, model, m, M, T, meta
+    comm = put(draw, call, "comm", st.sampled_from([OMIT, None, MPI.COMM_WORLD]), NOT_COMMS)
+    if comm is MPI.COMM_WORLD:
+        meta["ranks"] = 1
     gi = put(draw, call, "gradient_independence", st.sampled_from([None, False, True]), not_bools(none_ok=True))
     tol = put(draw, call, "basis_tol", st.one_of(st.none(), st.floats(1e-12, 0.5), st.just(np.float32(1e-3))),
               st.one_of(NOT_FLOATS.filter(lambda v: v is not None), st.floats(max_value=0.0),

@@ -174,6 +174,21 @@ def _check_limit_model(model: MLP, settings: LimitSettings) -> None:
                          "leaves the linearised regime); remove it or use parametrization='mup'")
 
 
+def _check_comm(comm, settings: LimitSettings, checkpoint, checkpoint_every):
+    """``comm`` checked (:func:`zlimit._mpi.check_comm`), for the Monte Carlo μP limit
+    without a checkpoint; None when not given."""
+    if comm is None:
+        return None
+    if settings.method == "exact" or settings.parametrization == "ntk":
+        raise ValueError("comm applies to the Monte Carlo μP limit (method='mc', parametrization='mup'); the "
+                         "exact and NTK limits need no particles to split; remove it")
+    comm = check_comm(comm, settings.particles // settings.groups)
+    if checkpoint is not None or checkpoint_every is not None:
+        raise ValueError("checkpoint does not apply over MPI (comm): each rank holds only its share of the "
+                         "particles; remove it, or run without comm")
+    return comm
+
+
 def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed: int | None = None, X_eval=None,
              batches=None, groups: int | None = None, dtype: str | None = None, progress: bool = True,
              method: str = "mc", gradient_independence: bool | None = None, basis_tol: float | None = None,
@@ -322,23 +337,17 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
     settings = limit_settings(method, parametrization, steps, record_steps, progress, particles=particles,
                               groups=groups, seed=seed, dtype=dtype, threads=threads, qmc=qmc,
                               gradient_independence=gradient_independence, basis_tol=basis_tol)
+    comm = _check_comm(comm, settings, checkpoint, checkpoint_every)
     _check_limit_model(model, settings)
     _check_on_step(on_step)
     data = Data.build(model, X, y, X_eval, batches, settings.steps)
     if settings.method == "exact" or settings.parametrization == "ntk":
-        if comm is not None:
-            raise ValueError("comm applies to the Monte Carlo μP limit (method='mc', parametrization='mup'); the "
-                             "exact and NTK limits need no particles to split; remove it")
         if checkpoint is not None or checkpoint_every is not None:
             raise ValueError("checkpoint applies to the Monte Carlo μP limit (method='mc', parametrization='mup') "
                              "and to train_finite; the exact and NTK limits are quick to recompute; remove it")
         if settings.method == "exact":
             return _exact.simulate_exact(model, data, settings, on_step)
         return _ntk.simulate_ntk(model, data, settings, on_step)
-    comm = check_comm(comm, settings.particles // settings.groups)
-    if comm is not None and (checkpoint is not None or checkpoint_every is not None):
-        raise ValueError("checkpoint does not apply over MPI (comm): each rank holds only its share of the "
-                         "particles; remove it, or run without comm")
     ckpt = _checkpoint(checkpoint, checkpoint_every, "mc", model, data, settings, skip=("threads", "progress"))
     run = _engine.simulate_mc(model, data, settings, on_step, ckpt, comm)
     if ckpt is not None:
