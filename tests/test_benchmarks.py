@@ -237,3 +237,30 @@ def test_extensions_benchmark_tiny_writes_json(tmp_path):
     assert set(res["median_s"]) == {"plain", "biases", "xent10", "momentum", "decay", "all"}
     assert all(_finite(v) and v > 0 for v in res["median_s"].values())
     assert res["ratio"]["plain"] == 1.0 and all(v >= 1 for v in res["directions_max"].values())
+
+
+def test_scaling_benchmark_tiny_writes_json(tmp_path):
+    """benchmarks/scaling.py --tiny: mpiexec with R = 1 and 2, strong and weak rows, per-rank
+    memory and reductions, the latency fit and the cost model, all positive and finite. mpi4py
+    and mpiexec come with the test extra (the mpich wheel): without them this fails, as
+    tests/test_mpi.py does."""
+    res = _tiny("scaling.py", tmp_path)
+    assert {"strong", "weak", "no_mpi", "memory", "communication", "latency", "model", "sites"} <= set(res)
+    assert [r["ranks"] for r in res["strong"]] == [1, 2] == [r["ranks"] for r in res["weak"]]
+    for r in res["strong"] + res["weak"] + [res["no_mpi"]]:
+        assert _finite(r["wall_s"]) and r["wall_s"] > 0
+    assert all(_finite(r[k]) and r[k] > 0 for r in res["strong"] for k in ("speedup", "efficiency"))
+    assert len(res["memory"]) == len(res["communication"]) == 6  # 1 + 2 ranks, strong and weak
+    for r in res["memory"]:
+        assert all(_finite(r[k]) and r[k] > 0 for k in ("peak_rss_bytes", "estimate_memory_bytes"))
+    for r in res["communication"]:
+        assert all(_finite(r[k]) and r[k] > 0 for k in ("comm_s", "comm_fraction", "reductions_per_step",
+                                                          "bytes_per_step"))
+    for fit in res["latency"].values():
+        assert all(_finite(fit[k]) and fit[k] > 0 for k in ("alpha_s", "beta_s_per_byte"))
+    model = res["model"]
+    assert all(_finite(model[k]) and model[k] > 0 for k in ("compute_1_step_s", "reductions_per_step"))
+    for tables in model["tables"].values():
+        for rows in tables.values():
+            assert [r["ranks"] for r in rows] == [1, 2, 4, 8, 16, 32, 64]
+            assert all(_finite(r[k]) and r[k] > 0 for r in rows for k in ("step_s", "speedup", "efficiency"))
