@@ -294,7 +294,7 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
         ``outputs_se``, ``loss``, ``error_signals``,
         ``kernel(l, kind)``, ``novelty`` and ``bases`` (maths §3); ``meta`` has
         ``peak_basis_bytes`` (Monte Carlo μP: the most the bases of one group
-        held). ``error_model`` is "exact" for ``method="exact"`` (zero standard
+        held; over MPI, rank 0's share of them) and, over MPI, ``ranks``. ``error_model`` is "exact" for ``method="exact"`` (zero standard
         errors), else "groups".
 
     Raises

@@ -354,9 +354,14 @@ class Session:
             self._write_if_all_parked()
 
     def finish(self, g: int) -> None:
-        """Trajectory g completed its last step (its recorder is final)."""
+        """Trajectory g completed its last step (its recorder is final). Its state (a
+        group's Gaussian bases) and the features its recorder kept for cross-step
+        kernels are dropped: a finished group must not hold memory while the others run."""
         with self._cond:
-            self._done[g] = self._running.pop(g)
+            done = self._running.pop(g)
+            done.state = None
+            done.recorder.kept.clear()
+            self._done[g] = done
             self._write_if_all_parked()
 
     def fail(self, g: int) -> None:

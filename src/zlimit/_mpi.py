@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,12 +216,19 @@ def node_ranks(comm) -> int:
         local.Free()
 
 
+#: held by the first thread of this process that ends the job: one line per rank, not per group
+_ABORTING = threading.Lock()
+
+
 def abort(comm, exc: BaseException, code: int = 1) -> None:
     """End every rank of ``comm``: print ``exc`` as one line, then ``MPI_Abort(code)``.
 
     For an error that not every rank raises: the others are waiting in a collective
-    and cannot be told any other way.
+    and cannot be told any other way. When several groups of a rank fail at once, the
+    first one prints and aborts; the others wait for the end.
     """
+    if not _ABORTING.acquire(blocking=False):  # another thread of this rank is ending the job already
+        threading.Event().wait()  # (MPI_Abort ends this process too)
     where = f"MPI rank {comm.Get_rank()} of {comm.Get_size()}"
     if isinstance(exc, KeyboardInterrupt):
         line = f"zlimit: interrupted on {where}; ending all ranks"
