@@ -254,11 +254,11 @@ def _base_normals(rows: int, k: int, shard: Shard, dtype, cfg: _Config, group: i
     if cfg.qmc:
         rng = np.random.default_rng(int(stream_key(cfg.seed, group, 0, _INPUT, _QMC)))
         sobol = scipy.stats.qmc.Sobol(d=rows + k, scramble=True, seed=rng)
-        if shard.lo:  # (fast_forward(0) fails in scipy)
+        if shard.lo:  # points lo..hi−1 of the group's sequence (another MPI rank drew the first lo)
             sobol.fast_forward(shard.lo)
-        with warnings.catch_warnings():  # the group's N points are the first N of 2^⌈log2 N⌉ balanced ones
-            warnings.filterwarnings("ignore", "The balance properties of Sobol", UserWarning)
             u = sobol.random(shard.local)
+        else:  # the first of 2^⌈log2 n⌉ balanced points (scipy warns when a sequence starts otherwise)
+            u = sobol.random_base2(int(np.ceil(np.log2(shard.local))))[: shard.local]
         return scipy.special.ndtri(np.clip(u, 1e-300, 1 - 1e-16)).T.astype(dtype)
     g = np.empty((rows + k, shard.local), dtype=dtype)
     for j, row in enumerate(g[:rows]):
