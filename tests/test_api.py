@@ -168,7 +168,7 @@ def _hostile(entry: str) -> dict:
         out |= {"width": _not_an_int(1, none=True), "seed": _not_a_seed(none=True),
                 "dtype": _not_a_dtype(none=True), "parametrization": _not_a_choice(("mup", "sp", "ntp", "ip"))}
         return out
-    out |= {"progress": _not_a_bool(none=True), "method": _not_a_choice(("mc", "exact"))}
+    out |= {"progress": _not_a_bool(none=False), "method": _not_a_choice(("mc", "exact"))}
     if entry != "exact":
         out["parametrization"] = _not_a_choice(("mup", "ntk"))
     if limit:

@@ -737,7 +737,7 @@ def limit_calls(draw, entry: str):
     m, M = draw(data_calls(call, model))
     T = draw(steps_and_friends(call, m))
     on_step_values(call, draw)
-    put(draw, call, "progress", st.sampled_from([False, np.False_]), not_bools())
+    put(draw, call, "progress", st.sampled_from([False, np.False_, None]), not_bools(none_ok=True))
     call.kwargs["method"] = "exact" if entry == "exact" else "mc"
     if entry == "ntk":
         call.kwargs["parametrization"] = "ntk"

@@ -20,6 +20,7 @@ import numpy as np
 from . import _engine, _exact, _finite, _ntk
 from ._checkpoint import DEFAULT_EVERY, Checkpoint, identity
 from ._model import MLP, check_model
+from ._progress import resolve as resolve_progress
 from ._mpi import check_comm
 from ._results import Run
 from ._memory import record_bytes, require_memory
@@ -138,7 +139,7 @@ def limit_settings(method, parametrization, steps, record_steps, progress, **opt
     method = check_choice("method", method, METHODS)
     parametrization = check_choice("parametrization", parametrization, LIMIT_PARAMETRIZATIONS)
     steps = check_int("steps", steps, 0)
-    common = dict(method=method, parametrization=parametrization, steps=steps, progress=check_bool("progress", progress),
+    common = dict(method=method, parametrization=parametrization, steps=steps, progress=resolve_progress(progress),
                   record_steps=check_record_steps(record_steps, steps))
     if method == "exact":
         if parametrization != "mup":
@@ -190,7 +191,7 @@ def _check_comm(comm, settings: LimitSettings, checkpoint, checkpoint_every):
 
 
 def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed: int | None = None, X_eval=None,
-             batches=None, groups: int | None = None, dtype: str | None = None, progress: bool = True,
+             batches=None, groups: int | None = None, dtype: str | None = None, progress: bool | None = None,
              method: str = "mc", gradient_independence: bool | None = None, basis_tol: float | None = None,
              record_steps=(0,), parametrization: str = "mup", threads: int | None = None,
              qmc: bool | None = None, on_step=None, checkpoint=None, checkpoint_every: float | None = None,
@@ -212,8 +213,9 @@ def simulate(model: MLP, X, y, *, steps: int, particles: int | None = None, seed
     record_steps : sequence of int
         Steps s whose features are kept for the cross-step kernels E[Z_s Z_t'] (0 is
         always kept); integers in [0, steps].
-    progress : bool
-        Show a progress bar.
+    progress : bool or None
+        Show a progress bar. None (default): only when stderr is a terminal or in
+        Jupyter, so batch jobs and CI logs stay clean.
     method : {"mc", "exact"}
         "mc": Monte Carlo over particles (maths §3). "exact": the deterministic
         linear-network limit (activation "linear", maths §4); it takes none of the

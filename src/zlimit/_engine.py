@@ -26,7 +26,6 @@ import numpy as np
 import scipy.special
 import scipy.stats.qmc
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
 from ._checkpoint import Session, Stopped, hook_step, restore_into, resume, stop_on_sigint
 from ._errors import DivergenceError, MonteCarloWarning, NumericalError, ResourceError
@@ -35,6 +34,7 @@ from ._kernels import apply_pair, fill_normals, stream_key
 from ._memory import BASELINE_BYTES, available_memory, process_rss, record_bytes
 from ._driver import Backward, Forward, Recorder, assemble, diverged, run_sgd
 from ._model import MLP, accumulate
+from ._progress import bar as progress_bar
 from ._mpi import Shard, abort, agree_arguments, group_comms, node_ranks, split, threads_allowed
 from ._keys import key
 from ._results import Run
@@ -656,8 +656,8 @@ def simulate_mc(model: MLP, data, settings, on_step=None, checkpoint=None, comm=
     run_group = lambda g: _run_group(model, data.X, X_all, data.y, batches, cfg, g, caps, budget, steps, bar, on_step,
                                      session, comms[g])
     try:
-        with tqdm(total=s.groups * (steps + 1), disable=not (s.progress and lead), desc="zlimit.simulate",
-                  unit="step") as bar, threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(live) as pool, \
+        with progress_bar(total=s.groups * (steps + 1), progress=s.progress and lead, desc="zlimit.simulate",
+                          unit="step") as bar, threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(live) as pool, \
                 stop_on_sigint(session) if comm is None else contextlib.nullcontext():
             futures = [pool.submit(run_group, g) for g in range(s.groups)]
             try:

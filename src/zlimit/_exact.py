@@ -37,11 +37,11 @@ from __future__ import annotations
 
 import numpy as np
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
 from ._driver import Backward, Forward, Recorder, assemble, diverged, run_sgd
 from ._gaussian import orthonormalise, project
 from ._model import MLP, accumulate
+from ._progress import bar as progress_bar
 from ._mpi import Shard
 from ._keys import key
 from ._results import Run
@@ -605,7 +605,7 @@ def simulate_exact(model: MLP, data, settings, on_step=None) -> Run:
     upper_eval = min(me, X.shape[1]) + (model.depth - 1) * me * (steps + 1)
     # the products here are small: one BLAS thread avoids thread start-up and contention
     with np.errstate(over="ignore", invalid="ignore"), threadpool_limits(limits=1, user_api="blas"), \
-            tqdm(total=steps + 1, disable=not settings.progress, desc="zlimit.simulate (exact)", unit="step") as bar:
+            progress_bar(total=steps + 1, progress=settings.progress, desc="zlimit.simulate (exact)", unit="step") as bar:
         state, rec = _grown(train, upper)
         if me:
             _grown(lambda c: _evaluate(model, state, rec, X, X_eval, steps, c), upper_eval)

@@ -29,12 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
 from ._driver import Backward, Forward, Recorder, assemble, run_sgd
 from ._engine import _Config, initial_features, preflight
 from ._gaussian import empirical_gram as _gram
 from ._model import MLP
+from ._progress import bar as progress_bar
 from ._results import Run
 
 __all__ = ["ntk_gram", "NtkState", "simulate_ntk"]
@@ -133,7 +133,7 @@ def simulate_ntk(model: MLP, data, settings, on_step=None) -> Run:
         bar.update(1)
         return rec
 
-    with tqdm(total=cfg.groups, disable=not settings.progress, desc="zlimit.simulate (ntk)", unit="group") as bar, \
+    with progress_bar(total=cfg.groups, progress=settings.progress, desc="zlimit.simulate (ntk)", unit="group") as bar, \
             threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(settings.threads, cfg.groups)) as pool:
         recs = list(pool.map(run_group, range(cfg.groups)))
     meta = {"kind": "limit", "method": "ntk", "parametrization": "ntk", "seed": cfg.seed, "steps": T, "m": data.m,

@@ -18,7 +18,11 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 
-__all__ = ["group_se", "t_interval", "t_quantile", "loglog_fit", "LogLogFit"]
+__all__ = ["group_se", "t_interval", "t_quantile", "interval", "interval_label", "Interval", "BAND", "loglog_fit",
+           "LogLogFit"]
+
+#: What every error bar and band of the package means (legends, tables, docs).
+BAND = "95% t-interval, G−1 dof"
 
 
 def group_se(a, axis: int = 0, *, single=None):
@@ -141,6 +145,97 @@ def t_interval(mean, se, dof, level: float = 0.95):
     if np.ndim(lo) == 0:
         return float(lo), float(hi)
     return lo, hi
+
+
+def interval_label(level: float = 0.95, groups: int | None = None) -> str:
+    """How an interval is described in legends and tables.
+
+    Examples
+    --------
+    >>> from zlimit._stats import interval_label
+    >>> interval_label()
+    '95% t-interval, G−1 dof'
+    >>> interval_label(0.9, groups=8)
+    '90% t-interval, G−1 = 7 dof'
+    >>> interval_label(groups=1)
+    'no interval (one group)'
+    """
+    level = _check_level(level)
+    if groups is not None and groups < 2:
+        return "no interval (one group)"
+    dof = "G−1 dof" if groups is None else f"G−1 = {groups - 1} dof"
+    return f"{100 * level:g}% t-interval, {dof}"
+
+
+class Interval(NamedTuple):
+    """An estimate with its Student-t confidence interval over G independent groups."""
+
+    value: float | np.ndarray
+    #: standard error, std over groups (ddof = 1) / sqrt(G); NaN with one group, 0 for an exact value
+    se: float | np.ndarray
+    low: float | np.ndarray
+    high: float | np.ndarray
+    groups: int
+    level: float
+
+    @property
+    def label(self) -> str:
+        """E.g. ``"95% t-interval, G−1 = 7 dof"`` (:func:`interval_label`)."""
+        return interval_label(self.level, self.groups)
+
+
+def interval(per_group, value=None, *, axis: int = 0, level: float = 0.95, exact: bool = False) -> Interval:
+    """The package's one error bar: ``value ± q·se``, q the two-sided Student-t quantile
+    at ``level`` with G − 1 degrees of freedom, se = :func:`group_se` of ``per_group``.
+
+    Every band, error bar and confidence interval zlimit reports (plots, tables,
+    :class:`zlimit.diagnostics.Estimate`) comes from here, and is labelled with
+    :func:`interval_label`.
+
+    Parameters
+    ----------
+    per_group : array_like, shape (..., G, ...)
+        The quantity per independent group (particle group or seed); ``axis`` is G.
+    value : array_like, optional
+        The estimate, shape of ``per_group`` without ``axis``. Default: the mean over
+        groups. For a nonlinear function of pooled data (an eigenvalue of the pooled
+        Gram) pass the pooled value; the per-group spread is then its delta-method proxy.
+    axis : int
+        The group axis.
+    level : float in (0, 1)
+    exact : bool
+        A deterministic value (the exact limit): se = 0 and a zero-width interval.
+
+    Returns
+    -------
+    Interval
+        ``value, se, low, high, groups, level``; floats for a scalar quantity. With one
+        group se is NaN and the interval collapses to the value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from zlimit._stats import interval
+    >>> iv = interval(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
+    >>> iv.value, round(iv.se, 6), round(iv.low, 4), round(iv.high, 4), iv.label
+    (3.0, 0.707107, 1.0368, 4.9632, '95% t-interval, G−1 = 4 dof')
+    >>> interval(np.array([[1.0, 2.0]])).se  # one group: no error
+    array([nan, nan])
+    """
+    a = np.asarray(per_group, dtype=np.float64)
+    if a.ndim == 0:
+        raise ValueError("per_group needs a group axis, got a scalar")
+    g = a.shape[axis]
+    v = a.mean(axis=axis) if value is None else np.asarray(value, dtype=np.float64)
+    if exact:
+        se = np.zeros(np.shape(v))
+    else:
+        se = group_se(a, axis=axis)
+    low, high = t_interval(v, se, max(g - 1, 1), level)
+    se = np.full(np.shape(v), np.nan) if se is None else np.asarray(se, dtype=np.float64)
+    if np.ndim(v) == 0:
+        return Interval(float(v), float(se), float(low), float(high), g, _check_level(level))
+    return Interval(v, se, np.asarray(low), np.asarray(high), g, _check_level(level))
 
 
 class LogLogFit(NamedTuple):
