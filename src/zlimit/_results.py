@@ -9,6 +9,7 @@ Inputs are ordered training first, then evaluation: M = m + m_eval.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,16 @@ class Run:
         vectors at step t whose nonzero residual got no direction (‖ρ‖ ≤ basis_tol·‖x‖)
         and ``dropped_mass_{side}{l}`` their Σ(‖ρ‖/‖x‖)², the truncation of maths §3;
         ``orthogonality_{side}{l}`` max|UUᵀ/N − I| where it was checked (NaN elsewhere).
+    moments : dict
+        ``"{kind}{l}"`` for kinds "h" and "x" -> ndarray (G, T+1, M, 2): the first
+        moments of each feature, ``[..., 0]`` = E[Z^{v_t(ξ_a)}] and ``[..., 1]`` =
+        E|Z^{v_t(ξ_a)}| (for a finite run the mean and the mean absolute value over the
+        n coordinates). With ``kernels`` (the second moments) they give the coordinate
+        statistics of :meth:`zlimit.compare.Comparison.coord_data`. Empty for runs
+        saved before these were recorded.
+    ntk : ndarray (G, M, M) or None
+        Θ(ξ_a, ξ_b), the neural tangent kernel of each group, for
+        ``simulate(parametrization="ntk")``; None for every other run.
     error_model : {"groups", "exact"}
         Where standard errors come from. "groups" (default): from the spread between
         the G independent groups (seeds or particle groups), none when G = 1.
@@ -76,6 +87,8 @@ class Run:
     novelty: dict[str, np.ndarray] = field(default_factory=dict)
     bases: dict[str, np.ndarray] = field(default_factory=dict)
     error_model: str = "groups"
+    moments: dict[str, np.ndarray] = field(default_factory=dict)
+    ntk: np.ndarray | None = None
 
     # -------------------------------------------------------------------- I/O
     def save(self, path):
@@ -101,6 +114,16 @@ class Run:
     def steps(self) -> int:
         """T, the number of SGD steps."""
         return self.outputs_groups.shape[1] - 1
+
+    @property
+    def width(self) -> float:
+        """n for a finite run, ``math.inf`` for a limit (Monte Carlo, NTK or exact)."""
+        return float(self.meta["width"]) if self.meta.get("kind") == "finite" else math.inf
+
+    @property
+    def label(self) -> str:
+        """How plots and tables name this run: ``"n = 256"`` or ``"n = ∞"``."""
+        return "n = ∞" if math.isinf(self.width) else f"n = {int(self.width)}"
 
     @property
     def m(self) -> int:
