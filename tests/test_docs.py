@@ -1,7 +1,7 @@
 """The code names cited by the docs exist.
 
-docs/z-recursions.md (the maths contract, with its appendix "Where each equation
-lives"), docs/performance.md and docs/scaling.md cite functions, classes and methods in backticks.
+The pages of docs/ — among them z-recursions.md (the maths contract, with its appendix
+"Where each equation lives"), performance.md and scaling.md — cite functions, classes and methods in backticks.
 Every backticked dotted name rooted at the package (``zlimit.…``) or at one of its
 modules written without the package (``_engine.…``, ``_gaussian.…``, …) must resolve
 by importing the module and looking up the rest, so that renaming code without
@@ -20,7 +20,8 @@ import pytest
 import zlimit
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-FILES = ("z-recursions.md", "performance.md", "scaling.md")
+#: every page of the documentation site (docs/*.md; the API pages cite through mkdocstrings)
+FILES = tuple(sorted(p.name for p in DOCS.glob("*.md")))
 
 #: the package's modules, so that a module-relative name such as `_engine._Group` is checked
 MODULES = frozenset(info.name for info in pkgutil.iter_modules(zlimit.__path__))

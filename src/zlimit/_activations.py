@@ -29,6 +29,21 @@ class Activation:
     phi, dphi : callable
         Scalar functions ``float -> float``. Plain Python functions are compiled
         with ``numba.njit``; already-jitted functions are used as they are.
+
+    Examples
+    --------
+    A custom φ for :class:`zlimit.MLP` (its name is what saved runs record):
+
+    >>> import math, zlimit
+    >>> softsign = zlimit.Activation("softsign", lambda x: x / (1.0 + abs(x)), lambda x: 1.0 / (1.0 + abs(x)) ** 2)
+    >>> softsign.phi(1.0), softsign.dphi(1.0)
+    (0.5, 0.25)
+    >>> zlimit.MLP(depth=2, activation=softsign).activation.name
+    'softsign'
+    >>> zlimit.Activation("bad", lambda x: math.log(x), lambda x: 1.0 / x)
+    Traceback (most recent call last):
+    ...
+    ValueError: activation 'bad': phi and dphi must be scalar functions numba can compile (float -> float); calling them failed: ...
     """
 
     name: str

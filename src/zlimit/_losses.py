@@ -33,6 +33,19 @@ class Loss:
         What :func:`zlimit._validate.check_data` requires of y: reals (shape (m,), or
         (m, k) with k > 1 outputs), labels in {-1, +1} (k = 1), or class indices in
         [0, k) of shape (m,) (k >= 2).
+
+    Examples
+    --------
+    The built-in losses are named in :class:`zlimit.MLP` (``loss="mse"``); a custom one,
+    here the Huber loss with threshold 1:
+
+    >>> import numpy as np, zlimit
+    >>> huber = zlimit.Loss("huber", lambda f, y: np.where(abs(f - y) < 1, 0.5 * (f - y) ** 2, abs(f - y) - 0.5),
+    ...                     lambda f, y: np.clip(f - y, -1.0, 1.0))
+    >>> huber.grad(np.array([0.5, 3.0]), np.zeros(2))
+    array([0.5, 1. ])
+    >>> zlimit.MLP(depth=2, loss=huber).loss.name
+    'huber'
     """
 
     name: str
