@@ -35,12 +35,14 @@ def random_array(rng, shape, dtype):
     return a
 
 
-def make_run(rng, G, T, M, m, depth, record_steps, novelty, dtype, meta=None, model=None):
-    kernels, cross, nov = {}, {}, {}
+def make_run(rng, G, T, M, m, depth, record_steps, novelty, dtype, meta=None, model=None, moments=True, ntk=False):
+    kernels, cross, nov, mom = {}, {}, {}, {}
     for l in range(1, depth + 1):
         for k in ("h", "x"):
             kernels[f"{k}{l}"] = random_array(rng, (G, T + 1, M, M), dtype)
             cross[f"{k}{l}"] = random_array(rng, (G, len(record_steps), T + 1, M, M), dtype)
+            if moments:
+                mom[f"{k}{l}"] = random_array(rng, (G, T + 1, M, 2), dtype)
         kernels[f"dh{l}"] = random_array(rng, (G, T, m, m), dtype)
         if novelty and l >= 2:
             nov[f"fwd{l}"] = random_array(rng, (G, T + 1, M), dtype)
@@ -56,6 +58,8 @@ def make_run(rng, G, T, M, m, depth, record_steps, novelty, dtype, meta=None, mo
         cross=cross,
         record_steps=tuple(record_steps),
         novelty=nov,
+        moments=mom,
+        ntk=random_array(rng, (G, M, M), dtype) if ntk else None,
     )
 
 
@@ -68,11 +72,15 @@ def assert_bit_equal(a, b):
 def assert_runs_equal(r1, r2):
     for name in ("outputs_groups", "loss_groups", "error_signals_groups"):
         assert_bit_equal(getattr(r1, name), getattr(r2, name))
-    for group in ("kernels", "cross", "novelty"):
+    for group in ("kernels", "cross", "novelty", "bases", "moments"):
         d1, d2 = getattr(r1, group), getattr(r2, group)
         assert list(d1) == list(d2)
         for key in d1:
             assert_bit_equal(d1[key], d2[key])
+    assert (r1.ntk is None) == (r2.ntk is None)
+    if r1.ntk is not None:
+        assert_bit_equal(r1.ntk, r2.ntk)
+    assert r2.error_model == r1.error_model
     assert r2.record_steps == r1.record_steps and isinstance(r2.record_steps, tuple)
     assert r2.model.describe() == r1.model.describe()
     assert r2.model.sigma == r1.model.sigma and r2.model.eta == r1.model.eta
@@ -89,7 +97,8 @@ def run_specs(draw):
     extra = draw(st.lists(st.integers(1, T), unique=True, max_size=2)) if T >= 1 else []
     record_steps = (0, *sorted(extra))
     return dict(G=G, T=T, M=M, m=m, depth=depth, record_steps=record_steps,
-                novelty=draw(st.booleans()), dtype=draw(st.sampled_from([np.float64, np.float32])),
+                novelty=draw(st.booleans()), moments=draw(st.booleans()), ntk=draw(st.booleans()),
+                dtype=draw(st.sampled_from([np.float64, np.float32])),
                 seed=draw(st.integers(0, 2**32 - 1)))
 
 
@@ -147,7 +156,7 @@ def test_file_layout_is_documented_npz(tmp_path):
         info = json.loads(str(z["__meta__"][()]))
     assert {"outputs_groups", "loss_groups", "error_signals_groups", "kernels/h1", "kernels/dh2",
             "cross/x2", "novelty/fwd2", "novelty/bwd2", "__meta__"} <= names
-    assert info["format"] == "zlimit-run" and info["format_version"] == 2
+    assert info["format"] == "zlimit-run" and info["format_version"] == 3
     assert info["zlimit_version"] == zlimit.__version__
     assert info["model"] == run.model.describe()
     assert info["record_steps"] == [0]
@@ -215,9 +224,9 @@ def test_newer_format_version_and_missing_entry(tmp_path):
     with np.load(stdio.BytesIO(data), allow_pickle=False) as z:
         entries = {k: z[k] for k in z.files}
     info = json.loads(str(entries["__meta__"][()]))
-    info["format_version"] = 3
+    info["format_version"] = zio.FORMAT_VERSION + 1
     np.savez(tmp_path / "new.npz", **{**entries, "__meta__": np.array(json.dumps(info))})
-    with pytest.raises(ValueError, match="version 3"):
+    with pytest.raises(ValueError, match=f"version {zio.FORMAT_VERSION + 1}"):
         zio.load(tmp_path / "new.npz")
     entries.pop("kernels/h2")
     np.savez(tmp_path / "gap.npz", **entries)
@@ -429,6 +438,15 @@ def _depth(info, depth):
         info["model"][k] = (info["model"][k] * 2)[:depth + 1]
 
 
+def _add(info, entries, group, name, array):
+    """Add an entry to the file: to a dict's keys, or Θ (group None)."""
+    if group is None:
+        info[name] = True
+    else:
+        info[group].append(name)
+    entries[name if group is None else f"{group}/{name}"] = array
+
+
 EDITS = {
     "kind exact, error_model groups": (lambda i, e: i["meta"].update(kind="exact"),
                                        r"error_model 'groups' disagrees with meta\['kind'\] 'exact'"),
@@ -448,6 +466,15 @@ EDITS = {
     "kernel shape": (lambda i, e: e.update({"kernels/dh1": np.zeros((2, 3, 2, 2))}), r"kernels/dh1 has shape"),
     "text kernel": (lambda i, e: e.update({"kernels/h1": np.full((2, 3, 3, 3), "a")}), "kernels/h1 has dtype"),
     "keys not a list": (lambda i, e: i.update(kernels="h1"), "'kernels' is 'h1', not a list"),
+    "moments shape": (lambda i, e: e.update({"moments/h1": np.zeros((2, 3, 3, 3))}),
+                      r"moments/h1 has shape \(2, 3, 3, 3\), expected \(G, T\+1, M, 2\)"),
+    "moments layer missing": (lambda i, e: i["moments"].remove("x2"), r"moments has 'x' layers \[1\]"),
+    "moments of dh": (lambda i, e: _add(i, e, "moments", "dh1", np.zeros((2, 3, 3, 2))),
+                      "moments key 'dh1' does not fit"),
+    "ntk flagged, no entry": (lambda i, e: i.update(ntk=True), r"entries \['ntk'\] are missing"),
+    "ntk shape": (lambda i, e: _add(i, e, None, "ntk", np.zeros((2, 3, 2))),
+                  r"ntk has shape \(2, 3, 2\), expected \(G, M, M\): \(2, 3, 3\)"),
+    "ntk not a bool": (lambda i, e: i.update(ntk=1), "'ntk' is 1, expected true or false"),
     "meta points at an output": (lambda i, e: i["meta"].update(x={"__zlimit_array__": "outputs_groups"}),
                                  "not a meta/ entry"),
     "meta not a dict": (lambda i, e: i.update(meta=[1]), "meta is a list, expected a dict"),
@@ -467,6 +494,39 @@ def test_edited_metadata_is_refused_naming_the_field(tmp_path, edit):
         zio.load(path)
     assert time.monotonic() - start < 2.0
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_files_of_versions_1_and_2_load_without_moments_and_ntk(tmp_path, version):
+    """Versions 1 and 2 had no moments and no Θ: such a file loads with none, the rest bit for bit."""
+    run = make_run(np.random.default_rng(13), G=2, T=2, M=3, m=2, depth=2, record_steps=(0, 1), novelty=True,
+                   dtype=np.float64, ntk=True)
+    buf = stdio.BytesIO()
+    zio.save(run, buf)
+    with np.load(stdio.BytesIO(buf.getvalue()), allow_pickle=False) as z:
+        entries = {k: z[k] for k in z.files if not k.startswith("moments/") and k != "ntk"}
+    info = json.loads(str(entries["__meta__"][()]))
+    info["format_version"] = version
+    del info["moments"], info["ntk"]
+    if version == 1:
+        for k in zio.ADDED_MODEL_KEYS:
+            del info["model"][k]
+    np.savez(tmp_path / "old.npz", **{**entries, "__meta__": np.array(json.dumps(info))})
+    got = zio.load(tmp_path / "old.npz")
+    assert got.moments == {} and got.ntk is None
+    assert_runs_equal(Run(**{**vars(run), "moments": {}, "ntk": None}), got)
+
+
+def test_save_refuses_moments_or_ntk_of_the_wrong_shape(tmp_path):
+    run = make_run(np.random.default_rng(14), G=2, T=1, M=3, m=2, depth=2, record_steps=(0,), novelty=False,
+                   dtype=np.float64, ntk=True)
+    bad_ntk = Run(**{**vars(run), "ntk": np.zeros((2, 3, 2))})
+    with pytest.raises(ValueError, match=r"cannot be saved, .* ntk has shape \(2, 3, 2\), expected \(G, M, M\)"):
+        zio.save(bad_ntk, tmp_path / "a.npz")
+    one_layer = Run(**{**vars(run), "moments": {"h1": run.moments["h1"]}})
+    with pytest.raises(ValueError, match=r"moments has 'h' layers \[1\]; a model of depth 2"):
+        zio.save(one_layer, tmp_path / "b.npz")
+    assert not any(tmp_path.iterdir())
 
 
 def test_legacy_file_without_error_model_takes_it_from_kind(tmp_path):
@@ -567,3 +627,34 @@ def test_every_producer_round_trips(tmp_path, how):
             assert_bit_equal(getattr(got, name)[k], v)
     assert got.error_model == run.error_model and (got.error_model == "exact") == (how == "exact")
     assert json.dumps(got.meta, default=repr) == json.dumps(run.meta, default=repr)
+
+
+# ------------------------------------------------------- Θ of an NTK-limit run
+def test_ntk_run_stores_theta_of_each_group():
+    """Run.ntk of a depth-1 linear net: Θ = η_2 E[x^1 x^1'] + η_1 σ_2² ξ·ξ'/d (the _ntk module
+    docstring with φ' = 1), whose mean is (η_2 σ_1² + η_1 σ_2²) ξ·ξ'/d; and Θ moves f as recorded."""
+    from tolerance import assert_close, assert_within_se
+    from zlimit._stats import group_se
+
+    rng = np.random.default_rng(15)
+    X, X_eval, y = rng.standard_normal((3, 4)), rng.standard_normal((2, 4)), rng.standard_normal(3)
+    model = zlimit.MLP(depth=1, activation="linear", lr=0.3, init_std=(1.5, 0.7), lr_mult=(0.5, 2.0))
+    run = zlimit.simulate(model, X, y, steps=3, X_eval=X_eval, particles=8 * 512, groups=8, seed=1,
+                          parametrization="ntk", progress=False)
+    X_all, m = np.vstack([X, X_eval]), 3
+    xi = X_all @ X_all.T / 4
+    (eta1, eta2), (s1, s2) = model.eta, model.sigma
+    assert run.ntk.shape == (8, 5, 5) and run.ntk.dtype == np.float64
+    assert_within_se(run.ntk.mean(axis=0), (eta2 * s1**2 + eta1 * s2**2) * xi, group_se(run.ntk), dof=7,
+                     n_comparisons=25)
+    # the W^1 term is exact (Π^1 = σ_2²), the readout term is η_2 times the sampled step-0 kernel
+    assert_close((run.ntk - eta1 * s2**2 * xi) / eta2, run.kernels["x1"][:, 0])
+    # f_{t+1} − f_t = −Θ[:, train] χ_t on every input, evaluation inputs included
+    steps = np.diff(run.outputs_groups, axis=1)
+    assert_close(steps, -np.einsum("gai,gti->gta", run.ntk[:, :, :m], run.error_signals_groups))
+    assert np.abs(steps).min() > 1e-3  # the check is not vacuous
+
+
+@pytest.mark.parametrize("how", ["exact", "mup", "finite"])
+def test_other_runs_have_no_theta(how):
+    assert _produce(how).ntk is None

@@ -19,17 +19,21 @@ from ._keys import parse_key
 from ._losses import LOSSES
 from ._version import __version__
 
-__all__ = ["save", "to_xarray", "check_layout", "FORMAT", "FORMAT_VERSION", "DICTS", "FIELDS", "META", "KEY",
-           "MAX_DEPTH", "ERROR_MODELS"]
+__all__ = ["save", "encode", "to_xarray", "check_layout", "FORMAT", "FORMAT_VERSION", "DICTS", "FIELDS", "NTK",
+           "META", "KEY", "MAX_DEPTH", "ERROR_MODELS"]
 
 FORMAT = "zlimit-run"
 #: 2: the model description holds the maths §6 fields (outputs, biases, momentum, weight decay),
-#: which a reader of version 1 would drop; version 1 files load with those extensions off
-FORMAT_VERSION = 2
+#: which a reader of version 1 would drop; version 1 files load with those extensions off.
+#: 3: the first moments of the features (``moments``) and the NTK Θ (``ntk``); files of
+#: versions 1 and 2 load with no moments and no Θ
+FORMAT_VERSION = 3
 
 META = "__meta__"
-DICTS = ("kernels", "cross", "novelty", "bases")
+DICTS = ("kernels", "cross", "novelty", "bases", "moments")
 FIELDS = ("outputs_groups", "loss_groups", "error_signals_groups")
+#: the run's one optional array: Θ of an NTK-limit run, None otherwise
+NTK = "ntk"
 #: the names allowed as keys of a run's dicts (entry names in the archive)
 KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
 #: deepest nesting of the JSON document (containers within containers) that is saved or loaded
@@ -146,12 +150,15 @@ def check_layout(depth: int, outputs: int, fields: dict[str, np.ndarray],
         ``outputs_groups`` (G, T+1, M), ``loss_groups`` (G, T+1) and
         ``error_signals_groups`` (G, T, m) with m <= M; with k > 1 outputs, the first
         and last have a trailing class axis: (G, T+1, M, k) and (G, T, m, k).
+        Optionally ``ntk`` (G, M, M), Θ of an NTK-limit run.
     dicts : dict
-        ``kernels``, ``cross``, ``novelty`` and ``bases``, each key -> array. Kernel
-        keys ``{h,x}{l}`` (G, T+1, M, M) and ``dh{l}`` (G, T, m, m); cross keys
-        ``{h,x}{l}`` (G, R, T+1, M, M) with R = len(record_steps); for each kind
-        present, layers 1..L all present. Novelty ``{fwd,bwd}{l}`` (G, T+1, M) and
-        bases ``{stat}_{fwd,bwd}{l}`` (G, T+1) with l in 1..L.
+        ``kernels``, ``cross``, ``novelty``, ``bases`` and ``moments``, each key ->
+        array. Kernel keys ``{h,x}{l}`` (G, T+1, M, M) and ``dh{l}`` (G, T, m, m);
+        cross keys ``{h,x}{l}`` (G, R, T+1, M, M) with R = len(record_steps); moment
+        keys ``{h,x}{l}`` (G, T+1, M, 2); in each of these three, for each kind
+        present, layers 1..L all present (a dict may be empty). Novelty
+        ``{fwd,bwd}{l}`` (G, T+1, M) and bases ``{stat}_{fwd,bwd}{l}`` (G, T+1) with
+        l in 1..L.
     record_steps : tuple
         Distinct integers in [0, T] including 0.
     error_model : {"groups", "exact"}
@@ -182,6 +189,8 @@ def check_layout(depth: int, outputs: int, fields: dict[str, np.ndarray],
             raise ValueError(f"{name} has dtype {a.dtype}; run arrays hold real numbers")
     G, T1, M, m = _check_fields(outputs, fields)
     T = T1 - 1
+    if NTK in fields:
+        _expect(NTK, fields[NTK], (G, M, M), "(G, M, M)")
     if (not all(_is_int(s) and 0 <= s <= T for s in record_steps) or len(set(record_steps)) != len(record_steps)
             or 0 not in record_steps):
         raise ValueError(f"record_steps {record_steps!r} are not distinct steps in [0, T = {T}] including 0")
@@ -189,6 +198,7 @@ def check_layout(depth: int, outputs: int, fields: dict[str, np.ndarray],
     cross = ((G, len(record_steps), T1, M, M), "(G, R, T+1, M, M) with R = len(record_steps)")
     layout = {("kernels", "h"): square, ("kernels", "x"): square, ("kernels", "dh"): signal,
               ("cross", "h"): cross, ("cross", "x"): cross,
+              ("moments", "h"): ((G, T1, M, 2), "(G, T+1, M, 2)"), ("moments", "x"): ((G, T1, M, 2), "(G, T+1, M, 2)"),
               **{("novelty", side): ((G, T1, M), "(G, T+1, M)") for side in ("fwd", "bwd")},
               **{("bases", side): ((G, T1), "(G, T+1)") for side in ("fwd", "bwd")}}
     for group, entries in dicts.items():
@@ -202,7 +212,7 @@ def check_layout(depth: int, outputs: int, fields: dict[str, np.ndarray],
                 raise ValueError(f"{group} key {k!r} does not fit a model of depth {depth}")
             layers.setdefault(kind, set()).add(layer)
             _expect(f"{group}/{k}", a, *layout[group, kind])
-        if group in ("kernels", "cross"):
+        if group in ("kernels", "cross", "moments"):
             for kind, have in layers.items():
                 if have != set(range(1, depth + 1)):
                     raise ValueError(f"{group} has {kind!r} layers {sorted(have)}; a model of depth {depth} "
@@ -223,31 +233,65 @@ def check_layout(depth: int, outputs: int, fields: dict[str, np.ndarray],
 
 
 # ---------------------------------------------------------------------- save
-def save(run, path) -> Path | None:
-    """Write ``run`` to ``path``: the codec behind :func:`zlimit.io.save` and
-    :meth:`zlimit.Run.save` (see the former for the parameters and errors)."""
+def encode(run, doing: str = "saved") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A run as the entries of a run file and its JSON document (format in :mod:`zlimit.io`).
+
+    Parameters
+    ----------
+    run : Run
+    doing : str
+        What is being done with the run, for the error message ("saved", "converted").
+
+    Returns
+    -------
+    arrays : dict
+        Entry name (``outputs_groups``, ``kernels/h1``, ``ntk``, ``meta/0``, ...) -> the
+        run's own array (not copied).
+    info : dict
+        The JSON-able document: format, versions, model, record_steps, error_model,
+        encoded meta, the keys of each dict and whether Θ is present.
+
+    Raises
+    ------
+    ValueError
+        When the run's parts disagree (:func:`check_layout`), a key is not a plain name,
+        an array has object dtype, or ``meta`` cannot be encoded.
+
+    Examples
+    --------
+    >>> import numpy as np, zlimit
+    >>> run = zlimit.Run(zlimit.MLP(depth=1), {"kind": "finite"}, np.zeros((1, 2, 1)), np.zeros((1, 2)),
+    ...                  np.zeros((1, 1, 1)))
+    >>> arrays, info = encode(run)
+    >>> sorted(arrays), info["format_version"], info["ntk"]
+    (['error_signals_groups', 'loss_groups', 'outputs_groups'], 3, False)
+    """
     arrays: dict[str, np.ndarray] = {}
     for name in FIELDS:
         arrays[name] = np.asarray(getattr(run, name))
+    if run.ntk is not None:
+        arrays[NTK] = np.asarray(run.ntk)
     keys: dict[str, list[str]] = {}
     for group in DICTS:
         keys[group] = []
         for key, value in getattr(run, group).items():
             if not isinstance(key, str) or not KEY.match(key):
-                raise ValueError(f"run.{group} key {key!r} is not a plain name ([A-Za-z0-9_.-]+) and cannot be saved")
+                raise ValueError(f"run.{group} key {key!r} is not a plain name ([A-Za-z0-9_.-]+) and cannot be "
+                                 f"{doing}")
             arrays[f"{group}/{key}"] = np.asarray(value)
             keys[group].append(key)
     for name, value in arrays.items():
         if value.dtype.hasobject:
-            raise ValueError(f"array {name!r} has object dtype, which cannot be saved without pickle")
+            raise ValueError(f"array {name!r} has object dtype, which cannot be {doing} without pickle")
     try:
-        check_layout(run.model.depth, run.model.outputs, {name: arrays[name] for name in FIELDS},
+        check_layout(run.model.depth, run.model.outputs, {name: arrays[name] for name in (*FIELDS, NTK)
+                                                          if name in arrays},
                      {group: {k: arrays[f"{group}/{k}"] for k in keys[group]} for group in DICTS},
                      tuple(run.record_steps), run.error_model, run.meta)
     except ValueError as exc:
-        raise ValueError(f"this run cannot be saved, its parts disagree: {exc}") from None
+        raise ValueError(f"this run cannot be {doing}, its parts disagree: {exc}") from None
 
-    encode = _Encoder()
+    encoder = _Encoder()
     model = run.model
     info = {
         "format": FORMAT,
@@ -260,10 +304,18 @@ def save(run, path) -> Path | None:
         },
         "record_steps": [int(s) for s in run.record_steps],
         "error_model": run.error_model,
-        "meta": encode(run.meta),
+        "meta": encoder(run.meta),
+        NTK: run.ntk is not None,
         **keys,
     }
-    arrays.update(encode.arrays)
+    arrays.update(encoder.arrays)
+    return arrays, info
+
+
+def save(run, path) -> Path | None:
+    """Write ``run`` to ``path``: the codec behind :func:`zlimit.io.save` and
+    :meth:`zlimit.Run.save` (see the former for the parameters and errors)."""
+    arrays, info = encode(run)
     arrays[META] = np.array(json.dumps(info, ensure_ascii=True, allow_nan=True))
 
     if hasattr(path, "write"):

@@ -122,21 +122,25 @@ class NtkState:
 
 def simulate_ntk(model: MLP, data, settings, on_step=None) -> Run:
     """The NTK limit, G independent groups on ``settings.threads`` worker threads (called by
-    :func:`zlimit.simulate` with ``parametrization="ntk"``)."""
+    :func:`zlimit.simulate` with ``parametrization="ntk"``); ``Run.ntk`` holds each group's
+    Θ over all M inputs, (G, M, M)."""
     cfg, T = _Config.of(settings), settings.steps
     preflight(model, data, settings)  # an NTK group holds at most what a μP group holds at step 0
 
     def run_group(g):
         hook = None if on_step is None else (lambda t, state, rec: on_step(g, t))
         rec = Recorder(model.depth, T, data.m, data.M, cfg.record_steps, outputs=model.outputs)
-        run_sgd(NtkState(model, data, cfg, g), model, data.y, list(data.batches), T, rec, hook)
+        state = NtkState(model, data, cfg, g)
+        run_sgd(state, model, data.y, list(data.batches), T, rec, hook)
         bar.update(1)
-        return rec
+        return rec, state.theta
 
     with progress_bar(total=cfg.groups, progress=settings.progress, desc="zlimit.simulate (ntk)", unit="group") as bar, \
             threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(settings.threads, cfg.groups)) as pool:
-        recs = list(pool.map(run_group, range(cfg.groups)))
+        recs, thetas = zip(*pool.map(run_group, range(cfg.groups)))
     meta = {"kind": "limit", "method": "ntk", "parametrization": "ntk", "seed": cfg.seed, "steps": T, "m": data.m,
             "m_eval": data.M - data.m, "particles": cfg.particles * cfg.groups, "groups": cfg.groups,
             "dtype": cfg.dtype.name, "qmc": cfg.qmc}
-    return assemble(model, meta, recs)
+    run = assemble(model, meta, list(recs))
+    run.ntk = np.stack(thetas)  # Θ of each group, (G, M, M)
+    return run

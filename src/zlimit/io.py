@@ -1,6 +1,6 @@
 """Saving and loading runs, and conversion to xarray.
 
-File format ("zlimit-run", version 2)
+File format ("zlimit-run", version 3)
 -------------------------------------
 One ``.npz`` archive (:func:`numpy.savez`, uncompressed, no pickled objects; it is
 read with ``allow_pickle=False``). Entries:
@@ -9,8 +9,10 @@ read with ``allow_pickle=False``). Entries:
 ``outputs_groups``          (G, T+1, M), or (G, T+1, M, k) for k > 1 outputs
 ``loss_groups``             (G, T+1)
 ``error_signals_groups``    (G, T, m), or (G, T, m, k) for k > 1 outputs
+``ntk``                     (G, M, M), ``Run.ntk``; only for an NTK-limit run
 ``kernels/{kind}{l}``       ``Run.kernels`` entries, e.g. ``kernels/h1``
 ``cross/{kind}{l}``         ``Run.cross`` entries, e.g. ``cross/x2``
+``moments/{kind}{l}``       ``Run.moments`` entries (G, T+1, M, 2), e.g. ``moments/h1``
 ``novelty/{side}{l}``       ``Run.novelty`` entries, e.g. ``novelty/fwd2``
 ``bases/{stat}_{side}{l}``  ``Run.bases`` entries, e.g. ``bases/size_fwd2``
 ``meta/{i}``                numpy arrays and numpy scalars found in ``Run.meta``
@@ -20,24 +22,30 @@ read with ``allow_pickle=False``). Entries:
 Every array keeps its dtype and bytes, so a round trip is bit-exact. The JSON
 document holds::
 
-    {"format": "zlimit-run", "format_version": 2, "zlimit_version": "...",
+    {"format": "zlimit-run", "format_version": 3, "zlimit_version": "...",
      "model": MLP.describe(), "custom": {"activation": bool, "loss": bool},
      "record_steps": [...], "error_model": "groups" | "exact",
-     "meta": <Run.meta, encoded>,
-     "kernels": [keys], "cross": [keys], "novelty": [keys], "bases": [keys]}
+     "meta": <Run.meta, encoded>, "ntk": bool,
+     "kernels": [keys], "cross": [keys], "novelty": [keys], "bases": [keys],
+     "moments": [keys]}
+
+``"ntk"`` says whether the ``ntk`` entry is there (``Run.ntk`` is not None).
 
 Files written before ``error_model`` existed load with "exact" when
 ``meta["kind"] == "exact"`` and "groups" otherwise. Version 2 added the model fields
 of maths §6 (``outputs``, ``bias_std``, ``bias_lr_mult``, ``momentum``,
 ``weight_decay``); a version 1 file lacks them and loads with those extensions off
 (:data:`ADDED_MODEL_KEYS`: one output, no biases, no momentum, no weight decay).
+Version 3 added ``moments`` and ``ntk``; a file of version 1 or 2 loads with no
+moments (``Run.moments == {}``) and ``Run.ntk = None``.
 
 The document nests at most 64 levels (:data:`zlimit._codec.MAX_DEPTH`; :func:`save`
 refuses deeper ``meta``). The parts must agree, on saving and on loading: with G,
 T+1 and M from ``outputs_groups``, the shapes above (the class axis exactly when the
 model has k > 1 outputs), ``kernels/dh{l}`` (G, T, m, m), ``cross/*``
 (G, len(record_steps), T+1, M, M), ``novelty/*`` (G, T+1, M) and ``bases/*``
-(G, T+1); kernel and cross keys for layers 1..L of the model's depth L;
+(G, T+1); kernel, cross and moment keys for layers 1..L of the model's depth L
+(for each kind present; ``moments`` may be empty);
 ``record_steps`` distinct steps in [0, T] including 0; ``meta["steps"]``,
 ``meta["m"]`` and ``meta["m_eval"]`` (when present) equal to T, m and M - m; and
 ``error_model`` "exact" exactly when ``meta["kind"]`` is "exact".
@@ -61,13 +69,13 @@ import os
 import re
 import stat
 import zipfile
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.lib import format as npy
 
 from ._codec import DICTS as _DICTS, ERROR_MODELS, FIELDS as _FIELDS, FORMAT, FORMAT_VERSION, KEY as _KEY, MAX_DEPTH
-from ._codec import META as _META, check_layout, save as _save, to_xarray
+from ._codec import META as _META, NTK as _NTK, check_layout, save as _save, to_xarray
 from ._model import MLP, check_model
 from ._results import Run
 from ._activations import ACTIVATIONS
@@ -164,8 +172,12 @@ _PASS = (FileNotFoundError, IsADirectoryError, PermissionError)
 
 
 def _bad(path, why: str) -> ValueError:
+    return _refuse(_name(path), why)
+
+
+def _refuse(name: str, why: str, what: str = "a readable zlimit run file") -> ValueError:
     why = " ".join(why.split())  # one line, whatever the library messages hold
-    return ValueError(f"{_name(path)} is not a readable zlimit run file: {why}")
+    return ValueError(f"{name} is not {what}: {why}")
 
 
 def _name(path) -> str:
@@ -266,9 +278,49 @@ def _json_depth(text: str) -> int:
     return int(np.cumsum(opens.astype(np.int64) - closes).max(initial=0))
 
 
-def _parse_meta(path, entries: dict[str, np.ndarray]) -> dict:
+class _Source(NamedTuple):
+    """Where a run is read from, for messages: ``name`` ("'run.npz'", "the dataset") and
+    ``what`` it should be ("a readable zlimit run file")."""
+
+    name: str
+    what: str = "a readable zlimit run file"
+
+    def bad(self, why: str) -> ValueError:
+        return _refuse(self.name, why, self.what)
+
+
+def _json(source: _Source, text: str, where: str) -> Any:
+    """``text`` parsed as JSON, refused (``where`` named) when it nests deeper than
+    :data:`~zlimit._codec.MAX_DEPTH` levels or is not JSON."""
+    depth = _json_depth(text)  # json.loads recurses once per level
+    if depth > MAX_DEPTH:
+        raise source.bad(f"its {where} JSON document nests {depth} levels deep, more than the {MAX_DEPTH} "
+                         "a run file may")
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+        raise source.bad(f"its {where} entry is not a JSON document: {exc}") from exc
+
+
+def _check_version(source: _Source, info: Any) -> dict:
+    """``info`` if it is a document of this format at a version this zlimit reads."""
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        fmt = info.get("format") if isinstance(info, dict) else None
+        raise source.bad(f"format {fmt!r}, expected {FORMAT!r}")
+    version = info.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise source.bad(f"invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{source.name} was written in {FORMAT} format version {version} "
+            f"(zlimit {info.get('zlimit_version')}); this zlimit reads versions up to {FORMAT_VERSION}: upgrade zlimit"
+        )
+    return info
+
+
+def _parse_meta(source: _Source, entries: dict[str, np.ndarray]) -> dict:
     if _META not in entries:
-        raise _bad(path, f"no {_META!r} entry; a plain .npz archive, not written by zlimit.save")
+        raise source.bad(f"no {_META!r} entry; a plain .npz archive, not written by zlimit.save")
     raw = entries[_META]
     try:
         if raw.dtype.kind == "U" and raw.ndim == 0:
@@ -278,32 +330,25 @@ def _parse_meta(path, entries: dict[str, np.ndarray]) -> dict:
         else:
             raise ValueError(f"{_META!r} has dtype {raw.dtype} and shape {raw.shape}")
     except ValueError as exc:  # UnicodeDecodeError included
-        raise _bad(path, f"its {_META!r} entry is not a JSON text: {exc}") from exc
-    depth = _json_depth(text)  # json.loads recurses once per level
-    if depth > MAX_DEPTH:
-        raise _bad(path, f"its {_META!r} JSON document nests {depth} levels deep, more than the {MAX_DEPTH} "
-                         "a run file may")
-    try:
-        info = json.loads(text)
-    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
-        raise _bad(path, f"its {_META!r} entry is not a JSON document: {exc}") from exc
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        fmt = info.get("format") if isinstance(info, dict) else None
-        raise _bad(path, f"format {fmt!r}, expected {FORMAT!r}")
-    version = info.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise _bad(path, f"invalid format_version {version!r}")
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"{_name(path)} was written in {FORMAT} format version {version} "
-            f"(zlimit {info.get('zlimit_version')}); this zlimit reads versions up to {FORMAT_VERSION}: upgrade zlimit"
-        )
-    return info
+        raise source.bad(f"its {_META!r} entry is not a JSON text: {exc}") from exc
+    return _check_version(source, _json(source, text, repr(_META)))
 
 
-def _structure(info: dict) -> tuple[dict[str, list[str]], tuple[int, ...], str, dict, dict]:
-    """Keys per dict, record_steps, error_model, model description and custom flags of
-    a parsed ``__meta__``; ValueError naming the first malformed field."""
+class _Structure(NamedTuple):
+    """The parts of a run document (``__meta__``) besides meta, checked."""
+
+    keys: dict[str, list[str]]
+    record_steps: tuple[int, ...]
+    error_model: str
+    desc: dict
+    custom: dict
+    ntk: bool
+
+
+def _structure(info: dict) -> _Structure:
+    """Keys per dict, record_steps, error_model, model description, custom flags and
+    whether Θ is stored, of a parsed ``__meta__``; ValueError naming the first malformed field.
+    Versions 1 and 2 lack ``moments`` and ``ntk``: no moments, no Θ."""
     keys = {}
     for group in _DICTS:
         names = info.get(group, [])
@@ -324,10 +369,13 @@ def _structure(info: dict) -> tuple[dict[str, list[str]], tuple[int, ...], str, 
     desc, custom = info.get("model"), info.get("custom", {})
     if not isinstance(desc, dict) or not isinstance(custom, dict):
         raise ValueError(f"'model' {desc!r} and 'custom' {custom!r} must be JSON objects")
-    return keys, tuple(steps), error_model, desc, custom
+    ntk = info.get(_NTK, False)
+    if not isinstance(ntk, bool):
+        raise ValueError(f"{_NTK!r} is {ntk!r}, expected true or false (whether the run holds Θ)")
+    return _Structure(keys, tuple(steps), error_model, desc, custom, ntk)
 
 
-def _model(path, desc: dict, custom: dict, model: MLP | None) -> MLP:
+def _model(source: _Source, desc: dict, custom: dict, model: MLP | None) -> MLP:
     if model is not None:
         check_model(model)
         given = model.describe()
@@ -337,21 +385,50 @@ def _model(path, desc: dict, custom: dict, model: MLP | None) -> MLP:
         diff = sorted(k for k in set(desc) | set(given) if desc.get(k) != given.get(k))
         if diff:
             detail = "; ".join(f"{k}: file {desc.get(k)!r}, given {given.get(k)!r}" for k in diff)
-            raise ValueError(f"model= does not match the model saved in {_name(path)}: {detail}")
+            raise ValueError(f"model= does not match the model saved in {source.name}: {detail}")
         return model
     for what, registry, flag in (("activation", ACTIVATIONS, "activation"), ("loss", LOSSES, "loss")):
         name = desc.get(what)
         if custom.get(flag) or not isinstance(name, str) or name not in registry:
             cls = "Activation" if what == "activation" else "Loss"
             raise ValueError(
-                f"{_name(path)} was written with a custom {what} {name!r}, which cannot be rebuilt from its "
+                f"{source.name} was written with a custom {what} {name!r}, which cannot be rebuilt from its "
                 f"name (built-ins: {sorted(registry)}); pass the model: "
                 f"load(path, model=zlimit.MLP(..., {what}=zlimit.{cls}({name!r}, ...)))"
             )
     try:
         return MLP(**{k: desc[k] for k in _MODEL_KEYS}, **{k: desc.get(k, v) for k, v in ADDED_MODEL_KEYS.items()})
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise _bad(path, f"invalid model description {desc!r}: {exc}") from exc
+        raise source.bad(f"invalid model description {desc!r}: {exc}") from exc
+
+
+def _run(source: _Source, info: dict, entries: dict[str, np.ndarray], model: MLP | None,
+         missing_hint: str = "truncated or edited archive") -> Run:
+    """The run of a parsed document ``info`` and its arrays ``entries`` (named as in the
+    file: ``outputs_groups``, ``kernels/h1``, ``ntk``, ``meta/0``, ...), checked."""
+    try:
+        parts = _structure(info)
+    except ValueError as exc:
+        raise source.bad(f"invalid {_META!r} entry: {exc}") from exc
+    fields = (*_FIELDS, _NTK) if parts.ntk else _FIELDS
+    needed = list(fields) + [f"{g}/{k}" for g, ks in parts.keys.items() for k in ks]
+    missing = [name for name in needed if name not in entries]
+    if missing:
+        raise source.bad(f"entries {missing} are missing ({missing_hint})")
+    mlp = _model(source, parts.desc, parts.custom, model)
+    try:
+        meta = _decode(info.get("meta", {}), entries)
+    except (TypeError, ValueError) as exc:
+        raise source.bad(f"its meta cannot be decoded: {exc}") from exc
+    dicts = {group: {k: entries[f"{group}/{k}"] for k in parts.keys[group]} for group in _DICTS}
+    try:
+        check_layout(mlp.depth, mlp.outputs, {name: entries[name] for name in fields}, dicts, parts.record_steps,
+                     parts.error_model, meta)
+    except ValueError as exc:
+        raise source.bad(f"its parts disagree: {exc}") from exc
+    return Run(model=mlp, meta=meta, outputs_groups=entries["outputs_groups"], loss_groups=entries["loss_groups"],
+               error_signals_groups=entries["error_signals_groups"], record_steps=parts.record_steps,
+               error_model=parts.error_model, ntk=entries[_NTK] if parts.ntk else None, **dicts)
 
 
 def load(path, model: MLP | None = None) -> Run:
@@ -398,27 +475,6 @@ def load(path, model: MLP | None = None) -> Run:
         ``model=``.
     """
     _check_source(path)
+    source = _Source(_name(path))
     entries = _read(path)
-    info = _parse_meta(path, entries)
-    try:
-        keys, record_steps, error_model, desc, custom = _structure(info)
-    except ValueError as exc:
-        raise _bad(path, f"invalid {_META!r} entry: {exc}") from exc
-    needed = list(_FIELDS) + [f"{g}/{k}" for g, ks in keys.items() for k in ks]
-    missing = [name for name in needed if name not in entries]
-    if missing:
-        raise _bad(path, f"entries {missing} are missing (truncated or edited archive)")
-    mlp = _model(path, desc, custom, model)
-    try:
-        meta = _decode(info.get("meta", {}), entries)
-    except (TypeError, ValueError) as exc:
-        raise _bad(path, f"its meta cannot be decoded: {exc}") from exc
-    dicts = {group: {k: entries[f"{group}/{k}"] for k in keys[group]} for group in _DICTS}
-    try:
-        check_layout(mlp.depth, mlp.outputs, {name: entries[name] for name in _FIELDS}, dicts, record_steps,
-                     error_model, meta)
-    except ValueError as exc:
-        raise _bad(path, f"its parts disagree: {exc}") from exc
-    return Run(model=mlp, meta=meta, outputs_groups=entries["outputs_groups"], loss_groups=entries["loss_groups"],
-               error_signals_groups=entries["error_signals_groups"], record_steps=record_steps,
-               error_model=error_model, **dicts)
+    return _run(source, _parse_meta(source, entries), entries, model)
