@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -73,30 +74,135 @@ def test_gram_matches_direct_inner_products():
         v = V[key]
         for step, t in ((-1, T), (0, 0), (2, 2)):
             direct = gram_of(v[:, t])
-            np.testing.assert_allclose(dg.gram_groups(run, layer, kind, step=step), direct, rtol=1e-12)
-            np.testing.assert_allclose(dg.gram(run, layer, kind, step=step), direct.mean(axis=0), rtol=1e-12)
+            np.testing.assert_allclose(dg.gram_per_group(run, layer, kind, step=step), direct, rtol=1e-12)
+            np.testing.assert_allclose(dg.pooled_gram(run, layer, kind, step=step), direct.mean(axis=0), rtol=1e-12)
     # dh: T steps over the m training inputs
     direct = gram_of(V["dh2"][:, T - 1])
-    got = dg.gram(run, 2, "dh")
+    got = dg.pooled_gram(run, 2, "dh")
     assert got.shape == (run.m, run.m)
     np.testing.assert_allclose(got, direct.mean(axis=0), rtol=1e-12)
     # subset of inputs
     idx = [4, 0]
-    np.testing.assert_allclose(dg.gram(run, 1, "h", step=1, inputs=idx), gram_of(V["h1"][:, 1, idx]).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(dg.pooled_gram(run, 1, "h", step=1, inputs=idx), gram_of(V["h1"][:, 1, idx]).mean(0),
+                               rtol=1e-12)
 
 
 def test_gram_rejects_bad_step_and_inputs():
     run, _ = vectors_run(np.random.default_rng(2), T=3)
     with pytest.raises(ValueError, match="out of range"):
-        dg.gram(run, 1, "h", step=4)
+        dg.gram_per_group(run, 1, "h", step=4)
     with pytest.raises(ValueError, match="out of range"):
-        dg.gram(run, 1, "h", step=-5)
+        dg.gram_per_group(run, 1, "h", step=-5)
     with pytest.raises(ValueError, match="out of range"):
-        dg.gram(run, 1, "dh", step=3)  # dh has steps 0..T-1
+        dg.gram_per_group(run, 1, "dh", step=3)  # dh has steps 0..T-1
     with pytest.raises(ValueError, match="inputs"):
-        dg.gram(run, 1, "h", inputs=[0, 7])
+        dg.gram_per_group(run, 1, "h", inputs=[0, 7])
     with pytest.raises(ValueError, match="layer"):
-        dg.gram(run, 3, "h")
+        dg.gram_per_group(run, 3, "h")
+
+
+def eig2(a):
+    """Eigenvalues of a symmetric 2×2 matrix, ascending, in closed form."""
+    mid, half = (a[0, 0] + a[1, 1]) / 2, math.hypot((a[0, 0] - a[1, 1]) / 2, a[0, 1])
+    return np.array([mid - half, mid + half])
+
+
+def test_pooled_gram_of_several_groups_warns_and_keeps_its_numbers():
+    """min_eigenvalue(pooled_gram(run)) once dropped the Monte Carlo error silently: every
+    spectral function now warns for a pooled Gram of G = 3 groups, and its numbers are
+    those of the group-mean Gram, against the closed-form 2×2 eigenvalues."""
+    run, V = vectors_run(np.random.default_rng(21), G=3)
+    P = dg.pooled_gram(run, 1, "h", step=2, inputs=[0, 1])
+    mean = gram_of(V["h1"][:, 2, :2]).mean(axis=0)
+    assert isinstance(P, dg.PooledGram) and P.groups == 3
+    np.testing.assert_allclose(np.asarray(P), mean, rtol=1e-12)
+    expected = eig2(mean)
+    for fn, check in [
+        (dg.min_eigenvalue, lambda r: r.value == pytest.approx(expected[0], rel=1e-12) and math.isnan(r.se)),
+        (dg.condition_number, lambda r: r.value == pytest.approx(expected[1] / expected[0], rel=1e-12)),
+        (dg.eigenvalues, lambda r: np.allclose(r[0], expected, rtol=1e-12)),
+        (dg.independence, lambda r: np.allclose(r.eigenvalues, expected, rtol=1e-12) and r.groups == 1),
+    ]:
+        with pytest.warns(zlimit.MonteCarloWarning, match=r"mean of 3 groups, so its Monte Carlo error is lost; "
+                                                         r"pass gram_per_group\(...\) or space_time_gram") as w:
+            result = fn(P)
+        assert check(result), fn.__name__
+        assert len(w) == 1 and w[0].filename == __file__  # attributed to the caller, one line
+        assert "\n" not in str(w[0].message)
+    # slices and arithmetic keep the count; pickling too
+    import pickle
+    assert P[:1, :1].groups == 3 and (2 * P).groups == 3
+    assert pickle.loads(pickle.dumps(P)).groups == 3
+
+
+def test_per_group_plain_and_single_group_grams_do_not_warn():
+    run, V = vectors_run(np.random.default_rng(22), G=3)
+    finite, W = vectors_run(np.random.default_rng(23), G=1, kind="finite")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        K = dg.gram_per_group(run, 1, "h", step=2, inputs=[0, 1])
+        est = dg.min_eigenvalue(K)
+        P1 = dg.pooled_gram(finite, 1, "h", step=2, inputs=[0, 1])  # a finite run: G = 1, nothing lost
+        assert P1.groups == 1
+        single = dg.min_eigenvalue(P1)
+        plain = dg.min_eigenvalue(np.asarray(dg.pooled_gram(run, 1, "h", step=2, inputs=[0, 1])))
+    per = np.array([eig2(k)[0] for k in gram_of(V["h1"][:, 2, :2])])
+    assert est.value == pytest.approx(eig2(gram_of(V["h1"][:, 2, :2]).mean(0))[0], rel=1e-12)
+    assert est.se == pytest.approx(per.std(ddof=1) / math.sqrt(3), rel=1e-10)
+    assert single.value == pytest.approx(eig2(gram_of(W["h1"][:, 2, :2])[0])[0], rel=1e-12)
+    assert plain.groups == 1 and plain.value == pytest.approx(est.value, rel=1e-12)  # plain 2-d: one group
+
+
+def test_deprecated_gram_names_warn_and_return_the_new_results():
+    run, _ = vectors_run(np.random.default_rng(24), G=2)
+    with pytest.warns(DeprecationWarning, match="gram_groups is deprecated; use diagnostics.gram_per_group"):
+        old = dg.gram_groups(run, 2, "x", step=1)
+    np.testing.assert_array_equal(old, dg.gram_per_group(run, 2, "x", step=1))
+    with pytest.warns(DeprecationWarning, match="gram is deprecated; use diagnostics.pooled_gram"):
+        old = dg.gram(run, 2, "x", step=1)
+    assert old.groups == 2
+    np.testing.assert_array_equal(old, dg.pooled_gram(run, 2, "x", step=1))
+    with pytest.raises(ValueError, match="groups"):
+        dg.PooledGram(np.eye(2), groups=0)
+
+
+@pytest.fixture(scope="module")
+def mc_run_with_eval():
+    """A Monte Carlo μP limit with two training and one evaluation input, steps 0..2."""
+    X, y = zlimit.datasets.gaussian(3, 4, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", zlimit.MonteCarloWarning)
+        return zlimit.simulate(zlimit.MLP(depth=2), X[:2], y[:2], X_eval=X[2:], steps=2, particles=2000,
+                               groups=2, progress=False)
+
+
+def test_space_time_gram_refuses_evaluation_inputs_across_steps_in_the_mc_limit(mc_run_with_eval):
+    """The rule: in a Monte Carlo limit, E[Z_s(ξ_e) Z_t(·)], t > s, is NaN for an
+    evaluation input ξ_e in layers >= 2. space_time_gram says so instead of returning
+    NaN blocks; what it suggests instead works."""
+    run = mc_run_with_eval
+    assert np.all(np.isnan(run.cross_kernel_groups(2, "h", 0)[:, 2, 2]))  # the rule holds in the data
+    for kind in ("h", "x"):
+        with pytest.raises(ValueError, match=r"^inputs \[2\] are evaluation inputs \(index >= m = 2\); in a Monte "
+                                             r"Carlo limit .* layers >= 2 .*NaN by design.*use training inputs "
+                                             r"\(indices < 2\), layer 1, one step, or .*method='exact'.*train_finite"):
+            dg.space_time_gram(run, 2, kind, steps=(0, -1), inputs=[0, 2])
+    for ok in (dict(layer=2, inputs=[0, 1]), dict(layer=1, inputs=[0, 2]), dict(layer=2, inputs=[2], steps=(2, 2))):
+        args = {"steps": (0, -1), **ok}
+        assert np.all(np.isfinite(dg.space_time_gram(run, args.pop("layer"), "h", **args))), ok
+    # the generic message of a NaN Gram names the rule as a likely cause
+    raw = run.cross_kernel_groups(2, "h", 0)[:, 2]
+    with pytest.raises(ValueError, match="NaN or inf .*Monte Carlo limit, cross-step kernels of evaluation inputs "
+                                         "in layers >= 2"):
+        dg.min_eigenvalue(raw)
+
+
+def test_space_time_gram_keeps_evaluation_inputs_where_they_are_exact():
+    """Finite nets (and other producers with exact cross-step kernels) are not refused."""
+    X, y = zlimit.datasets.gaussian(3, 3, seed=25)
+    net = zlimit.train_finite(zlimit.MLP(depth=2), X[:2], y[:2], X_eval=X[2:], width=16, steps=2)
+    G = dg.space_time_gram(net, 2, "h", steps=(0, -1), inputs=[0, 2])
+    assert G.shape == (1, 4, 4) and np.all(np.isfinite(G))
 
 
 def test_space_time_gram_default_matches_stacked_vectors():
@@ -228,6 +334,8 @@ def test_se_and_t_interval_from_known_spread():
     assert est.se == pytest.approx(se, rel=1e-12)
     assert est.low == pytest.approx(est.value - T_0975_DF4 * se, rel=1e-9)
     assert est.high == pytest.approx(est.value + T_0975_DF4 * se, rel=1e-9)
+    v = 1.0 + delta.mean()
+    assert str(est) == f"{v:.6g} ± {se:.2g} (95% t-interval [{v - T_0975_DF4 * se:.6g}, {v + T_0975_DF4 * se:.6g}], G−1 = 4 dof)"
     est90 = dg.min_eigenvalue(grams, level=0.9)
     assert est90.high - est90.value == pytest.approx(T_095_DF4 * se, rel=1e-8)
     assert est90.level == 0.9

@@ -2,12 +2,13 @@
 and the residual norms ("novelty") of maths §3.
 
 Every function works on any run, finite or limit. Monte Carlo errors come from the
-spread between the run's G independent groups (see :class:`zlimit.Run`):
+spread between the run's G independent groups (see :class:`zlimit.Run`), with the
+package's one error bar (:func:`zlimit._stats.interval`, "95% t-interval, G−1 dof"):
 
 * a *value* is always computed from the group-mean quantity (all particles pooled);
 * its standard error is ``std(per-group values, ddof=1) / sqrt(G)``;
-* a confidence interval at level ``level`` is ``value ± q · se`` with q the
-  ``(1 + level) / 2`` quantile of Student's t with G − 1 degrees of freedom.
+* its interval is ``value ± q · se`` with q the ``(1 + level) / 2`` quantile of
+  Student's t with G − 1 degrees of freedom.
 
 A finite-width run (G = 1) has no Monte Carlo error: its standard error is reported
 as NaN and its interval collapses to the value. A nonlinear function of a mean
@@ -16,9 +17,38 @@ error uses the per-group spread as the delta-method proxy for the error of the
 pooled value, which is accurate once the per-group estimates are close to each
 other (N/G particles per group large).
 
+**Per-group, not pooled, Grams.** The spectral functions (:func:`min_eigenvalue`,
+:func:`condition_number`, :func:`eigenvalues`, :func:`independence`) take the
+per-group Grams (G, K, K) of :func:`gram_per_group` or :func:`space_time_gram`. The
+pooled Gram of :func:`pooled_gram` has lost the spread between groups, so they warn
+(:class:`zlimit.MonteCarloWarning`) when given one of G > 1 groups; a plain 2-d
+array is taken as one group.
+
+**Evaluation inputs across steps (Monte Carlo limit).** The Monte Carlo engine draws
+fresh Gaussian directions for the evaluation inputs at every step, so an evaluation
+input's Z at step s has the exact joint law with every training input's Z up to step
+s, but not with later steps. Its cross-step kernels E[Z_s(ξ_e) Z_t(·)], t > s, in
+layers l >= 2 are therefore NaN by design (layer 1, where Z^{h^1} = W^1 ξ is exact,
+and equal steps are always recorded). :func:`space_time_gram` refuses such a Gram
+with a ValueError, and ``Run.feature_change`` is NaN there. Use training inputs,
+layer 1 or one step, or compute them exactly: ``method="exact"`` (linear nets) or
+finite nets (:func:`zlimit.train_finite`) record every cross-step kernel.
+
 Theorem 4.5 of Chen et al. (2025) states that the features of distinct inputs and
 steps stay linearly independent; :func:`space_time_gram`, :func:`min_eigenvalue`
 and :func:`independence` check this numerically.
+
+Examples
+--------
+>>> import zlimit
+>>> from zlimit import diagnostics
+>>> X, y = zlimit.datasets.gaussian(3, 4, seed=0)
+>>> run = zlimit.simulate(zlimit.MLP(depth=2), X, y, steps=2, particles=4000, groups=4, progress=False)
+>>> G = diagnostics.space_time_gram(run, 2, "h", steps=(0, -1))  # (groups, 2 steps x 3 inputs, 6)
+>>> G.shape
+(4, 6, 6)
+>>> print(diagnostics.independence(G, normalize=True).label)
+independent
 """
 from __future__ import annotations
 
@@ -29,15 +59,17 @@ from typing import Sequence
 
 import numpy as np
 
+from ._errors import MonteCarloWarning
 from ._results import Run
-from ._stats import group_se, t_interval
+from ._stats import group_se, interval, interval_label
 from ._validate import check_float, check_int
 
 __all__ = [
     "Estimate",
     "Verdict",
-    "gram",
-    "gram_groups",
+    "PooledGram",
+    "gram_per_group",
+    "pooled_gram",
     "space_time_gram",
     "min_eigenvalue",
     "condition_number",
@@ -57,7 +89,8 @@ DEFAULT_RTOL = 1e-8
 # ---------------------------------------------------------------------- results
 @dataclass(frozen=True)
 class Estimate:
-    """A scalar estimate with its Monte Carlo error.
+    """A scalar estimate with its Monte Carlo error: the package's 95% Student-t
+    interval over G groups with G − 1 dof (:func:`zlimit._stats.interval`).
 
     Attributes
     ----------
@@ -67,12 +100,25 @@ class Estimate:
         Standard error, std of the per-group values (ddof = 1) / sqrt(G); NaN when
         G = 1 (a finite run has no Monte Carlo error).
     low, high : float
-        Confidence interval ``value ± q·se``, q the Student t quantile at ``level``
+        Interval ``value ± q·se``, q the two-sided Student t quantile at ``level``
         with G − 1 degrees of freedom; both equal ``value`` when G = 1.
     groups : int
         G, the number of groups the estimate came from.
     level : float
         Confidence level of ``[low, high]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from zlimit import diagnostics
+    >>> grams = np.array([np.diag([1.0, 2.0]), np.diag([1.2, 2.0])])  # two groups
+    >>> est = diagnostics.min_eigenvalue(grams)  # λ_min 1.0 and 1.2: value 1.1, se 0.1
+    >>> print(est)
+    1.1 ± 0.1 (95% t-interval [-0.17062, 2.37062], G−1 = 1 dof)
+    >>> est.label
+    '95% t-interval, G−1 = 1 dof'
+    >>> print(diagnostics.min_eigenvalue(grams[0]))  # one group (a finite run)
+    1 (single group, no Monte Carlo error)
     """
 
     value: float
@@ -82,13 +128,16 @@ class Estimate:
     groups: int
     level: float = 0.95
 
+    @property
+    def label(self) -> str:
+        """What ``[low, high]`` is, e.g. ``"95% t-interval, G−1 = 7 dof"``."""
+        return interval_label(self.level, self.groups)
+
     def __str__(self) -> str:
         if self.groups < 2:
             return f"{self.value:.6g} (single group, no Monte Carlo error)"
-        return (
-            f"{self.value:.6g} ± {self.se:.2g} "
-            f"({self.level:.0%} CI [{self.low:.6g}, {self.high:.6g}], G = {self.groups})"
-        )
+        band, dof = self.label.split(", ")  # "95% t-interval", "G−1 = 7 dof"
+        return f"{self.value:.6g} ± {self.se:.2g} ({band} [{self.low:.6g}, {self.high:.6g}], {dof})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,6 +163,14 @@ class Verdict:
         Lower confidence bounds; equal to ``eigenvalues`` when G = 1.
     text : str
         E.g. ``"independent: rank 4 of 4 at 95% confidence (...)"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from zlimit import diagnostics
+    >>> v = diagnostics.independence(np.array([np.diag([1.0, 0.0]), np.diag([1.1, 0.0])]))
+    >>> v.rank, v.size, v.independent, v.label
+    (1, 2, False, 'dependent')
     """
 
     rank: int
@@ -138,6 +195,47 @@ class Verdict:
 
     def __str__(self) -> str:
         return self.text
+
+
+class PooledGram(np.ndarray):
+    """A group-mean Gram (K, K) that remembers how many groups it pooled.
+
+    Returned by :func:`pooled_gram`; an ordinary float64 ndarray otherwise (slices,
+    copies and arithmetic keep ``groups``; ``np.asarray`` drops it). The spectral
+    functions warn (:class:`zlimit.MonteCarloWarning`) when given one of G > 1
+    groups: the spread between groups, from which Monte Carlo errors come, is gone.
+
+    Attributes
+    ----------
+    groups : int
+        G, the number of groups averaged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from zlimit.diagnostics import PooledGram
+    >>> P = PooledGram(np.eye(2), groups=8)
+    >>> P.groups, P[:1, :1].groups, (2 * P).groups
+    (8, 8, 8)
+    """
+
+    groups: int
+
+    def __new__(cls, array, groups: int) -> PooledGram:
+        obj = np.asarray(array, dtype=np.float64).view(cls)
+        obj.groups = check_int("groups", groups, 1)
+        return obj
+
+    def __array_finalize__(self, obj) -> None:
+        self.groups = getattr(obj, "groups", 1)
+
+    def __reduce__(self):
+        fn, args, state = super().__reduce__()
+        return fn, args, (state, self.groups)
+
+    def __setstate__(self, state) -> None:
+        base, self.groups = state
+        super().__setstate__(base)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -167,8 +265,9 @@ def _as_groups(grams) -> np.ndarray:
         raise ValueError(f"expected Gram matrices of shape (K, K) or (G, K, K), got shape {np.shape(grams)}")
     if not np.all(np.isfinite(a)):
         raise ValueError(
-            "Gram matrices contain NaN or inf (e.g. 'dh' kernels outside the batch, or "
-            "cross-step entries that were not recorded); restrict the inputs/steps"
+            "Gram matrices contain NaN or inf (e.g. 'dh' kernels outside the batch, cross-step entries that "
+            "were not recorded, or, in a Monte Carlo limit, cross-step kernels of evaluation inputs in layers "
+            ">= 2, NaN by design: see zlimit.diagnostics); restrict the inputs/steps"
         )
     return 0.5 * (a + np.swapaxes(a, 1, 2))
 
@@ -183,14 +282,16 @@ def _normalize(a: np.ndarray) -> np.ndarray:
 
 
 def _estimate(value: float, per_group: np.ndarray, level: float) -> Estimate:
-    g = per_group.shape[0]
-    se = group_se(per_group)  # None when g = 1: the interval collapses to the value
-    low, high = t_interval(float(value), se, g - 1, level)
-    return Estimate(float(value), math.nan if se is None else se, low, high, g, float(level))
+    iv = interval(per_group, value, level=level)
+    return Estimate(iv.value, iv.se, iv.low, iv.high, iv.groups, iv.level)
 
 
 def _spectra(grams, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Ascending eigenvalues of the group-mean Gram (K,) and of each group (G, K)."""
+    """Ascending eigenvalues of the group-mean Gram (K,) and of each group (G, K); warns
+    (for the caller's caller) when ``grams`` is a :class:`PooledGram` of G > 1 groups."""
+    if isinstance(grams, PooledGram) and grams.groups > 1:
+        warnings.warn(f"this Gram is the mean of {grams.groups} groups, so its Monte Carlo error is lost; pass "
+                      "gram_per_group(...) or space_time_gram(...) instead", MonteCarloWarning, stacklevel=3)
     a = _as_groups(grams)
     mean = a.mean(axis=0)
     if normalize:
@@ -199,8 +300,11 @@ def _spectra(grams, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------- Grams
-def gram_groups(run: Run, layer: int, kind: str = "h", step: int = -1, inputs=None) -> np.ndarray:
-    """Per-group Gram over inputs at one step.
+def gram_per_group(run: Run, layer: int, kind: str = "h", step: int = -1, inputs=None) -> np.ndarray:
+    """Per-group Gram over inputs at one step, E[Z^{v_t(ξ_a)} Z^{v_t(ξ_b)}] in each group.
+
+    What the spectral functions (:func:`min_eigenvalue`, :func:`independence`, ...)
+    take: the spread between the G groups gives their Monte Carlo error.
 
     Parameters
     ----------
@@ -217,8 +321,20 @@ def gram_groups(run: Run, layer: int, kind: str = "h", step: int = -1, inputs=No
     Returns
     -------
     ndarray, shape (G, M, M)
-        E[Z^{v_t(ξ_a)} Z^{v_t(ξ_b)}] per group (vᵀv'/n for a finite run). Kind "dh"
-        is NaN for inputs outside the batch of that step.
+        E[Z^{v_t(ξ_a)} Z^{v_t(ξ_b)}] per group (vᵀv'/n for a finite run, G = 1).
+        Kind "dh" is NaN for inputs outside the batch of that step.
+
+    Examples
+    --------
+    >>> import zlimit
+    >>> from zlimit import diagnostics
+    >>> X, y = zlimit.datasets.gaussian(3, 4, seed=0)
+    >>> run = zlimit.simulate(zlimit.MLP(depth=2), X, y, steps=2, particles=4000, groups=4, progress=False)
+    >>> K = diagnostics.gram_per_group(run, 1, "h", step=0)
+    >>> K.shape  # (groups, inputs, inputs)
+    (4, 3, 3)
+    >>> print(diagnostics.min_eigenvalue(K).label)
+    95% t-interval, G−1 = 3 dof
     """
     k = run.kernel_groups(layer, kind)
     t = _step_index(step, k.shape[1])
@@ -226,13 +342,92 @@ def gram_groups(run: Run, layer: int, kind: str = "h", step: int = -1, inputs=No
     return k[:, t][:, idx][:, :, idx]
 
 
-def gram(run: Run, layer: int, kind: str = "h", step: int = -1, inputs=None) -> np.ndarray:
-    """Group-mean Gram over inputs at one step, shape (M, M).
+def pooled_gram(run: Run, layer: int, kind: str = "h", step: int = -1, inputs=None) -> PooledGram:
+    """Group-mean Gram over inputs at one step (all particles pooled), shape (M, M).
 
-    Same parameters as :func:`gram_groups`; the mean over the G groups (all
-    particles pooled).
+    Same parameters as :func:`gram_per_group`; the mean of its G Grams. The best
+    single estimate of the limit Gram, but without its Monte Carlo error: the
+    spectral functions warn when given it for G > 1 groups; pass them
+    :func:`gram_per_group` instead.
+
+    Returns
+    -------
+    PooledGram, shape (M, M)
+        A float64 ndarray with ``groups`` = G.
+
+    Examples
+    --------
+    >>> import warnings, zlimit
+    >>> from zlimit import diagnostics
+    >>> X, y = zlimit.datasets.gaussian(3, 4, seed=0)
+    >>> run = zlimit.simulate(zlimit.MLP(depth=2), X, y, steps=2, particles=4000, groups=4, progress=False)
+    >>> P = diagnostics.pooled_gram(run, 1, "h", step=0)
+    >>> P.shape, P.groups
+    ((3, 3), 4)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = diagnostics.min_eigenvalue(P)
+    >>> print(caught[0].category.__name__, caught[0].message)
+    MonteCarloWarning this Gram is the mean of 4 groups, so its Monte Carlo error is lost;
+    pass gram_per_group(...) or space_time_gram(...) instead
     """
-    return gram_groups(run, layer, kind, step, inputs).mean(axis=0)
+    per_group = gram_per_group(run, layer, kind, step, inputs)
+    return PooledGram(per_group.mean(axis=0), groups=per_group.shape[0])
+
+
+def gram_groups(run: Run, layer: int, kind: str = "h", step: int = -1, inputs=None) -> np.ndarray:
+    """Deprecated name of :func:`gram_per_group` (warns DeprecationWarning).
+
+    Examples
+    --------
+    >>> import warnings, zlimit
+    >>> from zlimit import diagnostics
+    >>> X, y = zlimit.datasets.gaussian(2, 4, seed=0)
+    >>> run = zlimit.train_finite(zlimit.MLP(depth=1), X, y, width=8, steps=1)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     K = diagnostics.gram_groups(run, 1)
+    >>> K.shape, caught[0].category.__name__
+    ((1, 2, 2), 'DeprecationWarning')
+    """
+    warnings.warn("diagnostics.gram_groups is deprecated; use diagnostics.gram_per_group", DeprecationWarning,
+                  stacklevel=2)
+    return gram_per_group(run, layer, kind, step, inputs)
+
+
+def gram(run: Run, layer: int, kind: str = "h", step: int = -1, inputs=None) -> PooledGram:
+    """Deprecated name of :func:`pooled_gram` (warns DeprecationWarning).
+
+    Examples
+    --------
+    >>> import warnings, zlimit
+    >>> from zlimit import diagnostics
+    >>> X, y = zlimit.datasets.gaussian(2, 4, seed=0)
+    >>> run = zlimit.train_finite(zlimit.MLP(depth=1), X, y, width=8, steps=1)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     P = diagnostics.gram(run, 1)
+    >>> P.shape, caught[0].category.__name__
+    ((2, 2), 'DeprecationWarning')
+    """
+    warnings.warn("diagnostics.gram is deprecated; use diagnostics.pooled_gram (or gram_per_group, which keeps "
+                  "the Monte Carlo error)", DeprecationWarning, stacklevel=2)
+    return pooled_gram(run, layer, kind, step, inputs)
+
+
+def _check_eval_rule(run: Run, layer: int, steps: list[int], idx: np.ndarray) -> None:
+    """ValueError when a Monte Carlo limit's cross-step kernels of evaluation inputs in
+    layers >= 2 would be needed (NaN by design; module docstring)."""
+    evaluation = sorted({int(i) for i in idx if i >= run.m})
+    if run.meta.get("method") != "mc" or layer < 2 or len(set(steps)) < 2 or not evaluation:
+        return
+    raise ValueError(
+        f"inputs {evaluation} are evaluation inputs (index >= m = {run.m}); in a Monte Carlo limit their "
+        f"cross-step kernels E[Z_s(ξ_e) Z_t(·)], s < t, in layers >= 2 are not computed (NaN by design: fresh "
+        f"Gaussian directions at every step), so the space-time Gram of layer {layer} over steps "
+        f"{sorted(set(steps))} cannot include them; use training inputs (indices < {run.m}), layer 1, one step, "
+        "or compute them exactly with method='exact' (linear nets) or finite nets (train_finite)"
+    )
 
 
 def space_time_gram(
@@ -261,7 +456,9 @@ def space_time_gram(
     steps : sequence of int
         Steps 0..T (negative values index from the end), in the order wanted.
     inputs : sequence of int, optional
-        Input indices; default: the training inputs ``range(run.m)``.
+        Input indices; default: the training inputs ``range(run.m)``. Evaluation
+        inputs (indices >= m) over two or more steps are refused in layers >= 2 of a
+        Monte Carlo limit (module docstring).
 
     Returns
     -------
@@ -270,7 +467,23 @@ def space_time_gram(
     Raises
     ------
     ValueError
-        When a pair of different steps has its earlier step not recorded.
+        When a pair of different steps has its earlier step not recorded, or when
+        the Gram would need a Monte Carlo limit's cross-step kernels of evaluation
+        inputs in a layer >= 2.
+
+    Examples
+    --------
+    >>> import zlimit
+    >>> from zlimit import diagnostics
+    >>> X, y = zlimit.datasets.gaussian(3, 4, seed=0)
+    >>> run = zlimit.simulate(zlimit.MLP(depth=2), X[:2], y[:2], X_eval=X[2:], steps=2, particles=4000,
+    ...                       groups=4, progress=False)
+    >>> diagnostics.space_time_gram(run, 2, "h", steps=(0, -1)).shape  # the 2 training inputs at steps 0, 2
+    (4, 4, 4)
+    >>> diagnostics.space_time_gram(run, 2, "h", steps=(0, -1), inputs=[0, 2])
+    Traceback (most recent call last):
+    ...
+    ValueError: inputs [2] are evaluation inputs (index >= m = 2); in a Monte Carlo limit their cross-step ...
     """
     equal = run.kernel_groups(layer, kind)
     g, nsteps, count = equal.shape[:3]
@@ -278,6 +491,7 @@ def space_time_gram(
     if not steps:
         raise ValueError("steps must name at least one step")
     idx = _input_index(inputs, count, np.arange(min(run.m, count)))
+    _check_eval_rule(run, layer, steps, idx)
     for s in sorted(set(steps))[:-1]:
         if s not in run.record_steps:
             later = sorted(t for t in set(steps) if t > s)
@@ -318,6 +532,20 @@ def eigenvalues(G_groups, normalize: bool = False) -> tuple[np.ndarray, np.ndarr
         Ascending eigenvalues of the group-mean Gram.
     per_group : ndarray, shape (G, K)
         Ascending eigenvalues of each group's Gram.
+
+    Warns
+    -----
+    MonteCarloWarning
+        When ``G_groups`` is a :func:`pooled_gram` of G > 1 groups.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from zlimit import diagnostics
+    >>> grams = np.array([[[2.0, 1.0], [1.0, 2.0]], [[2.0, 0.0], [0.0, 2.0]]])  # eigenvalues {1, 3} and {2, 2}
+    >>> pooled, per_group = diagnostics.eigenvalues(grams)
+    >>> pooled.round(12).tolist(), per_group.round(12).tolist()  # the mean [[2, .5], [.5, 2]]: 1.5 and 2.5
+    ([1.5, 2.5], [[1.0, 3.0], [2.0, 2.0]])
     """
     return _spectra(G_groups, normalize)
 
@@ -328,8 +556,9 @@ def min_eigenvalue(G_groups, level: float = 0.95, normalize: bool = False) -> Es
     Parameters
     ----------
     G_groups : array_like, shape (G, K, K) or (K, K)
-        Per-group Gram matrices, e.g. from :func:`gram_groups` or
-        :func:`space_time_gram`. A 2-d array is treated as one group (G = 1).
+        Per-group Gram matrices, e.g. from :func:`gram_per_group` or
+        :func:`space_time_gram`. A 2-d array is treated as one group (G = 1); a
+        :func:`pooled_gram` of G > 1 groups warns.
     level : float
         Confidence level of the interval.
     normalize : bool
@@ -346,6 +575,24 @@ def min_eigenvalue(G_groups, level: float = 0.95, normalize: bool = False) -> Es
         ``value`` = λ_min of the group-mean Gram; ``se`` = std of the per-group
         λ_min (ddof = 1) / sqrt(G); ``[low, high]`` = value ± t_{(1+level)/2, G−1}·se.
         G = 1 (finite runs): se is NaN and low = high = value.
+
+    Warns
+    -----
+    MonteCarloWarning
+        When ``G_groups`` is a :func:`pooled_gram` of G > 1 groups: its Monte Carlo
+        error is lost.
+
+    Examples
+    --------
+    >>> import zlimit
+    >>> from zlimit import diagnostics
+    >>> X, y = zlimit.datasets.gaussian(3, 4, seed=0)
+    >>> run = zlimit.simulate(zlimit.MLP(depth=2), X, y, steps=2, particles=4000, groups=4, progress=False)
+    >>> est = diagnostics.min_eigenvalue(diagnostics.space_time_gram(run, 2, steps=(0, -1)), normalize=True)
+    >>> est.groups, est.low <= est.value <= est.high, 0 < est.value <= 1
+    (4, True, True)
+    >>> print("λ_min =", est)
+    λ_min = ... ± ... (95% t-interval [..., ...], G−1 = 3 dof)
     """
     pooled, per_group = _spectra(G_groups, normalize)
     return _estimate(pooled[0], per_group[:, 0], level)
@@ -361,6 +608,22 @@ def condition_number(G_groups, level: float = 0.95, normalize: bool = False) -> 
     Returns
     -------
     Estimate
+
+    Warns
+    -----
+    MonteCarloWarning
+        When ``G_groups`` is a :func:`pooled_gram` of G > 1 groups.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from zlimit import diagnostics
+    >>> grams = np.array([np.diag([1.0, 4.0]), np.diag([1.0, 6.0])])  # conditions 4 and 6
+    >>> est = diagnostics.condition_number(grams)  # of the mean diag(1, 5)
+    >>> est.value, round(est.se, 12)
+    (5.0, 1.0)
+    >>> diagnostics.condition_number(np.diag([1.0, 0.0])).value  # singular
+    inf
     """
     pooled, per_group = _spectra(G_groups, normalize)
 
@@ -409,6 +672,26 @@ def independence(G_groups, level: float = 0.95, tol: float | None = None, normal
     Verdict
         ``rank``, ``size``, ``tol``, the eigenvalues with their errors, and ``text``
         such as ``"dependent: rank 3 of 4 at 95% confidence (...)"``.
+
+    Warns
+    -----
+    MonteCarloWarning
+        When ``G_groups`` is a :func:`pooled_gram` of G > 1 groups.
+
+    Examples
+    --------
+    Features v_1, v_2 and v_3 = v_1 + v_2 in each of eight groups: rank 2 of 3.
+
+    >>> import numpy as np
+    >>> from zlimit import diagnostics
+    >>> rng = np.random.default_rng(0)
+    >>> v = rng.standard_normal((8, 2, 50))  # (groups, features, n)
+    >>> v = np.concatenate([v, v.sum(axis=1, keepdims=True)], axis=1)
+    >>> verdict = diagnostics.independence(v @ v.transpose(0, 2, 1) / 50)
+    >>> verdict.rank, verdict.label
+    (2, 'dependent')
+    >>> print(verdict)  # doctest: +ELLIPSIS
+    dependent: rank 2 of 3 at 95% confidence (...; 95% t-interval, G−1 = 7 dof)
     """
     pooled, per_group = _spectra(G_groups, normalize)
     g, k = per_group.shape
@@ -418,8 +701,8 @@ def independence(G_groups, level: float = 0.95, tol: float | None = None, normal
     else:
         tol = check_float("tol", tol, 0)
         how = f"tol = {tol:.3g}"
-    se = group_se(per_group, single=np.nan)
-    lower, _ = t_interval(pooled, None if g < 2 else se, g - 1, level)
+    iv = interval(per_group, pooled, level=level)
+    se, lower = iv.se, iv.low
     rank = int(np.count_nonzero(lower > tol))
     label = "independent" if rank == k else "dependent"
     if g < 2:
@@ -431,7 +714,7 @@ def independence(G_groups, level: float = 0.95, tol: float | None = None, normal
         text = (
             f"{label}: rank {rank} of {k} at {level:.0%} confidence "
             f"(eigenvalues whose {level:.0%} lower bound exceeds {how} count as nonzero; "
-            f"smallest {pooled[0]:.3g} ± {se[0]:.2g}, G = {g})"
+            f"smallest {pooled[0]:.3g} ± {se[0]:.2g}; {iv.label})"
         )
     return Verdict(rank, k, tol, float(level), g, pooled, se, lower, text)
 
@@ -455,7 +738,18 @@ def feature_change(run: Run, layer: int, kind: str = "h") -> tuple[np.ndarray, n
     se : ndarray, shape (T+1, M), or None
         Standard error from the spread of the per-group ratios (std, ddof = 1, over
         sqrt(G)); None when G = 1, as ``Run.outputs_se``; zeros for an exact run
-        (``run.error_model == "exact"``).
+        (``run.error_model == "exact"``). Both are NaN for the evaluation inputs in
+        layers >= 2 of a Monte Carlo limit (module docstring).
+
+    Examples
+    --------
+    >>> import zlimit
+    >>> from zlimit import diagnostics
+    >>> X, y = zlimit.datasets.gaussian(3, 4, seed=0)
+    >>> run = zlimit.simulate(zlimit.MLP(depth=2), X, y, steps=2, particles=4000, groups=4, progress=False)
+    >>> value, se = diagnostics.feature_change(run, 2)
+    >>> value.shape, se.shape, bool(value[0].max() < 1e-6)  # (T+1, M); no change at step 0
+    ((3, 3), (3, 3), True)
     """
     value = run.feature_change(layer, kind)
     if run.error_model == "exact":
@@ -485,6 +779,16 @@ def novelty_summary(run: Run) -> dict[str, np.ndarray]:
         ``"median"`` (float; NaN at steps where no vector was added) and
         ``"count"`` (int; the number of inputs whose vector was added), e.g.
         ``summary["fwd2"]["min"]``. Empty for runs without novelty (finite runs).
+
+    Examples
+    --------
+    >>> import zlimit
+    >>> from zlimit import diagnostics
+    >>> X, y = zlimit.datasets.gaussian(3, 4, seed=0)
+    >>> run = zlimit.simulate(zlimit.MLP(depth=2), X, y, steps=2, particles=4000, groups=4, progress=False)
+    >>> summary = diagnostics.novelty_summary(run)
+    >>> sorted(summary), summary["fwd2"].dtype.names, summary["fwd2"].shape
+    (['bwd2', 'fwd2'], ('min', 'median', 'count'), (3,))
     """
     out: dict[str, np.ndarray] = {}
     for key in sorted(run.novelty):
