@@ -11,8 +11,12 @@ References used here, independent of the code under test:
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import os
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -154,7 +158,8 @@ def test_deviation_fit_exact_power_law():
 def test_deviation_fit_two_widths_has_no_slope_error():
     limit = _fake_limit(np.zeros((2, 3, 2)))
     finite = {w: np.full((1, 3, 2), 1.0 / w) for w in (10, 100)}
-    fit = deviation_fit(limit, finite)
+    with pytest.warns(zlimit.MonteCarloWarning, match="no reliable slope"):
+        fit = deviation_fit(limit, finite)
     assert fit.slope == pytest.approx(-1.0) and math.isnan(fit.slope_se)
     assert np.all(np.isnan(fit.seed_mean_se))       # one seed: no seed spread
 
@@ -280,3 +285,257 @@ def test_seed_counts_and_values_are_bounded(seeds, seed, message):
     with pytest.raises(ValueError, match=message):
         check_seeds("seeds", seeds, seed)
     assert check_seeds("seeds", 2, 2**63 - 2) == [2**63 - 2, 2**63 - 1]
+
+
+# ---------------------------------------------------------------------- fit reliability
+def _floor_problem(devs, seeds=2, e=0.01):
+    """A limit of two groups base ± e (standard error exactly e at every entry, so the noise
+    floor is e) and, per width, identical seeds at base + dev·(±1) (RMS offset dev)."""
+    rng = np.random.default_rng(3)
+    T1, M = 4, 3
+    base = rng.standard_normal((T1, M))
+    limit = _fake_limit(np.stack([base + e, base - e]))
+    sign = np.where(rng.random((T1, M)) < 0.5, -1.0, 1.0)
+    widths = [16 * 4 ** k for k in range(len(devs))]
+    finite = {w: np.repeat((base + d * sign)[None], seeds, axis=0) for w, d in zip(widths, devs)}
+    return limit, finite
+
+
+def test_fit_warns_on_two_widths():
+    """The issue's test: two widths never give a headline rate, even both above the floor."""
+    limit, finite = _floor_problem([0.2, 0.05])
+    with pytest.warns(zlimit.MonteCarloWarning, match=r"^no reliable slope: 2 of 2 widths lie above the Monte "
+                                                      r"Carlo noise floor, and a rate needs 3;") as record:
+        fit = deviation_fit(limit, finite)
+    assert len(record) == 1 and str(record[0].message) == str(fit)
+    assert record[0].filename == __file__  # the warning points at the caller
+    np.testing.assert_allclose(fit.noise_floor, 0.01, rtol=1e-12)
+    np.testing.assert_allclose(fit.deviations, [0.2, 0.05], rtol=1e-12)
+    assert fit.above_floor.tolist() == [True, True] and fit.reliable is False
+    assert str(fit).startswith("no reliable slope") and "is not a convergence rate" in str(fit)
+    d = fit.to_dict()
+    assert d["above_floor"] == [True, True] and d["reliable"] is False
+    assert json.loads(json.dumps(d))["reliable"] is False
+
+
+def test_fit_warns_on_four_widths_with_two_above_the_floor():
+    limit, finite = _floor_problem([0.1, 0.03, 0.005, 0.002])
+    with pytest.warns(zlimit.MonteCarloWarning, match="2 of 4 widths lie above the Monte Carlo noise floor"):
+        fit = deviation_fit(limit, finite)
+    assert fit.above_floor.tolist() == [True, True, False, False] and not fit.reliable
+    assert fit.to_dict()["above_floor"] == [True, True, False, False]
+
+
+def test_fit_with_three_widths_above_the_floor_is_a_rate():
+    devs = np.array([0.2, 0.09, 0.06])  # not an exact power law: the slope has an error
+    limit, finite = _floor_problem(devs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = deviation_fit(limit, finite)
+    assert fit.reliable and fit.above_floor.tolist() == [True, True, True]
+    reg = stats.linregress(np.log(fit.widths), np.log(devs))
+    q = stats.t.ppf(0.975, 1)  # 95% Student-t, k − 2 = 1 dof
+    low, high = fit.slope_interval()
+    assert (low, high) == pytest.approx((reg.slope - q * reg.stderr, reg.slope + q * reg.stderr), rel=1e-10)
+    assert str(fit) == (f"deviation ~ n^{reg.slope:.2f} ({low:.2f}..{high:.2f}, 95% t-interval, k−2 = 1 dof) "
+                        f"over widths 16..256, 3 of 3 above the noise floor, 2 seed(s) per width")
+    assert fit.to_dict()["reliable"] is True
+
+
+# ---------------------------------------------------------------------- repr
+def _fake_run(kind, T, M, G=1, width=None, seed=0, rng=None):
+    rng = rng or np.random.default_rng(0)
+    meta = {"kind": kind, "steps": T, "m": M, "m_eval": 0, "seed": seed}
+    meta.update({"width": width, "parametrization": "mup"} if kind == "finite" else
+                {"method": "mc", "particles": 4000 * G, "groups": G})
+    return Run(model=zlimit.MLP(depth=3, activation="relu", lr=0.25), meta=meta,
+               outputs_groups=rng.standard_normal((G, T + 1, M)), loss_groups=rng.random((G, T + 1)),
+               error_signals_groups=np.zeros((G, T, M)))
+
+
+def _fake_comparison(widths, seeds, T=100, M=5):
+    from zlimit.compare import _assemble
+    rng = np.random.default_rng(1)
+    limit = _fake_run("limit", T, M, G=8, rng=rng)
+    finite = {(w, s): _fake_run("finite", T, M, width=w, seed=s, rng=rng) for w in widths for s in seeds}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", zlimit.MonteCarloWarning)
+        return _assemble(limit, finite, list(widths), list(seeds), "mup", stacklevel=1)
+
+
+def test_repr_is_one_screen():
+    cmp = _fake_comparison([64, 128, 256, 512], [0, 1, 2])
+    text = repr(cmp)
+    assert len(text) < 2000 and text.count("\n") < 15, text
+    for part in ("μP", "depth L = 3", "relu", "lr η = 0.25", "n = 64, 128, 256, 512", "0, 1, 2 (3 per width)",
+                 "T = 100", "M = 5", "N = 32,000", "G = 8", "95% t-interval, G−1 = 7 dof", str(cmp.fit)):
+        assert part in text, part
+    html = cmp._repr_html_()
+    assert html.startswith("<div>") and "<table>" in html and "G = 8" in html and len(html) < 4000
+    many = _fake_comparison(list(range(8, 20)), list(range(15)), T=3, M=2)
+    assert len(repr(many)) < 2000 and "…" in repr(many)
+
+
+def test_repr_never_raises():
+    broken = Comparison(limit=None, finite={}, table=None, fit=None)
+    assert repr(broken).startswith("Comparison") and "unavailable" in repr(broken)
+    assert "unavailable" in broken._repr_html_()
+
+
+# ---------------------------------------------------------------------- progress
+def test_progress_is_off_by_default_when_stderr_is_not_a_terminal(problem, capsys):
+    model, X, y, _ = problem
+    args = dict(widths=[8, 16], seeds=1, steps=1, particles=200, groups=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", zlimit.MonteCarloWarning)
+        compare(model, X[:2], y[:2], **args)
+        assert "zlimit.compare" not in capsys.readouterr().err
+        compare(model, X[:2], y[:2], progress=True, **args)
+        assert "zlimit.compare (finite nets)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="progress must be True, False or None"):
+        compare(model, X[:2], y[:2], progress="yes", **args)
+
+
+# ---------------------------------------------------------------------- save / load
+@pytest.fixture(scope="module")
+def small(problem):
+    model, X, y, X_eval = problem
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", zlimit.MonteCarloWarning)
+        return compare(model, X[:3], y[:3], X_eval=X_eval[:2], widths=[8, 16, 24], seeds=[4, 2], steps=2,
+                       particles=400, groups=2, progress=False)
+
+
+def _assert_runs_equal(a: Run, b: Run):
+    for f in dataclasses.fields(Run):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, dict) and f.name != "meta":
+            assert sorted(x) == sorted(y), f.name
+            for k in x:
+                np.testing.assert_array_equal(x[k], y[k], err_msg=f"{f.name}[{k}]")
+        elif isinstance(x, np.ndarray):
+            np.testing.assert_array_equal(x, y, err_msg=f.name)
+        else:
+            assert x == y, f.name
+
+
+def _load_quietly(path):
+    from zlimit.compare import load
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", zlimit.MonteCarloWarning)
+        return load(path)
+
+
+def test_save_load_round_trip(small, tmp_path):
+    assert small.limit.moments and all(run.moments for run in small.finite.values())
+    path = small.save(tmp_path / "cmp")
+    assert path == tmp_path / "cmp" and sorted(p.name for p in tmp_path.iterdir()) == ["cmp"]
+    with pytest.warns(zlimit.MonteCarloWarning) as record:  # the fit is rebuilt, and warns again
+        Comparison.load(path)
+    assert record[0].filename == __file__
+    back = _load_quietly(path)
+    assert back.widths == small.widths and back.seeds == small.seeds and back.parametrization == "mup"
+    _assert_runs_equal(back.limit, small.limit)
+    assert sorted(back.finite) == sorted(small.finite)
+    for k, run in small.finite.items():
+        _assert_runs_equal(back.finite[k], run)
+    assert back.table.equals(small.table)
+    for f in dataclasses.fields(type(small.fit)):
+        np.testing.assert_array_equal(getattr(back.fit, f.name), getattr(small.fit, f.name), err_msg=f.name)
+    assert back.coord_data().equals(small.coord_data())
+    assert Comparison.load(str(path)).table.equals(small.table)
+
+
+def test_save_replaces_a_saved_comparison_and_refuses_anything_else(small, tmp_path):
+    other = _fake_comparison([8, 16], [0], T=2, M=5)
+    path = tmp_path / "cmp"
+    other.save(path)
+    small.save(path)                                   # a saved comparison is replaced
+    assert _load_quietly(path).widths == [8, 16, 24]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp"]
+    (tmp_path / "empty").mkdir()
+    small.save(tmp_path / "empty")                     # so is an empty folder
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(ValueError, match=r"mine is a folder that does not hold a saved Comparison; refusing"):
+        small.save(mine)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        small.save(tmp_path / "f")
+    with pytest.raises(ValueError, match="path must be a str or os.PathLike"):
+        small.save(3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp", "empty", "f", "mine"]
+
+
+def test_a_failed_save_keeps_the_old_comparison(small, tmp_path, monkeypatch):
+    path = tmp_path / "cmp"
+    small.save(path)
+    before = {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    calls = []
+
+    def failing(run, target):
+        calls.append(target)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return zlimit.io.save(run, target)
+
+    monkeypatch.setattr(Run, "save", failing)
+    with pytest.raises(OSError, match="No space"):
+        _fake_comparison([8, 16], [0], T=2, M=5).save(path)
+    assert {p: p.read_bytes() for p in path.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp"]  # no temporary folder left
+
+
+def test_load_refuses_what_is_not_a_saved_comparison(small, tmp_path):
+    from zlimit.compare import load
+    with pytest.raises(ValueError, match=r"is not a saved zlimit Comparison \(a folder with comparison.json"):
+        load(tmp_path)
+    with pytest.raises(ValueError, match="is not a saved zlimit Comparison"):
+        load(tmp_path / "nothing")
+    path = small.save(tmp_path / "cmp")
+    info = path / "comparison.json"
+    good = info.read_text()
+    for text, match in (("{", "not a readable saved Comparison"),
+                        (good.replace('"zlimit-comparison"', '"other"'), "does not declare format"),
+                        (good.replace('"format_version": 1', '"format_version": 9'), "upgrade zlimit"),
+                        (good.replace('"parametrization": "mup"', '"parametrization": "sp"'), "parametrization")):
+        info.write_text(text)
+        with pytest.raises(ValueError, match=match) as exc:
+            load(path)
+        assert "\n" not in str(exc.value)
+    info.write_text(good)
+    (path / "finite" / "w16_s2.npz").rename(path / "finite" / "w16_s9.npz")
+    with pytest.raises(ValueError, match=r"w16_s2.npz is missing: the saved Comparison is incomplete"):
+        load(path)
+    (path / "finite" / "w16_s9.npz").rename(path / "finite" / "w16_s2.npz")
+    (path / "finite" / "w8_s4.npz").write_bytes((path / "finite" / "w24_s4.npz").read_bytes())
+    with pytest.raises(ValueError, match=r"w8_s4.npz does not hold the net of width 8 and seed 4 but n = 24"):
+        load(path)
+
+
+def test_a_failed_rename_puts_the_old_comparison_back(small, tmp_path, monkeypatch):
+    import zlimit.compare as zc
+    path = small.save(tmp_path / "cmp")
+    before = {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    real = os.rename
+
+    def rename(src, dst):
+        if str(src).endswith(".tmp"):  # the new folder into place
+            raise OSError(18, "Invalid cross-device link")
+        return real(src, dst)
+
+    monkeypatch.setattr(zc.os, "rename", rename)
+    with pytest.raises(OSError, match="cross-device"):
+        _fake_comparison([8, 16], [0], T=2, M=5).save(path)
+    assert {p: p.read_bytes() for p in path.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp"]
+
+
+def test_to_dataframe_is_a_copy_of_the_table():
+    cmp = _fake_comparison([8, 16], [0, 1], T=2, M=3)
+    df = cmp.to_dataframe()
+    assert df.equals(cmp.table) and tuple(df.columns) == TABLE_COLUMNS
+    df.loc[:, "value"] = 0.0
+    assert not cmp.table["value"].eq(0.0).all()
