@@ -273,14 +273,6 @@ def test_unsaveable_content_is_rejected(tmp_path):
     assert not os.listdir(tmp_path)
 
 
-def test_to_xarray_without_xarray(monkeypatch):
-    run = make_run(np.random.default_rng(6), G=1, T=1, M=2, m=1, depth=1, record_steps=(0,),
-                   novelty=False, dtype=np.float64)
-    monkeypatch.setitem(sys.modules, "xarray", None)  # import xarray -> ImportError
-    with pytest.raises(ImportError, match="pip install xarray"):
-        zio.to_xarray(run)
-
-
 # ------------------------------------------------------------ load: arguments
 def test_load_needs_a_path_or_file_object(tmp_path):
     path = tmp_path / "r.npz"

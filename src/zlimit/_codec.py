@@ -6,6 +6,8 @@ without an import cycle; :func:`zlimit.io.load` builds the objects.
 """
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 from pathlib import Path
@@ -19,7 +21,7 @@ from ._keys import parse_key
 from ._losses import LOSSES
 from ._version import __version__
 
-__all__ = ["save", "encode", "to_xarray", "check_layout", "FORMAT", "FORMAT_VERSION", "DICTS", "FIELDS", "NTK",
+__all__ = ["save", "encode", "to_xarray", "place", "variable_dims", "check_layout", "FORMAT", "FORMAT_VERSION", "DICTS", "FIELDS", "NTK",
            "META", "KEY", "MAX_DEPTH", "ERROR_MODELS"]
 
 FORMAT = "zlimit-run"
@@ -325,72 +327,197 @@ def save(run, path) -> Path | None:
 
 
 # ---------------------------------------------------------------------- xarray
-def _plain(x: Any) -> Any:
-    if isinstance(x, (np.generic, np.ndarray)):
-        return x.tolist()
-    if isinstance(x, (set, frozenset)):
-        return sorted(x, key=repr)
-    return repr(x)
+#: the coordinates of the labelled axes of :func:`to_xarray`'s variables
+LABELS = {"layer": None, "kind": ("h", "x"), "side": ("fwd", "bwd"), "stat": ("mean", "abs")}
+#: per variable of the dataset: its leading dimensions (a run array's own axes, padded with
+#: NaN where shorter) and the labelled dimensions its run arrays are stacked along
+VARIABLES = {
+    "outputs": (("group", "step", "input"), ()),
+    "loss": (("group", "step"), ()),
+    "error_signals": (("group", "step", "input"), ()),
+    "ntk": (("group", "input", "input2"), ()),
+    "kernel": (("group", "step", "input", "input2"), ("layer", "kind")),
+    "dh_kernel": (("group", "step", "input", "input2"), ("layer",)),
+    "cross_kernel": (("group", "record_step", "step", "input", "input2"), ("layer", "kind")),
+    "moments": (("group", "step", "input", "stat"), ("layer", "kind")),
+    "novelty": (("group", "step", "input"), ("layer", "side")),
+    "basis": (("group", "step"), ("layer", "side")),
+}
+_FIELD_VARIABLES = {"outputs_groups": "outputs", "loss_groups": "loss", "error_signals_groups": "error_signals",
+                    NTK: "ntk"}
+_DESCRIPTIONS = {
+    "outputs": "f_t(ξ_a) per group (f̊_t for a limit)",
+    "loss": "full training loss per group",
+    "error_signals": "χ_{t,i}, zero outside the batch B_t; NaN at the last step and at evaluation inputs",
+    "ntk": "Θ(ξ_a, ξ_b) of each group (NTK limit)",
+    "kernel": "E[Z^{v_t(ξ_a)} Z^{v_t(ξ_b)}], v = h^l or x^l (finite net: v·v'/n)",
+    "dh_kernel": "kernel of the backward vectors dh^l on the batch of step t; NaN outside it, at the last "
+                 "step and at evaluation inputs",
+    "cross_kernel": "E[Z_s(ξ_a) Z_t(ξ_b)] for s = record_step; NaN for t < s (and, in the Monte Carlo limit, "
+                    "for evaluation inputs ξ_a in layers >= 2 at t > s)",
+    "moments": "E[Z^{v_t(ξ_a)}] (stat 'mean') and E|Z^{v_t(ξ_a)}| (stat 'abs')",
+    "novelty": "residual norm of each vector added to the Gaussian process of W^l; NaN where none",
+    "basis": "basis statistic {stat} of the Gaussian process of W^l after step t",
+}
+
+
+def place(name: str) -> tuple[str, dict[str, Any]]:
+    """The variable of :func:`to_xarray` holding the run-file entry ``name``, and its labels.
+
+    >>> place("kernels/h2"), place("bases/dropped_mass_fwd3"), place("loss_groups")
+    (('kernel', {'layer': 2, 'kind': 'h'}), ('basis_dropped_mass', {'layer': 3, 'side': 'fwd'}), ('loss', {}))
+    """
+    if name in _FIELD_VARIABLES:
+        return _FIELD_VARIABLES[name], {}
+    group, _, k = name.partition("/")
+    kind, layer, stat = parse_key(k)
+    if group == "bases":
+        return f"basis_{stat}", {"layer": layer, "side": kind}
+    if group == "novelty":
+        return "novelty", {"layer": layer, "side": kind}
+    if group == "kernels" and kind == "dh":
+        return "dh_kernel", {"layer": layer}
+    variables = {"kernels": "kernel", "cross": "cross_kernel", "moments": "moments"}
+    if group not in variables or kind not in ("h", "x"):
+        raise ValueError(f"{name!r} is not the name of a run array (e.g. 'outputs_groups', 'kernels/h1')")
+    return variables[group], {"layer": layer, "kind": kind}
+
+
+def variable_dims(variable: str, classes: tuple[str, ...] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Leading and labelled dimensions of a variable of :func:`to_xarray` (``classes``:
+    ``("class",)`` for a model of k > 1 outputs)."""
+    lead, labels = VARIABLES["basis" if variable.startswith("basis_") else variable]
+    return (lead + classes if variable in ("outputs", "error_signals") else lead), labels
+
+
+def _stacked(pieces: dict[str, np.ndarray], lead: tuple[int, ...], labels: tuple[str, ...],
+             positions: dict[str, dict]) -> np.ndarray:
+    """The run arrays ``pieces`` in one array of shape ``lead`` + the labelled axes, each at
+    its labels' positions from the origin; NaN elsewhere, in the smallest floating dtype
+    that holds every piece exactly (float32 at least, which netCDF3 stores)."""
+    sizes = tuple(len(positions[dim]) for dim in labels)
+    out = np.full(lead + sizes, np.nan, dtype=np.result_type(*pieces.values(), np.float32))
+    for name, a in pieces.items():
+        _, where = place(name)
+        index = tuple(positions[dim][where[dim]] for dim in labels)
+        out[(*(slice(0, n) for n in a.shape), *index)] = a
+    return out
+
+
+def _xarray(what: str):
+    try:
+        import xarray
+    except ImportError as exc:
+        raise ImportError(f"{what} needs xarray, which is not installed: pip install zlimit[xarray]") from exc
+    return xarray
+
+
+def _npy_bytes(a: np.ndarray) -> str:
+    """An array as the base64 text of its ``.npy`` file (dtype, order and bytes kept)."""
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def to_xarray(run):
-    """The run as an :class:`xarray.Dataset` (needs ``pip install xarray``).
+    """The run as a labelled :class:`xarray.Dataset`; :func:`zlimit.io.from_xarray` is its inverse.
 
-    Dimensions: ``group`` (G), ``step`` (T+1), ``input``/``input2`` (M),
-    ``update`` (T, the SGD steps that have error signals), ``train_input``/
-    ``train_input2`` (m), ``record_step`` (the run's ``record_steps``) and, for a
-    model of k > 1 outputs, ``class`` (k, coordinates 0..k-1). The ``input``
-    coordinate carries ``is_train`` (True for the first m inputs).
+    Dimensions
+    ----------
+    ``group`` (G), ``step`` (T+1), ``input`` and ``input2`` (M: the m training inputs,
+    then the evaluation inputs; coordinate ``is_train`` on ``input``), ``layer``
+    (1..L), ``kind`` ("h", "x"), ``record_step`` (``run.record_steps``), ``stat``
+    ("mean", "abs"), ``side`` ("fwd", "bwd") and, for a model of k > 1 outputs,
+    ``class`` (0..k-1).
 
-    Variables: ``outputs`` (group, step, input[, class]), ``loss`` (group, step),
-    ``error_signals`` (group, update, train_input[, class]), ``kernel_{key}`` (group, step,
-    input, input2; "dh" kernels on (group, update, train_input, train_input2)),
-    ``cross_{key}`` (group, record_step, step, input, input2) and
-    ``novelty_{key}`` (group, step, input). Attributes: ``model`` and ``meta`` as
-    JSON strings (numpy values as plain numbers and lists; tuples as lists), ``m``.
+    Variables (only those the run has)
+    ----------------------------------
+    ==================  ======================================================
+    ``outputs``         (group, step, input[, class])
+    ``loss``            (group, step)
+    ``error_signals``   (group, step, input[, class]); NaN at step T and at
+                        evaluation inputs (χ has T steps and m inputs)
+    ``kernel``          (group, step, input, input2, layer, kind)
+    ``dh_kernel``       (group, step, input, input2, layer); NaN at step T and
+                        at evaluation inputs (and outside each batch)
+    ``cross_kernel``    (group, record_step, step, input, input2, layer, kind)
+    ``moments``         (group, step, input, stat, layer, kind)
+    ``ntk``             (group, input, input2), an NTK-limit run's Θ
+    ``novelty``         (group, step, input, layer, side)
+    ``basis_{stat}``    (group, step, layer, side), e.g. ``basis_size``
+    ==================  ======================================================
+
+    ``ds.kernel.sel(layer=l, kind="h")`` is ``run.kernel_groups(l, "h")``. Entries a run
+    does not have (layer 1's novelty, a kind it did not record) are NaN. Each variable's
+    ``description`` attribute says what it holds.
+
+    Attributes (JSON text, so that netCDF3 stores them): ``model`` (``MLP.describe()``),
+    ``meta`` (``run.meta``; tuples, non-string keys and numpy values tagged as in the run
+    file, :mod:`zlimit.io`) and ``zlimit_run`` (format and version, ``error_model``,
+    ``record_steps``, the run's keys, each array's dtype and shape, ``meta``'s numpy
+    arrays), which :func:`zlimit.io.from_xarray` reads.
+
+    Each variable has the floating dtype of its arrays (integer and bool arrays are held
+    in the smallest float holding them exactly, float32 at least); every array's dtype
+    and shape are restored by :func:`zlimit.io.from_xarray`.
 
     Raises
     ------
     ImportError
         When xarray is not installed.
+    ValueError
+        When the run's parts disagree (as :func:`zlimit.io.save`).
+
+    Examples
+    --------
+    >>> import numpy as np, pytest, zlimit
+    >>> _ = pytest.importorskip("xarray")  # the example needs xarray (pip install zlimit[xarray])
+    >>> X, y = np.eye(2, 3), np.array([1.0, -1.0])
+    >>> run = zlimit.train_finite(zlimit.MLP(depth=2), X, y, width=8, steps=2, X_eval=np.ones((1, 3)))
+    >>> ds = run.to_xarray()
+    >>> dict(ds.sizes)
+    {'group': 1, 'step': 3, 'input': 3, 'input2': 3, 'layer': 2, 'kind': 2, 'record_step': 1, 'stat': 2, 'side': 2}
+    >>> ds.kernel.dims
+    ('group', 'step', 'input', 'input2', 'layer', 'kind')
+    >>> bool((ds.kernel.sel(layer=2, kind="x").values == run.kernel_groups(2, "x")).all())
+    True
+    >>> ds.is_train.values.tolist()
+    [True, True, False]
     """
-    try:
-        import xarray as xr
-    except ImportError as exc:
-        raise ImportError("to_xarray needs xarray, which is not installed: pip install xarray") from exc
-    g, t1, big_m = run.outputs_groups.shape[:3]
-    m = run.m
-    classes = ("class",) if run.model.outputs > 1 else ()
+    xr = _xarray("Run.to_xarray")
+    arrays, info = encode(run, "converted to xarray")
+    G, T1, M = arrays["outputs_groups"].shape[:3]
+    k = run.model.outputs
+    classes = ("class",) if k > 1 else ()
+    positions = {"layer": {l: l - 1 for l in range(1, run.model.depth + 1)},
+                 **{dim: {v: i for i, v in enumerate(values)} for dim, values in LABELS.items() if values}}
     coords = {
-        "group": np.arange(g),
-        "step": np.arange(t1),
-        "input": np.arange(big_m),
-        "input2": np.arange(big_m),
-        "update": np.arange(t1 - 1),
-        "train_input": np.arange(m),
-        "train_input2": np.arange(m),
-        "record_step": np.asarray(run.record_steps, dtype=np.int64),
-        "is_train": ("input", np.arange(big_m) < m),
-        **{name: np.arange(run.model.outputs) for name in classes},
+        "group": np.arange(G), "step": np.arange(T1), "input": np.arange(M), "input2": np.arange(M),
+        "layer": np.arange(1, run.model.depth + 1), "kind": list(LABELS["kind"]),
+        "record_step": np.asarray(run.record_steps, dtype=np.int64), "stat": list(LABELS["stat"]),
+        "side": list(LABELS["side"]), "is_train": ("input", np.arange(M) < run.m),
+        **({"class": np.arange(k)} if classes else {}),
     }
-    data = {
-        "outputs": (("group", "step", "input", *classes), run.outputs_groups),
-        "loss": (("group", "step"), run.loss_groups),
-        "error_signals": (("group", "update", "train_input", *classes), run.error_signals_groups),
-    }
-    for key, value in run.kernels.items():
-        dims = (("group", "update", "train_input", "train_input2") if parse_key(key)[0] == "dh"
-                else ("group", "step", "input", "input2"))
-        data[f"kernel_{key}"] = (dims, value)
-    for key, value in run.cross.items():
-        data[f"cross_{key}"] = (("group", "record_step", "step", "input", "input2"), value)
-    for key, value in run.novelty.items():
-        data[f"novelty_{key}"] = (("group", "step", "input"), value)
-    for key, value in run.bases.items():
-        data[f"basis_{key}"] = (("group", "step"), value)
-    try:
-        meta = json.dumps(run.meta, ensure_ascii=True, default=_plain)
-    except (TypeError, ValueError):  # e.g. tuple dict keys
-        meta = repr(run.meta)
-    attrs = {"model": json.dumps(run.model.describe()), "meta": meta, "m": m}
+    sizes = {"group": G, "step": T1, "input": M, "input2": M, "record_step": len(run.record_steps), "stat": 2,
+             "class": k}
+    variables: dict[str, dict[str, np.ndarray]] = {}
+    for name, a in arrays.items():
+        if not name.startswith("meta/"):
+            variables.setdefault(place(name)[0], {})[name] = a
+    data = {}
+    for variable, pieces in variables.items():
+        lead, labels = variable_dims(variable, classes)
+        stacked = _stacked(pieces, tuple(sizes[d] for d in lead), labels, positions)
+        description = _DESCRIPTIONS["basis" if variable.startswith("basis_") else variable]
+        data[variable] = (lead + labels, stacked, {"description": description.replace("{stat}", variable[6:])})
+    meta_arrays = {name: _npy_bytes(a) for name, a in arrays.items() if name.startswith("meta/")}
+    document = {key: info[key] for key in info if key not in ("model", "meta")}
+    document["arrays"] = {name: [a.dtype.str, list(a.shape)] for name, a in arrays.items()
+                          if not name.startswith("meta/")}
+    document["meta_arrays"] = meta_arrays
+    attrs = {"model": _json(info["model"]), "meta": _json(info["meta"]), "zlimit_run": _json(document)}
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _json(x: Any) -> str:
+    return json.dumps(x, ensure_ascii=True, allow_nan=True)

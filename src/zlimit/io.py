@@ -63,7 +63,10 @@ asks for ``load(path, model=...)``.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import errno
+import io as stdio
 import json
 import os
 import re
@@ -75,13 +78,14 @@ import numpy as np
 from numpy.lib import format as npy
 
 from ._codec import DICTS as _DICTS, ERROR_MODELS, FIELDS as _FIELDS, FORMAT, FORMAT_VERSION, KEY as _KEY, MAX_DEPTH
-from ._codec import META as _META, NTK as _NTK, check_layout, save as _save, to_xarray
+from ._codec import META as _META, NTK as _NTK, check_layout, place as _place, save as _save, to_xarray
+from ._codec import variable_dims as _variable_dims, _xarray
 from ._model import MLP, check_model
 from ._results import Run
 from ._activations import ACTIVATIONS
 from ._losses import LOSSES
 
-__all__ = ["save", "load", "to_xarray", "FORMAT", "FORMAT_VERSION", "ADDED_MODEL_KEYS"]
+__all__ = ["save", "load", "to_xarray", "from_xarray", "FORMAT", "FORMAT_VERSION", "ADDED_MODEL_KEYS"]
 
 #: the model fields of format version 2 (maths §6), as :class:`~zlimit.MLP` arguments with
 #: the values a version 1 file, which lacks them, implies: every extension off
@@ -195,24 +199,29 @@ def _check_source(path) -> None:
 
 
 def _array(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
-    """One ``.npy`` member, read to its end so that zipfile checks its CRC-32.
+    """One ``.npy`` member, read to its end so that zipfile checks its CRC-32."""
+    return _npy(lambda: zf.open(info), info.file_size, repr(info.filename))
 
-    The header is read first: an array larger than its member (a damaged shape)
-    is refused before memory is allocated for it.
+
+def _npy(open_file, size: int, name: str) -> np.ndarray:
+    """The array of a ``.npy`` file of ``size`` bytes that ``open_file()`` opens (twice).
+
+    The header is read first: an array larger than its file (a damaged shape) is
+    refused before memory is allocated for it, as are bytes after the array.
     """
-    with zf.open(info) as f:
+    with open_file() as f:
         version = npy.read_magic(f)
         # versions 2.0 and 3.0 share the header layout; only the field names' encoding
         # differs, and the size does not depend on it
         read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
         shape, _, dtype = read_header(f)
-    if int(np.prod(shape, dtype=object)) * dtype.itemsize > info.file_size:
-        raise ValueError(f"member {info.filename!r} declares an array of shape {shape} and dtype {dtype}, "
-                         f"larger than its {info.file_size} bytes")
-    with zf.open(info) as f:
+    if int(np.prod(shape, dtype=object)) * dtype.itemsize > size:
+        raise ValueError(f"member {name} declares an array of shape {shape} and dtype {dtype}, "
+                         f"larger than its {size} bytes")
+    with open_file() as f:
         array = npy.read_array(f, allow_pickle=False)
         if f.read(1):
-            raise ValueError(f"member {info.filename!r} has bytes after its array")
+            raise ValueError(f"member {name} has bytes after its array")
     return array
 
 
@@ -478,3 +487,115 @@ def load(path, model: MLP | None = None) -> Run:
     source = _Source(_name(path))
     entries = _read(path)
     return _run(source, _parse_meta(source, entries), entries, model)
+
+
+# ---------------------------------------------------------------------- xarray
+_DATASET = _Source("the dataset", "a zlimit run dataset (one made by Run.to_xarray)")
+
+
+def _attribute(ds, name: str) -> Any:
+    """The JSON attribute ``name`` of a dataset made by :func:`to_xarray`, parsed."""
+    text = ds.attrs.get(name)
+    if not isinstance(text, str):
+        raise _DATASET.bad(f"its attribute {name!r} is {'missing' if text is None else type(text).__name__}, "
+                           "expected JSON text")
+    return _json(_DATASET, text, f"{name!r} attribute")
+
+
+def _dataset_entry(ds, name: str, spec: Any, classes: tuple[str, ...]) -> np.ndarray:
+    """The run array ``name`` (a run-file entry name) of dtype and shape ``spec``, cut out of its variable."""
+    if not (isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], list)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in spec[1])):
+        raise ValueError(f"array {name!r} is described as {spec!r}, not [dtype, shape]")
+    try:
+        dtype = np.dtype(spec[0])
+    except TypeError as exc:
+        raise ValueError(f"array {name!r} has dtype {spec[0]!r}: {exc}") from None
+    if dtype.kind not in "biuf":
+        raise ValueError(f"array {name!r} has dtype {dtype}; run arrays hold real numbers")
+    variable, labels = _place(name)
+    if variable not in ds.data_vars:
+        raise ValueError(f"variable {variable!r} (holding {name!r}) is missing")
+    expected = sum(_variable_dims(variable, classes), ())
+    da = ds[variable]
+    if da.dims != expected:
+        raise ValueError(f"variable {variable!r} has dimensions {da.dims}, expected {expected}")
+    try:
+        values = da.sel(labels).values
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"variable {variable!r} has no entry at {labels} for {name!r} ({exc})") from None
+    shape = tuple(spec[1])
+    if len(shape) != values.ndim or any(n > have for n, have in zip(shape, values.shape)):
+        at = f" at {labels}" if labels else ""
+        raise ValueError(f"variable {variable!r}{at} has shape {values.shape}, too small for {name!r} of "
+                         f"shape {shape} (was the dataset cut?)")
+    return np.array(values[tuple(slice(0, n) for n in shape)], dtype=dtype, order="C")
+
+
+def from_xarray(ds, model: MLP | None = None) -> Run:
+    """The :class:`~zlimit.Run` of a dataset made by :meth:`Run.to_xarray`: its exact inverse.
+
+    ``from_xarray(run.to_xarray())`` equals ``run`` bit for bit (every array with its
+    dtype, ``record_steps``, ``meta``, the model, ``error_model``, ``moments``,
+    ``ntk``), and so does the dataset written to netCDF and read back
+    (``to_netcdf(path, engine="scipy")`` and ``xarray.open_dataset(path,
+    engine="scipy")``, netCDF3, or any engine that keeps float64 and string
+    attributes).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Dimensions ``(group, step, input, input2, layer, kind, record_step, stat,
+        side[, class])`` and the attributes ``model``, ``meta`` and ``zlimit_run``, as
+        :func:`zlimit._codec.to_xarray` documents. Variables may be added; the run's own
+        variables, dimensions and attributes must be as written (a dataset cut with
+        ``isel``/``sel`` is refused).
+    model : MLP, optional
+        As for :func:`load`: needed for a custom activation or loss, and checked
+        against the saved description.
+
+    Returns
+    -------
+    Run
+
+    Raises
+    ------
+    ImportError
+        When xarray is not installed.
+    ValueError
+        For an object that is not an ``xarray.Dataset``, or a dataset that is not a run
+        (no or malformed attributes, a missing or reshaped variable, parts that
+        disagree, a newer format version), one line naming what is wrong.
+
+    Examples
+    --------
+    >>> import numpy as np, pytest, zlimit
+    >>> _ = pytest.importorskip("xarray")  # the example needs xarray (pip install zlimit[xarray])
+    >>> run = zlimit.train_finite(zlimit.MLP(depth=2), np.eye(2, 3), np.array([1.0, -1.0]), width=8, steps=2)
+    >>> back = zlimit.io.from_xarray(run.to_xarray())
+    >>> back.model == run.model, back.meta == run.meta
+    (True, True)
+    >>> all(np.array_equal(back.kernels[k], run.kernels[k], equal_nan=True) for k in run.kernels)
+    True
+    """
+    xr = _xarray("from_xarray")
+    if not isinstance(ds, xr.Dataset):
+        raise ValueError(f"from_xarray needs the xarray.Dataset of Run.to_xarray(), got {type(ds).__name__}")
+    info = _check_version(_DATASET, _attribute(ds, "zlimit_run"))
+    info = {**info, "model": _attribute(ds, "model"), "meta": _attribute(ds, "meta")}
+    arrays, meta_arrays = info.get("arrays"), info.get("meta_arrays", {})
+    if not isinstance(arrays, dict) or not isinstance(meta_arrays, dict):
+        raise _DATASET.bad("its 'zlimit_run' attribute lacks the 'arrays' and 'meta_arrays' tables")
+    classes = ("class",) if "class" in ds.dims else ()
+    entries = {}
+    try:
+        for name, spec in arrays.items():
+            entries[name] = _dataset_entry(ds, name, spec, classes)
+        for name, text in meta_arrays.items():
+            if not (isinstance(name, str) and name.startswith("meta/") and isinstance(text, str)):
+                raise ValueError(f"meta array {name!r} is not a meta/ entry in base64 text")
+            blob = base64.b64decode(text.encode("ascii"), validate=True)
+            entries[name] = _npy(lambda: stdio.BytesIO(blob), len(blob), repr(name))
+    except (ValueError, binascii.Error) as exc:  # includes damaged .npy headers of meta arrays
+        raise _DATASET.bad(str(exc)) from exc
+    return _run(_DATASET, info, entries, model, "variables missing from the dataset")
