@@ -246,7 +246,7 @@ def test_plots_draw_the_comparison(comparison, tmp_path):
 
     from zlimit import diagnostics
 
-    ests = [diagnostics.min_eigenvalue(diagnostics.gram_groups(lim, 2, "h", step=t)) for t in range(STEPS + 1)]
+    ests = [diagnostics.min_eigenvalue(diagnostics.gram_per_group(lim, 2, "h", step=t)) for t in range(STEPS + 1)]
     fig = plot.min_eigenvalue({"limit": (np.arange(STEPS + 1), ests)}, xlabel="step t")
     line = fig.axes[0].get_lines()[0]
     np.testing.assert_allclose(line.get_ydata(), [e.value for e in ests])
