@@ -417,10 +417,12 @@ class Comparison:
         written by :meth:`Run.save` (its moments and kernels included). The table and
         fit are not stored: :func:`load` rebuilds them from the runs.
 
-        The folder is written under a temporary sibling name and renamed into place,
-        so ``path`` holds either nothing, the old comparison, or the whole new one. A
-        saved comparison at ``path`` is replaced, as is an empty folder; anything
-        else is refused. A symlink is followed.
+        The folder is written under a temporary sibling name ``.{name}.{random}.tmp``
+        and renamed into place, so ``path`` never holds part of a comparison. A saved
+        comparison at ``path`` is replaced: it is renamed aside to
+        ``.{name}.{pid}.{random}.old`` just before, put back if the rename fails and
+        removed after. An empty folder is replaced too; anything else is refused. A
+        symlink is followed.
 
         Parameters
         ----------
