@@ -24,11 +24,11 @@ from ._losses import Loss
 from ._model import MLP, batch_schedule
 from ._results import Run
 from ._version import __version__
-from .io import load, save
+from .io import from_xarray, load, save
 
 __all__ = [
     "MLP", "Activation", "Loss", "Run", "batch_schedule", "simulate", "train_finite", "init_weights",
-    "init_parameters", "bias_scales", "layer_scales", "estimate_memory", "paper_figure", "load", "save", "datasets",
+    "init_parameters", "bias_scales", "layer_scales", "estimate_memory", "paper_figure", "load", "save", "from_xarray", "datasets",
     "diagnostics",
     "CheckpointWarning", "DivergenceError", "DivergenceWarning", "MonteCarloWarning", "NumericalError",
     "ResourceError", "__version__",
