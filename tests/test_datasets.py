@@ -13,7 +13,48 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
-from zlimit.datasets import CIFAR10_CLASSES, cifar10, digits, gaussian
+from zlimit._errors import DataWarning
+from zlimit.datasets import CIFAR10_CLASSES, cifar10, digits, gaussian, normalise
+
+
+# -------------------------------------------------------------------- normalise
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), m=st.integers(1, 6), d=st.integers(1, 8),
+       log_scale=st.lists(st.floats(-300, 300), min_size=6, max_size=6))
+def test_normalise_scales_rows_to_norm_d_and_keeps_directions(seed, m, d, log_scale):
+    """Rows of any size from 1e-300 to 1e300 (where ‖ξ‖² under- or overflows): each
+    comes back with ‖ξ‖²/d = 1, a positive multiple of what it was."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.5, 2.0, (m, d)) * rng.choice([-1.0, 1.0], (m, d))  # entries of size ~1, no zero row
+    X = base * 10.0 ** np.array(log_scale[:m])[:, None]
+    out = normalise(X)
+    assert out.shape == (m, d) and out.dtype == np.float64
+    np.testing.assert_allclose((out ** 2).sum(axis=1) / d, 1.0, rtol=1e-12)
+    expected = base * np.sqrt(d / (base ** 2).sum(axis=1, keepdims=True))  # the same rows at size ~1
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=0)
+
+
+def test_normalise_refuses_what_it_cannot_scale():
+    with pytest.raises(ValueError, match=r"^X\[2\] is all zeros and cannot be normalised to ‖ξ‖² = d; drop it$"):
+        normalise([[1.0, 2.0], [3.0, 0.0], [0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"^X contains NaN or inf"):
+        normalise([[1.0, np.nan]])
+    with pytest.raises(ValueError, match=r"^X must have shape \(m, d\)"):
+        normalise([1.0, 2.0])
+    with pytest.raises(ValueError, match=r"^X must be an array of real numbers"):
+        normalise([["a", "b"]])
+
+
+def test_normalised_inputs_pass_the_data_check_quietly():
+    """What normalise returns is what check_data expects: no DataWarning."""
+    import warnings
+
+    import zlimit
+    rng = np.random.default_rng(4)
+    X = normalise(rng.standard_normal((5, 3)) * 1e3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        zlimit._validate.check_data(zlimit.MLP(depth=1), X, np.zeros(5), normalise(rng.standard_normal((2, 3))))
 
 
 # -------------------------------------------------------------------- gaussian
@@ -274,6 +315,19 @@ def test_cifar10_several_classes_by_index_or_one_hot(tmp_path):
     with pytest.raises(ValueError, match=r"classes must be two distinct CIFAR-10 class names, got \('airplane', "
                                          r"'automobile', 'bird'\) \(labels = 'pm1' takes two"):
         cifar10(tmp_path, classes=("airplane", "automobile", "bird"))
+
+
+def test_cifar10_warns_when_two_drawn_images_are_parallel(tmp_path):
+    """Duplicated images (every image of a class the same) break Assumption 4.1: the
+    loader says which rows."""
+    image = np.arange(3072) % 200 + 20
+    _dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES]}, tmp_path / "batches.meta")
+    for k in range(1, 6):
+        data = np.array([image, image[::-1]] * 2, dtype=np.uint8)  # airplane, automobile, airplane, automobile
+        _dump({b"labels": [0, 1, 0, 1], b"data": data}, tmp_path / f"data_batch_{k}")
+    with pytest.warns(DataWarning, match=r"^inputs X\[0\] and X\[1\] are parallel \(cos = 1\); Assumption 4.1"):
+        X, _ = cifar10(tmp_path, per_class=2)
+    assert np.array_equal(X[0], X[1])
 
 
 def test_cifar10_missing_folder_and_files(tmp_path):

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zlimit import _memory
+from zlimit._errors import DataWarning
 from zlimit._validate import (DTYPES, check_batches, check_bool, check_choice, check_data, check_dtype, check_float,
                               check_int, check_int_list, check_record_steps, check_seed, is_int)
 
@@ -539,3 +540,94 @@ def test_available_memory_without_any_source_is_zero(monkeypatch, tmp_path):
 
     monkeypatch.setattr(_memory.os, "sysconf", no_sysconf)
     assert _memory.available_memory() == 0
+
+
+# ------------------------------------------------------------------ the assumptions on the inputs (DataWarning)
+def _directions(seed: int, m: int, d: int) -> np.ndarray:
+    """m rows with ‖ξ‖² = d and pairwise |cos| < 1 − 1e-6, far from parallel (Gaussian, redrawn until so)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        X = rng.standard_normal((m, d))
+        X *= np.sqrt(d) / np.sqrt((X ** 2).sum(axis=1, keepdims=True))
+        cos = X @ X.T / d
+        if np.max(np.abs(np.triu(cos, 1)), initial=0.0) < 1 - 1e-6:
+            return X
+
+
+def _data_warnings(X, X_eval=None) -> list[str]:
+    """The DataWarning messages of check_data (any other warning, a RuntimeWarning included, fails)."""
+    import warnings
+
+    import zlimit
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_data(zlimit.MLP(depth=1), X, np.zeros(len(X)), X_eval)
+    assert all(w.category is DataWarning for w in caught), [(w.category, str(w.message)) for w in caught]
+    assert all("\n" not in str(w.message) for w in caught)
+    return [str(w.message) for w in caught]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), m=st.integers(1, 5), m_eval=st.integers(0, 3), d=st.integers(2, 9),
+       scales=st.lists(st.floats(0.16, 6.0), min_size=8, max_size=8))
+def test_inputs_near_the_unit_scale_do_not_warn(seed, m, m_eval, d, scales):
+    """‖ξ‖²/d = c² with c² in [0.16, 6], inside [0.1, 10]: no warning."""
+    A = _directions(seed, m + m_eval, d) * np.sqrt(np.array(scales[:m + m_eval]))[:, None]
+    assert _data_warnings(A[:m], A[m:] if m_eval else None) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), m=st.integers(1, 4), m_eval=st.integers(0, 3), d=st.integers(2, 9),
+       where=st.integers(0, 6), c2=st.one_of(st.floats(1e-300, 0.09), st.floats(11.0, 1e300)))
+def test_an_input_far_from_the_unit_scale_warns_and_names_its_row(seed, m, m_eval, d, where, c2):
+    """One row scaled to ‖ξ‖²/d = c² outside [0.1, 10] (down to 1e-300, up to 1e300:
+    no overflow warning): the warning names that row and the normaliser."""
+    A = _directions(seed, m + m_eval, d)
+    i = where % (m + m_eval)
+    A[i] *= math.sqrt(c2)
+    (msg,) = _data_warnings(A[:m], A[m:] if m_eval else None)
+    row = f"X[{i}]" if i < m else f"X_eval[{i - m}]"
+    assert msg.startswith(f"{row} has ‖ξ‖²/d = {c2:.3g}, far from 1 (outside [0.1, 10])"), msg
+    assert "zlimit.datasets.normalise(X)" in msg
+
+
+def test_the_scale_warning_counts_the_other_rows_and_survives_overflow():
+    X = np.array([[1e300, 1e300], [1.0, -0.5], [0.0, 0.0]])
+    (msg,) = _data_warnings(X)
+    assert msg.startswith("X[0] (and 1 more) has ‖ξ‖²/d = inf, far from 1"), msg  # the zero row is the other one
+    # rows whose ‖ξ‖² over- or underflows still have directions: X[1] = -2 X[0]
+    for c in (1e300, 1e-200):
+        scale, parallel = _data_warnings(np.array([[c, 0.5 * c], [-2 * c, -c]]))
+        assert parallel.startswith("inputs X[0] and X[1] are antiparallel (cos = -1)"), parallel
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), m=st.integers(2, 5), m_eval=st.integers(0, 2), d=st.integers(2, 6),
+       pair=st.tuples(st.integers(0, 6), st.integers(0, 6)), k=st.sampled_from([1.0, 2.0, -1.0, -0.5]))
+def test_parallel_inputs_warn_and_name_the_pair(seed, m, m_eval, d, pair, k):
+    """Row j set to k · row i (k > 0 parallel, k < 0 antiparallel), training or evaluation
+    inputs: the warning names both rows. At cos = 1 − 1e-7 the pair is not parallel."""
+    M = m + m_eval
+    A = _directions(seed, M, d)
+    i, j = pair[0] % M, pair[1] % M
+    i, j = sorted((i, j if j != i else (i + 1) % M))
+    name = lambda r: f"X[{r}]" if r < m else f"X_eval[{r - m}]"  # noqa: E731
+    u = A[i] / math.sqrt(d)
+    w = np.roll(u, 1) - (np.roll(u, 1) @ u) * u  # a direction orthogonal to u
+    theta = math.acos(1 - 1e-7)
+    A[j] = math.sqrt(d) * (math.cos(theta) * u + math.sin(theta) * w / np.linalg.norm(w))
+    if np.linalg.norm(w) > 1e-3 and np.max(np.abs(np.triu(A @ A.T / d, 1))) < 1 - 1e-8:  # only that pair is close
+        assert _data_warnings(A[:m], A[m:] if m_eval else None) == []
+    A[j] = k * A[i]
+    (msg,) = _data_warnings(A[:m], A[m:] if m_eval else None)
+    how = "parallel" if k > 0 else "antiparallel"
+    assert msg.startswith(f"inputs {name(i)} and {name(j)} are {how} (cos = {1 if k > 0 else -1}); Assumption 4.1"), msg
+
+
+def test_data_warnings_point_at_the_callers_line():
+    """Raised deep inside simulate/train_finite, attributed to the user's call."""
+    import zlimit
+    X = np.array([[10.0, 0.0], [0.0, 1.0]])
+    with pytest.warns(DataWarning, match=r"^X\[0\] has ‖ξ‖²/d = 50, far from 1") as w:
+        zlimit.train_finite(zlimit.MLP(depth=1), X, np.array([1.0, -1.0]), width=4, steps=1)
+    assert [x.filename for x in w if x.category is DataWarning] == [__file__]

@@ -1,7 +1,8 @@
 """Exceptions that tell the user what to change."""
 from __future__ import annotations
 
-__all__ = ["CheckpointWarning", "DivergenceError", "DivergenceWarning", "MonteCarloWarning", "NumericalError", "ResourceError"]
+__all__ = ["CheckpointWarning", "DataWarning", "DivergenceError", "DivergenceWarning", "MonteCarloWarning", "NumericalError",
+           "ResourceError"]
 
 
 class DivergenceError(FloatingPointError):
@@ -26,3 +27,8 @@ class DivergenceWarning(UserWarning):
 
 class CheckpointWarning(UserWarning):
     """A periodic checkpoint could not be written (e.g. a full disk); the run went on with the previous one."""
+
+
+class DataWarning(UserWarning):
+    """The inputs break an assumption of the theory: an input far from the scale ‖ξ‖²/d = 1
+    the μP scalings assume, or two parallel inputs (Assumption 4.1); the message names them."""

@@ -21,10 +21,15 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import os
+import sys
+import warnings
 from collections.abc import Mapping, Set
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+from ._errors import DataWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._model import MLP
@@ -32,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "is_int", "check_int", "check_seed", "check_float", "check_choice", "check_bool", "check_dtype",
     "check_int_list", "check_record_steps", "check_data", "check_batches", "check_seeds", "DTYPES", "SEED_LIMIT",
+    "unit_rows", "warn_inputs", "warn_if_parallel", "warn_user", "INPUT_SCALE", "PARALLEL_COS",
 ]
 
 #: the storage dtypes a run accepts
@@ -416,7 +422,8 @@ def _real_array(name: str, value) -> np.ndarray:
 
 
 def check_data(model: MLP, X, y, X_eval=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate and convert training and evaluation data.
+    """Validate and convert training and evaluation data, and warn (:func:`warn_inputs`)
+    when the inputs break the assumptions of the theory.
 
     Parameters
     ----------
@@ -430,6 +437,11 @@ def check_data(model: MLP, X, y, X_eval=None) -> tuple[np.ndarray, np.ndarray, n
     Returns
     -------
     X, y, X_eval : float64 arrays; ``X_eval`` has shape (0, d) when not given.
+
+    Warns
+    -----
+    DataWarning
+        An input far from ‖ξ‖²/d = 1, or two parallel inputs (:func:`warn_inputs`).
 
     Examples
     --------
@@ -459,7 +471,156 @@ def check_data(model: MLP, X, y, X_eval=None) -> tuple[np.ndarray, np.ndarray, n
     if model.loss.labels == "class" and not np.all((y == np.floor(y)) & (y >= 0) & (y < k)):
         raise ValueError(f"y must hold class labels, integers in [0, {k}) (outputs = {k}), for loss "
                          f"{model.loss.name!r}, got values {np.unique(y)[:5]}")
+    warn_inputs(X, X_eval)
     return X, y, X_eval
+
+
+# ------------------------------------------------------------------ the assumptions on the inputs
+#: an input warns (DataWarning) when its ‖ξ‖²/d lies outside this range: the μP scalings of
+#: maths §1 (the 1/d of the first layer) assume ‖ξ‖²/d ≈ 1
+INPUT_SCALE = (0.1, 10.0)
+#: two inputs whose |cos| exceeds this are parallel (or antiparallel), against Assumption 4.1
+PARALLEL_COS = 1.0 - 1e-9
+#: rows of cosines computed at once by :func:`warn_if_parallel` (memory 8·_BLOCK·M bytes)
+_BLOCK = 1024
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_user(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` attributed to the first caller outside the zlimit package, so
+    the warning points at the user's line (and is shown once per line) however deep in
+    the package it is raised.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_user("look", UserWarning)
+    >>> caught[0].filename.endswith("_validate.py")  # this doctest's caller is not the package
+    False
+    """
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def unit_rows(X) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of X over its Euclidean norm, and the norms, without overflow or underflow.
+
+    Parameters
+    ----------
+    X : array_like, shape (r, d), finite
+
+    Returns
+    -------
+    U : ndarray, shape (r, d)
+        ξ / ‖ξ‖ for each row ξ (a zero row stays zero).
+    norms : ndarray, shape (r,)
+        ‖ξ‖ (inf when it exceeds the float64 range although every entry is finite).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> U, norms = unit_rows(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    >>> U.tolist(), norms.tolist()
+    ([[0.6, 0.8], [0.0, 0.0]], [5.0, 0.0])
+    >>> unit_rows(np.array([[3e300, 4e300]]))[0].tolist()  # no overflow in ‖ξ‖²
+    [[0.6, 0.8]]
+    """
+    X = np.asarray(X, dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.linalg.norm(X, axis=1)
+    U = X / np.where(norms > 0, norms, 1.0)[:, None]
+    odd = ~(norms > 1e-150) | np.isinf(norms)  # ‖ξ‖² under- or overflowed (or ξ = 0): scale by the peak first
+    if odd.any():
+        peak = np.max(np.abs(X[odd]), axis=1, keepdims=True)
+        scaled = X[odd] / np.where(peak > 0, peak, 1.0)
+        n = np.linalg.norm(scaled, axis=1, keepdims=True)
+        U[odd] = scaled / np.where(n > 0, n, 1.0)
+        with np.errstate(over="ignore"):
+            norms[odd] = (peak * n)[:, 0]
+    return U, norms
+
+
+def _row(i: int, m: int) -> str:
+    """Row i of the inputs stacked as [X; X_eval] (m training inputs), as the user names it."""
+    return f"X[{i}]" if i < m else f"X_eval[{i - m}]"
+
+
+def warn_if_parallel(X, m: int | None = None) -> None:
+    """Warn (:class:`~zlimit.DataWarning`) when two rows of X are parallel or antiparallel,
+    |cos| > ``PARALLEL_COS`` = 1 − 1e-9: Assumption 4.1 of the convergence theory (Chen,
+    Yang, Zhao & Gu 2025) asks that no two inputs be parallel. The first such pair is named.
+
+    Parameters
+    ----------
+    X : array_like, shape (M, d), finite
+        The inputs; zero rows are left out (:func:`warn_inputs` reports them).
+    m : int, optional
+        Rows 0..m−1 are named ``X[i]``, the rest ``X_eval[i − m]`` (default: all ``X``).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_if_parallel([[1.0, 0.0], [0.0, 1.0], [-2.0, 0.0]])
+    >>> print(caught[0].message)
+    inputs X[0] and X[2] are antiparallel (cos = -1); Assumption 4.1 of the convergence theory
+    (no two inputs parallel) does not hold; drop one of them
+    """
+    U, _ = unit_rows(X)
+    m = len(U) if m is None else m
+    later = np.arange(len(U))
+    for start in range(0, len(U), _BLOCK):
+        cos = U[start:start + _BLOCK] @ U.T
+        hits = np.argwhere((np.abs(cos) > PARALLEL_COS) & (later > (start + later[:len(cos), None])))
+        if hits.size:
+            i, j = int(hits[0, 0]), int(hits[0, 1])
+            c = cos[i, j]
+            i += start
+            how = "parallel" if c > 0 else "antiparallel"
+            warn_user(f"inputs {_row(i, m)} and {_row(j, m)} are {how} (cos = {c:.12g}); Assumption 4.1 of the "
+                      "convergence theory (no two inputs parallel) does not hold; drop one of them", DataWarning)
+            return
+
+
+def warn_inputs(X: np.ndarray, X_eval: np.ndarray) -> None:
+    """Warn (:class:`~zlimit.DataWarning`) when the inputs break what the theory assumes:
+    an input with ‖ξ‖²/d outside ``INPUT_SCALE`` = [0.1, 10] (the μP scalings assume
+    ‖ξ‖²/d ≈ 1; the first such row is named), or two parallel inputs, training or
+    evaluation (:func:`warn_if_parallel`).
+
+    Parameters
+    ----------
+    X : ndarray, shape (m, d), finite
+    X_eval : ndarray, shape (m_eval, d), finite
+
+    Examples
+    --------
+    >>> import warnings, numpy as np
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_inputs(np.array([[1.0, 1.0], [30.0, 0.0]]), np.zeros((0, 2)))
+    >>> print(caught[0].message)
+    X[1] has ‖ξ‖²/d = 450, far from 1 (outside [0.1, 10]): the μP scalings assume inputs with ‖ξ‖²/d ≈ 1;
+    rescale them, e.g. X = zlimit.datasets.normalise(X) (and X_eval likewise)
+    """
+    inputs, m, d = np.vstack([X, X_eval]), X.shape[0], X.shape[1]
+    _, norms = unit_rows(inputs)
+    with np.errstate(over="ignore"):
+        ratio = norms ** 2 / d
+    lo, hi = INPUT_SCALE
+    far = np.flatnonzero((ratio < lo) | (ratio > hi))
+    if far.size:
+        i = int(far[0])
+        more = f" (and {far.size - 1} more)" if far.size > 1 else ""
+        warn_user(f"{_row(i, m)}{more} has ‖ξ‖²/d = {ratio[i]:.3g}, far from 1 (outside [{lo:g}, {hi:g}]): "
+                  "the μP scalings assume inputs with ‖ξ‖²/d ≈ 1; rescale them, e.g. X = zlimit.datasets.normalise(X) "
+                  "(and X_eval likewise)", DataWarning)
+    warn_if_parallel(inputs, m)
 
 
 def _check_targets(model: MLP, y: np.ndarray, m: int) -> None:

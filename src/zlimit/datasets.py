@@ -14,22 +14,24 @@ model of k = K outputs (maths §6), labelled by ``labels``:
 
 The convergence theory (Chen, Yang, Zhao & Gu 2025, Assumption 4.1) asks that no two
 inputs be parallel. Gaussian inputs satisfy this almost surely when d >= 2 (for
-d = 1 any two inputs are parallel). For images the loaders warn when two selected
-inputs are parallel (for instance duplicated images).
+d = 1 any two inputs are parallel). For images the loaders warn
+(:class:`zlimit.DataWarning`) when two selected inputs are parallel (for instance
+duplicated images). Data of your own: :func:`normalise` scales it to ‖ξ‖² = d, and
+:func:`zlimit.simulate`, :func:`zlimit.train_finite` and :func:`zlimit.compare.compare`
+warn when an input is far from that scale or two inputs are parallel.
 """
 from __future__ import annotations
 
 import _compat_pickle
 import os
 import pickle
-import warnings
 
 import numpy as np
 
 from ._errors import ResourceError
-from ._validate import check_choice, check_int, check_seed
+from ._validate import _real_array, check_choice, check_int, check_seed, unit_rows, warn_if_parallel
 
-__all__ = ["gaussian", "digits", "cifar10", "CIFAR10_CLASSES", "CIFAR10_SPLITS", "LABELS"]
+__all__ = ["normalise", "gaussian", "digits", "cifar10", "CIFAR10_CLASSES", "CIFAR10_SPLITS", "LABELS"]
 
 #: how the image loaders label their classes (see the module docstring)
 LABELS = ("pm1", "index", "onehot")
@@ -42,27 +44,56 @@ CIFAR10_SPLITS = ("train", "test")
 
 
 def _normalise_rows(X: np.ndarray) -> np.ndarray:
-    """Scale each row to ‖ξ‖² = d."""
-    X = np.asarray(X, dtype=np.float64)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    if np.any(norms == 0):
-        raise ValueError("an input is all zeros and cannot be normalised to ‖ξ‖² = d")
-    return X / norms * np.sqrt(X.shape[1])
+    """Scale each row of a finite (m, d) array to ‖ξ‖² = d (rows of 1e200 included)."""
+    U, norms = unit_rows(X)
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        raise ValueError(f"X[{zero[0]}] is all zeros and cannot be normalised to ‖ξ‖² = d; drop it")
+    return U * np.sqrt(U.shape[1])
 
 
-def _warn_if_parallel(X: np.ndarray) -> None:
-    """Warn when two rows are parallel (maths/paper Assumption 4.1)."""
-    if X.shape[0] < 2:
-        return
-    cos = (X @ X.T) / X.shape[1]  # rows have ‖ξ‖² = d
-    np.fill_diagonal(cos, 0.0)
-    if np.max(np.abs(cos)) > 1.0 - 1e-10:
-        i, j = np.unravel_index(np.argmax(np.abs(cos)), cos.shape)
-        warnings.warn(
-            f"inputs {i} and {j} are parallel (duplicates?); Assumption 4.1 of the convergence "
-            "theory (no two inputs parallel) does not hold for this data set",
-            stacklevel=3,
-        )
+def normalise(X) -> np.ndarray:
+    """Scale each input to ‖ξ‖² = d, the scale the μP fan-in constants assume.
+
+    Each row ξ of X becomes ξ · sqrt(d) / ‖ξ‖, so that ξ·ξ/d = 1 (‖ξ‖/√d = 1): the
+    first layer's pre-activation W^1 ξ / sqrt(d)·σ_1 then has variance σ_1² at
+    initialisation, as maths §1 assumes. Directions (and signs) are kept; only lengths
+    change. :func:`zlimit.simulate` and :func:`zlimit.train_finite` warn
+    (:class:`zlimit.DataWarning`) when an input's ‖ξ‖²/d is outside [0.1, 10].
+
+    Parameters
+    ----------
+    X : array_like, shape (m, d)
+        Finite real inputs, no row all zeros. Normalise evaluation inputs with a
+        separate call: every row is scaled on its own.
+
+    Returns
+    -------
+    ndarray, shape (m, d), float64
+
+    Raises
+    ------
+    ValueError
+        X is not a finite real (m, d) array, or a row is all zeros (the message names it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from zlimit.datasets import normalise
+    >>> X = normalise(np.array([[3.0, 4.0], [0.0, -0.5]]))
+    >>> X.round(4).tolist(), ((X ** 2).sum(axis=1) / 2).round(12).tolist()  # ‖ξ‖²/d = 1
+    ([[0.8485, 1.1314], [0.0, -1.4142]], [1.0, 1.0])
+    >>> normalise([[1.0, 2.0], [0.0, 0.0]])
+    Traceback (most recent call last):
+    ...
+    ValueError: X[1] is all zeros and cannot be normalised to ‖ξ‖² = d; drop it
+    """
+    X = _real_array("X", X)
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"X must have shape (m, d) with m, d >= 1, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X contains NaN or inf; clean or drop those entries")
+    return _normalise_rows(X)
 
 
 def _pick(labels: np.ndarray, classes, per_class: int, rng: np.random.Generator, names) -> np.ndarray:
@@ -232,7 +263,7 @@ def digits(classes=(0, 1), per_class: int = 5, seed: int = 0, exclude=None,
     rng = np.random.default_rng(seed)
     idx = _pick(targets, classes, per_class, rng, classes)
     X = _normalise_rows(data[idx])
-    _warn_if_parallel(X)
+    warn_if_parallel(X)
     return X, _labels(labels, len(classes), per_class)
 
 
@@ -393,6 +424,26 @@ def cifar10(path, classes=("airplane", "automobile"), per_class: int = 5, seed: 
         Unknown class names (the message lists the allowed ones), bad per_class,
         seed, split or labels, or files that are not CIFAR-10 batches (among them pickles
         that refer to code).
+
+    Warns
+    -----
+    DataWarning
+        When two drawn images are parallel (duplicates).
+
+    Examples
+    --------
+    With the archive extracted under ``~/data`` (not run here)::
+
+        X, y = cifar10("~/data/cifar-10-batches-py", classes=("cat", "dog"), per_class=50)
+
+    Nothing is downloaded: a folder without the files says what it needs.
+
+    >>> from zlimit.datasets import cifar10
+    >>> cifar10("no/such/folder")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: CIFAR-10 folder 'no/such/folder' does not exist; expected the extracted
+    'cifar-10-batches-py' folder ...
     """
     split = check_choice("split", split, CIFAR10_SPLITS)
     labels = check_choice("labels", labels, LABELS)
@@ -408,5 +459,5 @@ def cifar10(path, classes=("airplane", "automobile"), per_class: int = 5, seed: 
     rng = np.random.default_rng(seed)
     idx = _pick(np.concatenate(targets), codes, per_class, rng, classes)
     X = _normalise_rows(np.concatenate(datas)[idx].astype(np.float64))
-    _warn_if_parallel(X)
+    warn_if_parallel(X)
     return X, _labels(labels, len(classes), per_class)
