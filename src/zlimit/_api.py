@@ -20,7 +20,7 @@ import numpy as np
 from . import _engine, _exact, _finite, _ntk
 from ._checkpoint import DEFAULT_EVERY, Checkpoint, identity
 from ._model import MLP, check_model
-from ._progress import resolve as resolve_progress
+from ._progress import bar as progress_bar, resolve as resolve_progress
 from ._mpi import check_comm
 from ._results import Run
 from ._memory import record_bytes, require_memory
@@ -106,6 +106,17 @@ class FiniteSettings:
 def _check_on_step(on_step) -> None:
     if on_step is not None and not callable(on_step):
         raise ValueError(f"on_step must be a function called as on_step(group, t), or None; got {on_step!r}")
+
+
+def _advancing(bar, on_step):
+    """An ``on_step(group, t)`` hook that calls ``on_step`` first (if it raises, the
+    exception propagates from here unchanged and the bar does not move), then moves
+    ``bar`` to t + 1 steps done (past steps of a resumed run included)."""
+    def step(group: int, t: int) -> None:
+        if on_step is not None:
+            on_step(group, t)
+        bar.update(t + 1 - bar.n)
+    return step
 
 
 def _checkpoint(path, every, producer: str, model: MLP, data: Data, settings, skip=()) -> Checkpoint | None:
@@ -425,7 +436,8 @@ def estimate_memory(model: MLP, m: int, M: int, steps: int, particles: int, grou
 
 def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_eval=None,
                  batches=None, parametrization: str = "mup", dtype="float64",
-                 record_steps=(0,), on_step=None, checkpoint=None, checkpoint_every: float | None = None) -> Run:
+                 record_steps=(0,), on_step=None, checkpoint=None, checkpoint_every: float | None = None,
+                 progress: bool | None = None) -> Run:
     """Train one finite-width network by SGD and record its trajectory.
 
     Parameters
@@ -465,6 +477,10 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
         Seconds between checkpoints (0: after every step; ``float("inf")``: only on
         Ctrl-C or when ``on_step`` raises). A periodic write that fails (a full disk)
         warns with :class:`zlimit.CheckpointWarning` and the run goes on.
+    progress : bool or None
+        Show a progress bar over the T + 1 steps (after ``on_step``, if given). None
+        (default): only when stderr is a terminal or in Jupyter, so batch jobs and CI
+        logs stay clean.
 
     Returns
     -------
@@ -508,13 +524,14 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
     >>> import numpy as np, zlimit
     >>> model = zlimit.MLP(depth=2, activation="tanh", lr=0.1)
     >>> X = np.array([[1.0, 0.0], [0.6, 0.8]]) * np.sqrt(2); y = np.array([1.0, -1.0])
-    >>> run = zlimit.train_finite(model, X, y, width=64, steps=5)
+    >>> run = zlimit.train_finite(model, X, y, width=64, steps=5, progress=False)
     >>> run.outputs.shape, run.kernel(1, "h").shape
     ((6, 2), (6, 2, 2))
     """
     check_model(model)
     steps = check_int("steps", steps, 0)
     _check_on_step(on_step)
+    show = resolve_progress(progress)
     settings = FiniteSettings(width=check_int("width", width, 1), steps=steps, seed=check_seed("seed", seed),
                               parametrization=check_choice("parametrization", parametrization,
                                                            _finite.PARAMETRIZATIONS),
@@ -525,7 +542,8 @@ def train_finite(model: MLP, X, y, *, width: int, steps: int, seed: int = 0, X_e
     require_memory(settings.dtype.itemsize * n * (hidden + data.X.shape[1] + model.outputs),
                    f"width = {n} (the weights of depth {model.depth})")
     ckpt = _checkpoint(checkpoint, checkpoint_every, "finite", model, data, settings)
-    run = _finite.train(model, data, settings, on_step, ckpt)
+    with progress_bar(total=steps + 1, progress=show, desc="zlimit.train_finite", unit="step") as bar:
+        run = _finite.train(model, data, settings, _advancing(bar, on_step) if show else on_step, ckpt)
     if ckpt is not None:
         ckpt.remove()
     return run
