@@ -1,8 +1,8 @@
 """Exceptions that tell the user what to change."""
 from __future__ import annotations
 
-__all__ = ["CheckpointWarning", "DataWarning", "DivergenceError", "DivergenceWarning", "MonteCarloWarning", "NumericalError",
-           "ResourceError"]
+__all__ = ["CheckpointWarning", "DataWarning", "DivergenceError", "DivergenceWarning", "MonteCarloWarning",
+           "NumericalError", "ResourceError"]
 
 
 class DivergenceError(FloatingPointError):
@@ -31,4 +31,14 @@ class CheckpointWarning(UserWarning):
 
 class DataWarning(UserWarning):
     """The inputs break an assumption of the theory: an input far from the scale ‖ξ‖²/d = 1
-    the μP scalings assume, or two parallel inputs (Assumption 4.1); the message names them."""
+    the μP scalings assume, or two parallel inputs (Assumption 4.1); the message names them.
+
+    Examples
+    --------
+    >>> import warnings, numpy as np, zlimit
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = zlimit.train_finite(zlimit.MLP(depth=1), np.array([[30.0, 0.0]]), np.array([1.0]), width=4, steps=0)
+    >>> [(w.category.__name__, str(w.message).split(",")[0]) for w in caught]
+    [('DataWarning', 'X[0] has ‖ξ‖²/d = 450')]
+    """
