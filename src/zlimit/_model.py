@@ -8,11 +8,12 @@ argument and data checks every consumer shares are in :mod:`zlimit._validate`.
 """
 from __future__ import annotations
 
+import html
 import math
 import numbers
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -111,7 +112,8 @@ class MLP:
         Base learning rate η > 0.
     init_std : float or sequence of L+1 floats
         σ_l >= 0, l = 1..L+1 (a list, tuple or 1-d array), at most 1.34e154 so that
-        σ_l² is a finite float.
+        σ_l² is a finite float. The default σ_l = 1 is *not* the σ = √2 of the paper
+        (arXiv:2503.09565); pass ``init_std=2**0.5`` to match it.
     lr_mult : float or sequence of L+1 floats
         c_l >= 0; the layer learning rates are η_l = η c_l, each of which must be a
         finite float (positive where c_l > 0).
@@ -144,6 +146,12 @@ class MLP:
     >>> clf = zlimit.MLP(depth=2, activation="silu", loss="xent", outputs=10, bias_std=0.5, momentum=0.9)
     >>> clf.bias_sigma, clf.decay
     ((0.5, 0.5, 0.0), 1.0)
+
+    The repr shows depth, activation, loss and lr, and the arguments that differ from
+    their defaults (here the paper's σ = √2):
+
+    >>> zlimit.MLP(depth=3, init_std=2**0.5, lr_mult=[1.0, 2.0, 2.0, 1.0])
+    MLP(depth=3, activation='tanh', loss='mse', lr=0.1, init_std=1.4142135623730951, lr_mult=(1.0, 2.0, 2.0, 1.0))
     """
 
     depth: int
@@ -208,13 +216,63 @@ class MLP:
                             ("bias_eta", bias_eta), ("decay", rho)):
             object.__setattr__(self, name, value)
 
+    def _differences(self) -> list[tuple[str, object]]:
+        """(name, value) of depth, activation, loss, lr and every other argument that differs
+        from its default; per-layer values as one number when they are all equal."""
+        shown: list[tuple[str, object]] = [("depth", self.depth), ("activation", self.activation.name),
+                                           ("loss", self.loss.name), ("lr", self.lr)]
+        for f in fields(self):
+            if not f.init or f.name in ("depth", "activation", "loss", "lr"):
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, tuple) and len(set(value)) == 1 and f.name != "bias_std":
+                value = value[0]
+            if value != f.default:
+                shown.append((f.name, value))
+        return shown
+
+    def __repr__(self) -> str:
+        """``MLP(depth=..., activation=..., loss=..., lr=..., <arguments that differ from the
+        defaults>)``; per-layer sequences longer than 8 are elided, so it stays one line."""
+        return "MLP(" + ", ".join(f"{name}={brief(value)}" for name, value in self._differences()) + ")"
+
+    def _repr_html_(self) -> str:
+        """A small HTML table of every argument (Jupyter's display of the model).
+
+        Examples
+        --------
+        >>> print(MLP(depth=2, momentum=0.9)._repr_html_())  # doctest: +ELLIPSIS
+        <div><strong>MLP</strong><table><tr><th ...>depth L</th><td ...>2</td></tr>...momentum β...0.9...</table></div>
+        """
+        rows = [("depth L", self.depth), ("activation φ", self.activation.name),
+                ("loss ℓ", f"{self.loss.name} ({self.reduction})"), ("lr η", self.lr),
+                ("init_std σ_l", self.init_std), ("lr_mult c_l", self.lr_mult), ("outputs k", self.outputs),
+                ("bias_std σ_b,l", "no biases" if self.bias_std is None else self.bias_std),
+                ("bias_lr_mult c_b,l", self.bias_lr_mult), ("momentum β", self.momentum),
+                ("weight_decay λ", self.weight_decay)]
+        return html_table("MLP", [(label, brief(value, quote=False)) for label, value in rows])
+
     @property
     def has_bias(self) -> bool:
-        """Whether the model has biases (``bias_std`` is not None)."""
+        """Whether the model has biases (``bias_std`` is not None).
+
+        Examples
+        --------
+        >>> MLP(depth=2).has_bias, MLP(depth=2, bias_std=0.5).has_bias
+        (False, True)
+        """
         return self.bias_std is not None
 
     def describe(self) -> dict:
-        """Plain-data description (names and numbers), as saved in result files."""
+        """Plain-data description (names and numbers), as saved in result files.
+
+        Examples
+        --------
+        >>> MLP(depth=1, activation="relu", lr=0.5).describe()  # doctest: +NORMALIZE_WHITESPACE
+        {'depth': 1, 'activation': 'relu', 'loss': 'mse', 'reduction': 'mean', 'lr': 0.5, 'init_std': [1.0, 1.0],
+         'lr_mult': [1.0, 1.0], 'outputs': 1, 'bias_std': None, 'bias_lr_mult': [1.0, 1.0], 'momentum': 0.0,
+         'weight_decay': 0.0}
+        """
         return {
             "depth": self.depth,
             "activation": self.activation.name,
@@ -231,8 +289,51 @@ class MLP:
         }
 
     def reduction_factor(self, batch_size: int) -> float:
-        """r of maths §1: 1 for "sum", 1/|B_t| for "mean"."""
+        """r of maths §1: 1 for "sum", 1/|B_t| for "mean".
+
+        Examples
+        --------
+        >>> MLP(depth=1).reduction_factor(4), MLP(depth=1, reduction="sum").reduction_factor(4)
+        (0.25, 1.0)
+        """
         return 1.0 / batch_size if self.reduction == "mean" else 1.0
+
+
+def elide(values: Sequence, most: int = 8) -> str:
+    """The entries' reprs joined by commas; more than ``most`` of them lose their middle,
+    and the count follows.
+
+    >>> elide([0, 5]), elide(range(20))
+    ('0, 5', '0, 1, 2, …, 17, 18, 19 (20 values)')
+    """
+    shown = [repr(v) for v in values]
+    if len(shown) <= most:
+        return ", ".join(shown)
+    return f"{', '.join(shown[:3])}, …, {', '.join(shown[-3:])} ({len(shown)} values)"
+
+
+def brief(value, most: int = 8, quote: bool = True) -> str:
+    """``repr`` of a value (``str`` when not ``quote``); a tuple or list as a tuple,
+    :func:`elide`d when it has more than ``most`` entries.
+
+    >>> brief((1.0,) * 3), brief(tuple(range(20))), brief("tanh"), brief("tanh", quote=False)
+    ('(1.0, 1.0, 1.0)', '(0, 1, 2, …, 17, 18, 19 (20 values))', "'tanh'", 'tanh')
+    """
+    if isinstance(value, (tuple, list)):
+        return repr(tuple(value)) if len(value) <= most else f"({elide(value, most)})"
+    return repr(value) if quote else str(value)
+
+
+def html_table(title: str, rows: list[tuple[str, str]]) -> str:
+    """``title`` in bold above a two-column table of (label, text), escaped: the
+    ``_repr_html_`` of the package's objects.
+
+    >>> html_table("A", [("x", "1 < 2")])
+    "<div><strong>A</strong><table><tr><th style='text-align:left'>x</th><td style='text-align:left'>1 &lt; 2</td></tr></table></div>"
+    """
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(label)}</th>"
+                   f"<td style='text-align:left'>{html.escape(text)}</td></tr>" for label, text in rows)
+    return f"<div><strong>{html.escape(title)}</strong><table>{body}</table></div>"
 
 
 def check_model(model) -> MLP:
@@ -275,8 +376,11 @@ def batch_schedule(m: int, batch_size: int, steps: int, seed: int = 0) -> list[n
     Examples
     --------
     >>> import zlimit
-    >>> [b.tolist() for b in zlimit.batch_schedule(4, 2, 3, seed=0)]  # doctest: +SKIP
-    [[1, 3], [0, 2], [0, 1]]
+    >>> batches = zlimit.batch_schedule(5, 2, 3, seed=0)  # 2 batches per epoch, input 5 of each dropped
+    >>> [len(b) for b in batches], len(set(batches[0]) | set(batches[1]))
+    ([2, 2, 2], 4)
+    >>> zlimit.batch_schedule(4, 4, 2)[1].tolist()  # full batches: every input every step
+    [0, 1, 2, 3]
     """
     m, batch_size, steps = check_int("m", m, 1), check_int("batch_size", batch_size, 1), check_int("steps", steps, 0)
     if batch_size > m:

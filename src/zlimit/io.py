@@ -136,6 +136,15 @@ def save(run: Run, path):
     OSError
         If writing fails, e.g. on a full disk: same errno, one line naming ``path``;
         the old file is kept and no temporary file is left.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, zlimit
+    >>> run = zlimit.train_finite(zlimit.MLP(depth=1), np.eye(2, 3), np.array([1.0, -1.0]), width=8, steps=1)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = zlimit.io.save(run, os.path.join(folder, "run.npz"))
+    ...     print(os.listdir(folder))
+    ['run.npz']
     """
     if not isinstance(run, Run):
         raise ValueError(f"save needs a zlimit Run, got {type(run).__name__}")
@@ -482,6 +491,15 @@ def load(path, model: MLP | None = None) -> Run:
         that is not a zlimit run (e.g. a plain .npz), an edited file whose parts
         disagree, a newer format version, or a custom activation/loss without
         ``model=``.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, zlimit
+    >>> run = zlimit.train_finite(zlimit.MLP(depth=1), np.eye(2, 3), np.array([1.0, -1.0]), width=8, steps=1)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     back = zlimit.io.load(run.save(os.path.join(folder, "run.npz")))
+    >>> back.model == run.model, back.meta == run.meta, bool((back.loss_groups == run.loss_groups).all())
+    (True, True, True)
     """
     _check_source(path)
     source = _Source(_name(path))
