@@ -146,13 +146,13 @@ def _finite_job(job: dict) -> dict:
     from problems import problem
 
     model, X, y = problem("S1")
-    zlimit.train_finite(model, X, y, width=16, steps=2, seed=0)  # compile
+    zlimit.train_finite(model, X, y, width=16, steps=2, seed=0, progress=False)  # compile
     rows = []
     for n, S in zip(job["widths"], job["seeds"]):
         outs, secs = [], []
         for s in range(S):
             t0 = time.perf_counter()
-            r = zlimit.train_finite(model, X, y, width=n, steps=job["T"], seed=s)
+            r = zlimit.train_finite(model, X, y, width=n, steps=job["T"], seed=s, progress=False)
             secs.append(time.perf_counter() - t0)
             outs.append(r.outputs[-1])
         rows.append({"width": n, "seeds": S, "seconds_per_seed": float(np.median(secs)),

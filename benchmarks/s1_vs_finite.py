@@ -55,7 +55,7 @@ def main() -> None:
     print(f"limit: {wall:.1f} s, peak RSS {peak:.2f} GiB, max se of f̊ {report['max_se']:.2e}")
     for n in [int(w) for w in args.widths.split(",")]:
         t0 = time.perf_counter()
-        f = np.stack([zlimit.train_finite(model, X, y, width=n, steps=args.steps, seed=s).outputs
+        f = np.stack([zlimit.train_finite(model, X, y, width=n, steps=args.steps, seed=s, progress=False).outputs
                       for s in range(args.seeds)])
         secs = time.perf_counter() - t0
         diff = f.mean(0) - limit.outputs

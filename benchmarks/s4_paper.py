@@ -105,7 +105,8 @@ def finite_seeds(T: int, width: int, seeds: int, cache: dict, cache_path: Path |
         key = f"{T}/{width}/{s}"
         if key not in cache:
             t0 = time.perf_counter()
-            run = zlimit.train_finite(model, X, y, width=width, steps=T, seed=s, X_eval=X_eval, record_steps=(0, T))
+            run = zlimit.train_finite(model, X, y, width=width, steps=T, seed=s, X_eval=X_eval, record_steps=(0, T),
+                                      progress=False)
             secs = time.perf_counter() - t0
             measures = _finite_measures(run, LAYERS, T, X.shape[0], y_eval)
             cache[key] = {"seconds": secs, "measures": {_name(q, l): v for (q, l), v in measures.items()}}
@@ -171,7 +172,7 @@ def main() -> None:
                                  ("basis_tol", args.basis_tol)) if v is not None}
     cache = json.loads(args.finite_cache.read_text()) if args.finite_cache and args.finite_cache.exists() else {}
     model, X, y, _, _ = paper()
-    zlimit.train_finite(model, X, y, width=16, steps=2, seed=0)  # compile outside the timings
+    zlimit.train_finite(model, X, y, width=16, steps=2, seed=0, progress=False)  # compile outside the timings
     t_start = time.perf_counter()
     rows = []
     for T in args.steps:

@@ -17,7 +17,7 @@ from . import datasets, diagnostics
 from ._activations import Activation
 from ._api import estimate_memory, simulate, train_finite
 from ._demo import paper_figure
-from ._errors import (CheckpointWarning, DivergenceError, DivergenceWarning, MonteCarloWarning, NumericalError,
+from ._errors import (CheckpointWarning, DataWarning, DivergenceError, DivergenceWarning, MonteCarloWarning, NumericalError,
                       ResourceError)
 from ._finite import bias_scales, init_parameters, init_weights, layer_scales
 from ._losses import Loss
@@ -30,6 +30,6 @@ __all__ = [
     "MLP", "Activation", "Loss", "Run", "batch_schedule", "simulate", "train_finite", "init_weights",
     "init_parameters", "bias_scales", "layer_scales", "estimate_memory", "paper_figure", "load", "save", "from_xarray", "datasets",
     "diagnostics",
-    "CheckpointWarning", "DivergenceError", "DivergenceWarning", "MonteCarloWarning", "NumericalError",
+    "CheckpointWarning", "DataWarning", "DivergenceError", "DivergenceWarning", "MonteCarloWarning", "NumericalError",
     "ResourceError", "__version__",
 ]
