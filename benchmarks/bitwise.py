@@ -25,7 +25,7 @@ def fingerprint(path: str, steps: int) -> None:
     model = zlimit.MLP(depth=3, activation="silu", lr=0.1)
     start = time.perf_counter()
     run = zlimit.simulate(model, X, y, steps=steps, particles=16_000, groups=4, progress=False, seed=3)
-    net = zlimit.train_finite(model, X, y, width=512, steps=steps, seed=1, progress=False)
+    net = zlimit.train_finite(model, X, y, width=512, steps=steps, seed=1)  # no progress argument: bitwise.py also runs older versions
     np.savez(path, outputs=run.outputs_groups, k2=run.kernels["h2"], k3=run.kernels["x3"],
              finite_outputs=net.outputs_groups, finite_k2=net.kernels["h2"])
     print(f"{path}: {steps} steps in {time.perf_counter() - start:.1f} s")
