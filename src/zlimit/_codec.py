@@ -422,40 +422,44 @@ def _npy_bytes(a: np.ndarray) -> str:
 def to_xarray(run):
     """The run as a labelled :class:`xarray.Dataset`; :func:`zlimit.io.from_xarray` is its inverse.
 
-    Dimensions
+    Parameters
     ----------
-    ``group`` (G), ``step`` (T+1), ``input`` and ``input2`` (M: the m training inputs,
-    then the evaluation inputs; coordinate ``is_train`` on ``input``), ``layer``
-    (1..L), ``kind`` ("h", "x"), ``record_step`` (``run.record_steps``), ``stat``
-    ("mean", "abs"), ``side`` ("fwd", "bwd") and, for a model of k > 1 outputs,
-    ``class`` (0..k-1).
+    run : Run
 
-    Variables (only those the run has)
-    ----------------------------------
-    ==================  ======================================================
-    ``outputs``         (group, step, input[, class])
-    ``loss``            (group, step)
-    ``error_signals``   (group, step, input[, class]); NaN at step T and at
-                        evaluation inputs (χ has T steps and m inputs)
-    ``kernel``          (group, step, input, input2, layer, kind)
-    ``dh_kernel``       (group, step, input, input2, layer); NaN at step T and
-                        at evaluation inputs (and outside each batch)
-    ``cross_kernel``    (group, record_step, step, input, input2, layer, kind)
-    ``moments``         (group, step, input, stat, layer, kind)
-    ``ntk``             (group, input, input2), an NTK-limit run's Θ
-    ``novelty``         (group, step, input, layer, side)
-    ``basis_{stat}``    (group, step, layer, side), e.g. ``basis_size``
-    ==================  ======================================================
+    Returns
+    -------
+    xarray.Dataset
+        Dimensions: ``group`` (G), ``step`` (T+1), ``input`` and ``input2`` (M: the m
+        training inputs, then the evaluation inputs; coordinate ``is_train`` on
+        ``input``), ``layer`` (1..L), ``kind`` ("h", "x"), ``record_step``
+        (``run.record_steps``), ``stat`` ("mean", "abs"), ``side`` ("fwd", "bwd") and,
+        for a model of k > 1 outputs, ``class`` (0..k-1).
 
-    ``ds.kernel.sel(layer=l, kind="h")`` is ``run.kernel_groups(l, "h")``. Entries a run
-    does not have (layer 1's novelty, a kind it did not record) are NaN. Each variable's
-    ``description`` attribute says what it holds.
+        Variables, those the run has:
 
-    Attributes (JSON text, so that netCDF3 stores them): ``model`` (``MLP.describe()``),
-    ``meta`` (``run.meta``; tuples, non-string keys and numpy values tagged as in the run
-    file, :mod:`zlimit.io`) and ``zlimit_run`` (format and version, ``error_model``,
-    ``record_steps``, the run's keys, each array's dtype and shape, ``meta``'s numpy
-    arrays), which :func:`zlimit.io.from_xarray` reads.
+        - ``outputs`` (group, step, input[, class]) and ``loss`` (group, step);
+        - ``error_signals`` (group, step, input[, class]), NaN at step T and at the
+          evaluation inputs (χ has T steps and m inputs);
+        - ``kernel`` (group, step, input, input2, layer, kind);
+        - ``dh_kernel`` (group, step, input, input2, layer), NaN at step T, at the
+          evaluation inputs and outside each batch;
+        - ``cross_kernel`` (group, record_step, step, input, input2, layer, kind);
+        - ``moments`` (group, step, input, stat, layer, kind);
+        - ``ntk`` (group, input, input2), an NTK-limit run's Θ;
+        - ``novelty`` (group, step, input, layer, side) and ``basis_{stat}`` (group,
+          step, layer, side), e.g. ``basis_size``, of a Monte Carlo limit.
+
+        ``ds.kernel.sel(layer=l, kind="h")`` is ``run.kernel_groups(l, "h")``. Entries a
+        run does not have (layer 1's novelty, a kind it did not record) are NaN. Each
+        variable's ``description`` attribute says what it holds.
+
+    Notes
+    -----
+    The attributes are JSON text, so that netCDF3 stores them: ``model``
+    (``MLP.describe()``), ``meta`` (``run.meta``; tuples, non-string keys and numpy
+    values tagged as in the run file, :mod:`zlimit.io`) and ``zlimit_run`` (format and
+    version, ``error_model``, ``record_steps``, the run's keys, each array's dtype and
+    shape, ``meta``'s numpy arrays), which :func:`zlimit.io.from_xarray` reads.
 
     Each variable has the floating dtype of its arrays (integer and bool arrays are held
     in the smallest float holding them exactly, float32 at least); every array's dtype

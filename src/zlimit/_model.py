@@ -132,10 +132,12 @@ class MLP:
         Decoupled weight decay λ >= 0: every parameter p ← (1 − η λ) p each step, with
         the base learning rate η; η λ < 1.
 
-    Every argument is checked, none converted: ``depth`` is an integer in [1, 10 000]
-    (``MAX_DEPTH``), numbers are finite reals (bools and strings are refused) and
-    names are from the lists above; anything else raises a one-line ``ValueError``
-    naming the argument.
+    Raises
+    ------
+    ValueError
+        One line naming the argument. Every argument is checked, none converted:
+        ``depth`` is an integer in [1, 10 000] (``MAX_DEPTH``), numbers are finite
+        reals (bools and strings are refused) and names are from the lists above.
 
     Examples
     --------

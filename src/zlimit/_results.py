@@ -225,8 +225,8 @@ class Run:
         """The run as an ``xarray.Dataset`` with dimensions (group, step, input, input2,
         layer, kind, ...); :func:`zlimit.io.from_xarray` is its exact inverse.
 
-        The variables, dimensions and attributes are listed in
-        :func:`zlimit._codec.to_xarray`. Needs xarray (``pip install zlimit[xarray]``).
+        The variables, dimensions and attributes are listed in :func:`zlimit.io.to_xarray`.
+        Needs xarray (``pip install zlimit[xarray]``).
 
         Examples
         --------
