@@ -200,8 +200,14 @@ def _retitled(ds, **attrs):
     return ds.assign_attrs(**attrs)
 
 
+def _without_attributes(ds):
+    out = ds.copy()
+    out.attrs = {}
+    return out
+
+
 BAD = {
-    "no attributes": (lambda ds: ds.drop_attrs(), "its attribute 'zlimit_run' is missing"),
+    "no attributes": (_without_attributes, "its attribute 'zlimit_run' is missing"),
     "cut along step": (lambda ds: ds.isel(step=slice(0, 2)), r"variable 'outputs' has shape \(2, 2, 3\), too small for 'outputs_groups' of shape \(2, 3, 3\) \(was the dataset cut\?\)"),
     "a variable dropped": (lambda ds: ds.drop_vars("cross_kernel"), "variable 'cross_kernel' .* is missing"),
     "transposed": (lambda ds: ds.transpose("step", ...), r"variable 'outputs' has dimensions \('step', 'group'"),
