@@ -21,6 +21,7 @@ with the infinite-width μP value (:func:`zlimit._engine.simulate`,
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
 import time
@@ -29,28 +30,41 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
-
 from ._model import MLP
-from ._stats import group_se, t_interval
+from ._progress import bar, resolve
+from ._stats import BAND, Interval, interval
 from ._validate import check_choice, check_float, check_int, check_int_list
 
-__all__ = ["run_demo", "demo_settings", "coord_table", "paper_figure", "PaperFigure", "PARAMETRIZATIONS",
-           "PAPER_ACTIVATIONS"]
+__all__ = ["run_demo", "demo_settings", "coord_table", "fit_report", "paper_figure", "PaperFigure",
+           "PARAMETRIZATIONS", "PAPER_ACTIVATIONS"]
 
 PARAMETRIZATIONS = ("mup", "sp", "ntp", "ip")
 _LABELS = {"mup": "μP", "sp": "SP", "ntp": "NTP", "ip": "IP"}
 
 
-def _pm(value: float, se: float) -> str:
-    if se is None or not math.isfinite(se):
+def _pm(value: float, half: float) -> str:
+    """'value ± half' (the half-width of an interval), or the value alone when there is none (NaN)."""
+    if not math.isfinite(half):
         return f"{value: .4f}"
-    return f"{value: .4f} ± {se:.4f}"
+    return f"{value: .4f} ± {half:.4f}"
+
+
+def _half_widths(iv: Interval) -> np.ndarray:
+    """high − value: the ± of a (symmetric) t-interval; NaN with one group."""
+    return np.where(np.isfinite(iv.se), np.asarray(iv.high) - np.asarray(iv.value), np.nan)
 
 
 # ---------------------------------------------------------------------- demo
 def demo_settings(quick: bool = False) -> dict:
-    """The settings :func:`run_demo` uses (quick: a much smaller version for tests)."""
+    """The settings :func:`run_demo` uses (quick: a much smaller version for tests).
+
+    Examples
+    --------
+    >>> from zlimit._demo import demo_settings
+    >>> s = demo_settings(quick=True)
+    >>> s["widths"], s["seeds"], s["groups"]
+    ([32, 128], 2, 4)
+    """
     if quick:
         return dict(m=4, m_eval=1, d=6, depth=2, activation="tanh", lr=0.5, steps=3,
                     widths=[32, 128], seeds=2, particles=2_000, groups=4)
@@ -61,44 +75,107 @@ def demo_settings(quick: bool = False) -> dict:
 def coord_table(comparison, inputs: Sequence[int] = (0, 1), layer: int | None = None, cls: int = 0) -> str:
     """Text table of the last step's outputs, loss and one kernel entry against width.
 
-    Rows are the finite widths (seed mean ± its standard error over seeds) and the
-    limit ``∞`` (± Monte Carlo standard error over particle groups). The kernel
-    entry is E[x^L_T(ξ_0) x^L_T(ξ_1)] (x^l of ``layer``, default the last hidden
-    layer). With k > 1 outputs the output columns are of class ``cls``. In μP every
-    column settles as n grows, onto the limit row.
+    Rows are the finite widths (the mean over the S seeds) and the limit ``∞`` (the
+    mean over its G particle groups); ``±`` is the half-width of the 95% Student-t
+    interval of that mean with G − 1 degrees of freedom (G = S for a finite width,
+    :func:`zlimit._stats.interval`), absent with one seed or group. The first line says
+    so. The kernel entry is E[x^L_T(ξ_0) x^L_T(ξ_1)] (x^l of ``layer``, default the last
+    hidden layer). With k > 1 outputs the output columns are of class ``cls``. In μP
+    every column settles as n grows, onto the limit row.
+
+    Parameters
+    ----------
+    comparison : Comparison
+    inputs : sequence of int
+        The inputs of the output columns; the first two give the kernel entry.
+    layer : int, optional
+    cls : int
+        The class of the output columns (k > 1 outputs).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> import zlimit
+    >>> from zlimit.compare import compare
+    >>> from zlimit._demo import coord_table
+    >>> X, y = zlimit.datasets.gaussian(3, 4, seed=0)
+    >>> cmp = compare(zlimit.MLP(depth=1, lr=0.5), X, y, widths=[16, 64], seeds=2, steps=2, particles=400,
+    ...               groups=4, progress=False)
+    >>> print(coord_table(cmp).splitlines()[0])
+    ± = half-width of the 95% t-interval, G−1 dof (G = 2 seeds per finite width, 4 particle groups at ∞)
     """
     lim = comparison.limit
     T = lim.steps
     L = layer or lim.model.depth
     a, b = (inputs[0], inputs[1]) if len(inputs) > 1 else (inputs[0], inputs[0])
-    pick = (lambda o: o) if lim.model.outputs == 1 else (lambda o: o[..., cls])  # (T+1, M[, k]) -> (T+1, M)
+    pick = (lambda o: o) if lim.model.outputs == 1 else (lambda o: o[..., cls])  # (..., M[, k]) -> (..., M)
     label = "" if lim.model.outputs == 1 else f"[{cls}]"
     cols = [f"f_T(ξ{i}){label}" for i in inputs] + ["loss_T", f"K[x{L}](ξ{a},ξ{b})_T"]
 
-    def stats(per_seed: np.ndarray):  # (S, ...) -> mean, se (None with one seed)
-        return per_seed.mean(axis=0), group_se(per_seed)
+    def cells(iv: Interval) -> list[str]:
+        return [_pm(v, h) for v, h in zip(iv.value, _half_widths(iv))]
 
     rows = []
     for w in comparison.widths:
         runs = [comparison.finite[(w, s)] for s in comparison.seeds]
-        vals = np.array([[pick(r.outputs)[T, i] for i in inputs] + [r.loss[T], r.kernel(L, "x")[T, a, b]]
-                         for r in runs])
-        mean, se = stats(vals)
-        rows.append((f"{w}", [_pm(v, None if se is None else s) for v, s in zip(mean, se if se is not None else mean)]))
-    kg = lim.kernel_groups(L, "x")[:, T, a, b]
-    vals = [pick(lim.outputs)[T, i] for i in inputs] + [lim.loss[T], float(kg.mean())]
-    ses = [pick(lim.outputs_se)[T, i] for i in inputs] if lim.outputs_se is not None else [math.nan] * len(inputs)
-    ses += [lim.loss_se[T] if lim.loss_se is not None else math.nan,
-            group_se(kg, single=math.nan)]
-    rows.append(("∞", [_pm(v, s) for v, s in zip(vals, ses)]))
+        per_seed = np.array([[pick(r.outputs)[T, i] for i in inputs] + [r.loss[T], r.kernel(L, "x")[T, a, b]]
+                             for r in runs])  # (S, columns)
+        rows.append((f"{w}", cells(interval(per_seed))))
+    per_group = np.column_stack([pick(lim.outputs_groups[:, T])[:, i] for i in inputs]
+                                + [lim.loss_groups[:, T], lim.kernel_groups(L, "x")[:, T, a, b]])  # (G, columns)
+    rows.append(("∞", cells(interval(per_group, exact=lim.error_model == "exact"))))
     width = max(len(c) for c in cols + [x for _, r in rows for x in r]) + 2
     head = f"{'width':>7}" + "".join(f"{c:>{width}}" for c in cols)
-    lines = [head, "-" * len(head)]
+    note = (f"± = half-width of the {BAND} (G = {len(comparison.seeds)} seeds per finite width, "
+            f"{lim.groups} particle groups at ∞)")
+    lines = [note, head, "-" * len(head)]
     lines += [f"{w:>7}" + "".join(f"{x:>{width}}" for x in r) for w, r in rows]
     return "\n".join(lines)
 
 
-def run_demo(out_dir, quick: bool = False, progress: bool = True) -> str:
+def fit_report(fit) -> str:
+    """The deviation per width against its noise floor, then ``str(fit)``: the slope, or
+    the warning that it is no convergence rate (fewer than 3 widths above the floor),
+    and the widths at or below the floor.
+
+    Parameters
+    ----------
+    fit : zlimit.compare.DeviationFit
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from zlimit.compare import DeviationFit
+    >>> from zlimit._demo import fit_report
+    >>> n = np.array([32, 128])
+    >>> fit = DeviationFit(-0.5, np.nan, 0.0, n, np.array([0.2, 0.05]), np.full(2, 0.06), np.zeros(2),
+    ...                    np.full(2, 0.06), seeds=2)
+    >>> print(fit_report(fit))  # doctest: +ELLIPSIS
+    Deviation of the seed-mean output from the limit (RMS over t ≥ 1 and inputs; maths §4: spread ~ n^-1/2, bias ~ n^-1):
+      n = 32: 0.2000 (noise floor 0.0600)
+      n = 128: 0.0500 (noise floor 0.0600)
+      no reliable slope: 1 of 2 widths lies above the Monte Carlo noise floor...; ...
+      widths at or below the noise floor: 128
+    """
+    below = [str(int(w)) for w, up in zip(fit.widths, fit.above_floor) if not up]
+    return "\n".join([
+        "Deviation of the seed-mean output from the limit (RMS over t ≥ 1 and inputs; "
+        "maths §4: spread ~ n^-1/2, bias ~ n^-1):",
+        *[f"  n = {int(w)}: {d:.4f} (noise floor {f:.4f})" for w, d, f in
+          zip(fit.widths, fit.deviations, fit.noise_floor)],
+        f"  {fit}",
+        f"  widths at or below the noise floor: {', '.join(below) or 'none'}",
+    ])
+
+
+def run_demo(out_dir, quick: bool = False, progress: bool | None = None) -> str:
     """μP networks of growing width against the infinite-width limit; prints and returns a report.
 
     The problem: ``datasets.gaussian`` inputs (m = 6 training and 2 evaluation inputs,
@@ -110,15 +187,33 @@ def run_demo(out_dir, quick: bool = False, progress: bool = True) -> str:
     ``coord_check.png`` and ``comparison.csv`` (the tidy table of
     :func:`zlimit.compare.compare`).
 
+    Parameters
+    ----------
+    out_dir : path
+    quick : bool
+        The small settings of ``demo_settings(quick=True)`` (seconds).
+    progress : bool or None
+        Progress bars; None (default): only when stderr is a terminal or in Jupyter.
+
     Returns
     -------
     str
-        The report printed: settings, the coordinate-check table, the deviation
-        exponent and the files written.
+        The report printed: settings, the coordinate-check table (± = half-width of the
+        95% t-interval), the deviation per width against its noise floor, the fit (a
+        warning instead of a slope when fewer than 3 widths lie above the floor) and
+        the files written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from zlimit._demo import run_demo
+    >>> with tempfile.TemporaryDirectory() as out:  # doctest: +SKIP
+    ...     report = run_demo(out, quick=True, progress=False)
     """
     from . import datasets, plot
     from .compare import compare
 
+    show = resolve(progress)
     s = demo_settings(quick)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,10 +227,9 @@ def run_demo(out_dir, quick: bool = False, progress: bool = True) -> str:
               f"in {s['groups']} groups")
     print(header, flush=True)
     cmp = compare(model, X_train, y_train, X_eval=X_eval, widths=s["widths"], seeds=s["seeds"],
-                  steps=s["steps"], particles=s["particles"], groups=s["groups"], progress=progress)
-    table = coord_table(cmp)
+                  steps=s["steps"], particles=s["particles"], groups=s["groups"], progress=show)
     files = {
-        "trajectories.png": plot.trajectories(cmp),
+        "trajectories.png": plot.trajectories(cmp, y=y_train),
         "deviation.png": plot.deviation(cmp),
         "coord_check.png": plot.coord_check({w: [cmp.finite[(w, sd)] for sd in cmp.seeds] for w in cmp.widths},
                                             limit=cmp.limit),
@@ -146,17 +240,12 @@ def run_demo(out_dir, quick: bool = False, progress: bool = True) -> str:
         written.append(str(out / name))
     cmp.table.to_csv(out / "comparison.csv", index=False)
     written.append(str(out / "comparison.csv"))
-    fit = cmp.fit
     report = "\n".join([
         "",
-        f"Coordinate check at the last step t = {s['steps']} (finite: seed mean ± se over seeds; "
-        "∞: limit ± Monte Carlo se):",
-        table,
+        f"Coordinate check at the last step t = {s['steps']} (finite widths: seed means; ∞: the limit):",
+        coord_table(cmp),
         "",
-        f"Deviation of the seed-mean output from the limit: {fit}",
-        "  per width: " + ", ".join(f"n={w}: {d:.4f} (noise floor {f:.4f})"
-                                   for w, d, f in zip(fit.widths, fit.deviations, fit.noise_floor)),
-        "  (maths §4: spread ~ n^-1/2, bias ~ n^-1)",
+        fit_report(cmp.fit),
         "",
         "Wrote:",
         *[f"  {p}" for p in written],
@@ -171,9 +260,12 @@ _QUANTITIES = (("feature_change", 1), ("feature_change", 2), ("min_eigenvalue", 
                ("heldout_mse", None))
 
 
-@dataclass
+@dataclass(repr=False)
 class PaperFigure:
     """Result of :func:`paper_figure`.
+
+    ``repr`` is a one-screen summary (settings, the n = ∞ numbers, figures and files);
+    Jupyter shows :meth:`summary` as a table.
 
     Attributes
     ----------
@@ -183,9 +275,10 @@ class PaperFigure:
         limit), ``layer`` (1 or 2; None for "heldout_mse"), ``quantity``
         ("feature_change", "min_eigenvalue" or "heldout_mse"), ``value``, ``se`` (over
         seeds, or over particle groups for the limit; NaN with one seed), ``low``,
-        ``high`` (95% interval) and ``seeds``. Finite values are means over seeds;
-        limit values are pooled over all particles (the held-out MSE is that of the
-        pooled f̊_T), their ``se`` from the spread of the groups.
+        ``high`` (the 95% t-interval with G − 1 dof, G the seeds or particle groups,
+        :func:`zlimit._stats.interval`) and ``seeds``. Finite values are means over
+        seeds; limit values are pooled over all particles (the held-out MSE is that of
+        the pooled f̊_T), their ``se`` from the spread of the groups.
     settings : dict
         The run's settings, with ``timings`` = {"finite_s": ..., "limit_s": ...},
         the seconds spent on the finite networks (all of them) and on the limit.
@@ -195,6 +288,16 @@ class PaperFigure:
         file name -> matplotlib Figure.
     files : list of str
         Files written (when ``out_dir`` was given).
+
+    Examples
+    --------
+    >>> import zlimit
+    >>> result = zlimit.paper_figure(steps=1, widths=[8], seeds=2, particles=400, groups=2,
+    ...                              parametrizations=["mup"], progress=False)
+    >>> print(repr(result))  # doctest: +ELLIPSIS
+    PaperFigure: digits, 10 samples (10 held out), depth-3 silu, lr 0.1, T = 1
+      finite nets: μP at widths 8 × 2 seed(s); μP limit: N = 400 particles in G = 2 groups
+      ...
     """
 
     records: list
@@ -204,36 +307,105 @@ class PaperFigure:
     files: list = field(default_factory=list)
 
     def select(self, quantity: str, layer: int | None, parametrization: str) -> list:
-        """The records of one quantity, layer and parametrization, by increasing width."""
+        """The records of one quantity, layer and parametrization, by increasing width.
+
+        Examples
+        --------
+        >>> import math
+        >>> from zlimit._demo import PaperFigure
+        >>> rec = {"parametrization": "mup-limit", "width": math.inf, "layer": None, "quantity": "heldout_mse",
+        ...        "value": 0.5, "se": 0.1, "low": 0.2, "high": 0.8, "seeds": 0}
+        >>> [r["value"] for r in PaperFigure([rec], {}, None).select("heldout_mse", None, "mup-limit")]
+        [0.5]
+        """
         return sorted((r for r in self.records if r["quantity"] == quantity and r["layer"] == layer
                        and r["parametrization"] == parametrization), key=lambda r: r["width"])
 
-    def summary(self) -> str:
-        """Text table: rows parametrization × width, columns the five numbers."""
-        names = [f"{'Δh' if q == 'feature_change' else 'λmin'} layer {l}" if l else "held-out MSE"
-                 for q, l in _QUANTITIES]
+    def _rows(self) -> list[tuple[str, str, list[str]]]:
+        """(parametrization, width, cells) of the summary table, cells 'value ± half-width'."""
         index = {(r["parametrization"], r["width"], r["quantity"], r["layer"]): r for r in self.records}
         keys = sorted({(p, w) for p, w, _, _ in index},
                       key=lambda k: (list(PARAMETRIZATIONS + ("mup-limit",)).index(k[0]), k[1]))
+        return [(p, "∞" if math.isinf(w) else str(int(w)), [_record_cell(index.get((p, w, q, l)))
+                                                           for q, l in _QUANTITIES]) for p, w in keys]
+
+    def _band_note(self) -> str:
+        return (f"± = half-width of the {BAND} (G = {self.settings['seeds']} seeds per width, "
+                f"{self.settings['groups']} particle groups at ∞)")
+
+    def summary(self) -> str:
+        """Text table: rows parametrization × width, columns the five numbers, each
+        'value ± half-width of its 95% t-interval' (a first line says so).
+
+        Examples
+        --------
+        >>> import math
+        >>> from zlimit._demo import PaperFigure
+        >>> rec = {"parametrization": "mup-limit", "width": math.inf, "layer": None, "quantity": "heldout_mse",
+        ...        "value": 0.5, "se": 0.1, "low": 0.2, "high": 0.8, "seeds": 0}
+        >>> print(PaperFigure([rec], {"seeds": 2, "groups": 4}, None).summary())  # doctest: +NORMALIZE_WHITESPACE
+        ± = half-width of the 95% t-interval, G−1 dof (G = 2 seeds per width, 4 particle groups at ∞)
+             param  width  Δh layer 1  Δh layer 2  λmin layer 1  λmin layer 2  held-out MSE
+        ----...
+         mup-limit      ∞                                                                 0.5 ± 0.3
+        """
         wcol = 22
-        head = f"{'param':>10}{'width':>7}" + "".join(f"{n:>{wcol}}" for n in names)
-        lines = [head, "-" * len(head)]
-        for p, w in keys:
-            cells = []
-            for q, l in _QUANTITIES:
-                r = index.get((p, w, q, l))
-                cells.append("" if r is None else (f"{r['value']:.3g}" + (f" ± {r['se']:.2g}" if math.isfinite(r["se"]) else "")))
-            wname = "∞" if math.isinf(w) else str(int(w))
-            lines.append(f"{p:>10}{wname:>7}" + "".join(f"{c:>{wcol}}" for c in cells))
+        head = f"{'param':>10}{'width':>7}" + "".join(f"{n:>{wcol}}" for n in _QUANTITY_NAMES)
+        lines = [self._band_note(), head, "-" * len(head)]
+        lines += [f"{p:>10}{w:>7}" + "".join(f"{c:>{wcol}}" for c in cells) for p, w, cells in self._rows()]
         return "\n".join(lines)
 
+    def _headline(self) -> list[str]:
+        s = self.settings
+        params = ", ".join(_LABELS[p] for p in s["parametrizations"])
+        nets = (f"finite nets: {params} at widths {', '.join(map(str, s['widths']))} × {s['seeds']} seed(s)"
+                if s["widths"] else "no finite nets")
+        return [f"PaperFigure: {s['data']}, {s['m']} samples ({s['m_eval']} held out), depth-{s['depth']} "
+                f"{s['activation']}, lr {s['lr']:g}, T = {s['steps']}",
+                f"  {nets}; μP limit: N = {s['particles']} particles in G = {s['groups']} groups",
+                f"  time: finite nets {s['timings']['finite_s']:.1f} s, limit {s['timings']['limit_s']:.1f} s"]
 
-def _mean_se(values: list[float], level: float = 0.95) -> dict:
-    v = np.asarray(values, dtype=float)
-    mean = float(v.mean())
-    se = group_se(v)  # None with one value: no error, the interval is the value
-    low, high = t_interval(mean, se, v.size - 1, level)
-    return {"value": mean, "se": math.nan if se is None else se, "low": low, "high": high}
+    def __repr__(self) -> str:
+        limit = dict(zip(_QUANTITY_NAMES, self._rows()[-1][2])) if self.records else {}
+        files = f"{len(self.files)} written ({Path(self.files[0]).parent})" if self.files else "none written"
+        return "\n".join([
+            *self._headline(),
+            f"  n = ∞ (± = half-width of the 95% t-interval, G−1 = {self.settings['groups'] - 1} dof):",
+            "    " + "; ".join(f"{k} {v}" for k, v in limit.items()),
+            f"  {len(self.records)} records (.records, .summary()); figures: {', '.join(self.figures) or 'none'}; "
+            f"files: {files}",
+        ])
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        head = "".join(f"<th>{esc(n)}</th>" for n in ("param", "width", *_QUANTITY_NAMES))
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in (p, w, *cells)) + "</tr>"
+                       for p, w, cells in self._rows())
+        return (f"<div><pre>{esc(chr(10).join(self._headline()))}</pre><table><caption>{esc(self._band_note())}"
+                f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+
+
+_QUANTITY_NAMES = [f"{'Δh' if q == 'feature_change' else 'λmin'} layer {l}" if l else "held-out MSE"
+                   for q, l in _QUANTITIES]
+
+
+def _record_cell(r: dict | None) -> str:
+    """'value ± half-width' of a record ('value' alone without an interval, '' for none)."""
+    if r is None:
+        return ""
+    half = r["high"] - r["value"]
+    return f"{r['value']:.3g}" + (f" ± {half:.2g}" if math.isfinite(r["se"]) else "")
+
+
+def _record(iv) -> dict:
+    """The value, se, low and high of an :class:`~zlimit._stats.Interval` (or an Estimate)."""
+    return {"value": float(iv.value), "se": float(iv.se), "low": float(iv.low), "high": float(iv.high)}
+
+
+def _mean_se(values) -> dict:
+    """The mean of per-seed values with its se and 95% t-interval (S − 1 dof), as a record's
+    value, se, low and high (se NaN and low = high = value with one seed)."""
+    return _record(interval(np.asarray(values, dtype=float)))
 
 
 def _heldout_mse(outputs: np.ndarray, y_eval: np.ndarray) -> np.ndarray:
@@ -254,24 +426,17 @@ def _finite_measures(run, layers, T: int, m: int, y_eval: np.ndarray) -> dict:
 
 
 def _limit_measures(run, layers, T: int, m: int, y_eval: np.ndarray) -> dict:
-    """Pooled values with per-group standard errors and t intervals."""
+    """Pooled values with the 95% t-intervals of their per-group spread (G − 1 dof)."""
     from . import diagnostics
-
-    G = run.groups
-
-    def interval(value: float, per_group: np.ndarray) -> dict:
-        se = group_se(per_group)  # None when G = 1: the interval collapses to the value
-        low, high = t_interval(value, se, G - 1, 0.95)
-        return {"value": value, "se": math.nan if se is None else se, "low": low, "high": high}
 
     out = {}
     for l in layers:
         per = run.feature_change_groups(l, "h")[:, T, :m].mean(axis=1)
-        out[("feature_change", l)] = interval(float(run.feature_change(l, "h")[T, :m].mean()), per)
+        out[("feature_change", l)] = _record(interval(per, float(run.feature_change(l, "h")[T, :m].mean())))
         est = diagnostics.min_eigenvalue(diagnostics.space_time_gram(run, l, "h", steps=(0, T)), normalize=True)
-        out[("min_eigenvalue", l)] = {"value": est.value, "se": est.se, "low": est.low, "high": est.high}
+        out[("min_eigenvalue", l)] = _record(est)
     f = run.outputs_groups[:, T, m:]  # (G, m_eval): f̊_T per group on the held-out inputs
-    out[("heldout_mse", None)] = interval(float(_heldout_mse(f.mean(axis=0), y_eval)), _heldout_mse(f, y_eval))
+    out[("heldout_mse", None)] = _record(interval(_heldout_mse(f, y_eval), float(_heldout_mse(f.mean(axis=0), y_eval))))
     return out
 
 
@@ -295,7 +460,8 @@ def _paper_data(data: str, path, classes, per_class: int, eval_per_class: int):
 def paper_figure(data: str = "digits", path=None, steps: int = 1000, widths: Sequence[int] = (8, 64, 512, 4096),
                  seeds: int = 2, particles: int = 32_000, groups: int = 4, lr: float = 0.1,
                  activation: str = "silu", parametrizations: Sequence[str] = PARAMETRIZATIONS, classes=None,
-                 per_class: int = 5, eval_per_class: int = 5, out_dir=None, progress: bool = True) -> PaperFigure:
+                 per_class: int = 5, eval_per_class: int = 5, out_dir=None,
+                 progress: bool | None = None) -> PaperFigure:
     """Feature change, linear independence and held-out error vs width: the paper's Figures 1–2.
 
     The defaults are the paper's Appendix A: digits, 10 training samples, 3 hidden
@@ -338,17 +504,33 @@ def paper_figure(data: str = "digits", path=None, steps: int = 1000, widths: Seq
     out_dir : path, optional
         Where to write ``feature_change.png``, ``min_eigenvalue.png``,
         ``heldout_mse.png``, ``paper_figure.csv`` and ``paper_figure.json``.
-    progress : bool
+    progress : bool or None
+        Progress bars; None (default): only when stderr is a terminal or in Jupyter.
 
     Returns
     -------
     PaperFigure
+        Every value with its 95% t-interval (G − 1 dof; G = seeds, or particle groups
+        for the limit), and figures whose bands are those intervals.
 
     Raises
     ------
     ValueError
         Bad data, path, steps, widths, seeds, lr, activation, parametrizations or
         per-class counts.
+
+    Examples
+    --------
+    A tiny version (2 steps, μP only, one width):
+
+    >>> import zlimit
+    >>> result = zlimit.paper_figure(steps=2, widths=[8], seeds=2, particles=400, groups=2,
+    ...                              parametrizations=["mup"], progress=False)
+    >>> sorted(result.figures)
+    ['feature_change.png', 'heldout_mse.png', 'min_eigenvalue.png']
+    >>> r = result.select("heldout_mse", None, "mup-limit")[0]
+    >>> r["width"], r["low"] <= r["value"] <= r["high"]
+    (inf, True)
     """
     from ._api import simulate, train_finite
 
@@ -360,6 +542,7 @@ def paper_figure(data: str = "digits", path=None, steps: int = 1000, widths: Seq
     seeds = check_int("seeds", seeds, 1)
     eval_per_class = check_int("eval_per_class", eval_per_class, 1, hint=" (held-out images per class)")
     widths = sorted(check_int_list("widths", widths, 1, allow_empty=True, hint=" (or none, for the limit only)"))
+    show = resolve(progress)
     X, y, X_eval, y_eval = _paper_data(data, path, classes, per_class, eval_per_class)
     T, m, layers = int(steps), X.shape[0], (1, 2)
     model = MLP(depth=3, activation=activation, lr=lr, init_std=math.sqrt(2.0))
@@ -371,7 +554,7 @@ def paper_figure(data: str = "digits", path=None, steps: int = 1000, widths: Seq
     jobs = [(p, w, s) for p in settings["parametrizations"] for w in widths for s in range(int(seeds))]
     per: dict = {}
     start = time.perf_counter()
-    for p, w, s in tqdm(jobs, disable=not progress, desc="zlimit.paper-figure (finite nets)", unit="net"):
+    for p, w, s in bar(jobs, progress=show, desc="zlimit.paper-figure (finite nets)", unit="net"):
         run = train_finite(model, X, y, width=w, steps=T, seed=s, X_eval=X_eval, parametrization=p,
                            record_steps=(0, T))
         for key, v in _finite_measures(run, layers, T, m, y_eval).items():
@@ -381,7 +564,7 @@ def paper_figure(data: str = "digits", path=None, steps: int = 1000, widths: Seq
         records.append({"parametrization": p, "width": float(w), "layer": l, "quantity": q,
                         **_mean_se(values), "seeds": len(values)})
     start = time.perf_counter()
-    limit = simulate(model, X, y, steps=T, X_eval=X_eval, record_steps=(0, T), progress=progress,
+    limit = simulate(model, X, y, steps=T, X_eval=X_eval, record_steps=(0, T), progress=show,
                      particles=particles, groups=groups)
     limit_s = time.perf_counter() - start
     for (q, l), est in _limit_measures(limit, layers, T, m, y_eval).items():
@@ -400,10 +583,11 @@ def _paper_plots(result: PaperFigure) -> dict:
     from . import plot
 
     s = result.settings
-    panels = {"feature_change": ("feature change ‖h_T − h_0‖/‖h_0‖", "‖h_T − h_0‖ / ‖h_0‖", False, (1, 2)),
-              "min_eigenvalue": ("λ_min of the normalised Gram of (h_0, h_T)", "λ_min", True, (1, 2)),
-              "heldout_mse": (f"held-out MSE of f_T ({s['m_eval']} inputs)", "mean (f_T − y)²", False, (None,))}
-    band = lambda r, sign: r["value"] + sign * (r["se"] if math.isfinite(r["se"]) else 0.0)
+    change, lam = "$\\|h_T - h_0\\| / \\|h_0\\|$", "$\\lambda_{\\min}$"
+    panels = {"feature_change": (f"feature change {change}", change, False, (1, 2)),
+              "min_eigenvalue": (f"{lam} of the normalised Gram of $(h_0, h_T)$", lam, True, (1, 2)),
+              "heldout_mse": (f"held-out MSE of $f_T$ ({s['m_eval']} inputs)", "mean $(f_T - y)^2$", False, (None,))}
+    seeds = f"G = {s['seeds']} seeds per width" if s["seeds"] > 1 else "one seed per width: no band"
     figures = {}
     for q, (title, ylabel, logy, layers) in panels.items():
         fig, axes = plot._figure(1, len(layers), size=(4.6, 3.6))
@@ -412,11 +596,11 @@ def _paper_plots(result: PaperFigure) -> dict:
             for p in dict.fromkeys([*s["parametrizations"], "mup"]):  # μP carries the limit
                 rs = result.select(q, l, p) + (result.select(q, l, "mup-limit") if p == "mup" else [])
                 curves[_LABELS[p] + (" (∞: limit)" if p == "mup" else "")] = {
-                    "x": [r["width"] for r in rs], "value": [r["value"] for r in rs],
-                    "low": [band(r, -1) for r in rs], "high": [band(r, +1) for r in rs]}
+                    key: [r[key] for r in rs] for key in ("value", "low", "high")} | {"x": [r["width"] for r in rs]}
             plot.vs_width(curves, ylabel=ylabel, title="" if l is None else f"layer {l}", logy=logy, ax=axes[0, k])
-        fig.suptitle(f"{title} after T = {s['steps']} steps\n(depth 3 {s['activation']}, lr {s['lr']}, "
-                     f"{s['data']}, {s['m']} samples; bands ± 1 se)", fontsize=10)
+        fig.suptitle(f"{title} after $T$ = {s['steps']} steps\n(depth 3 {s['activation']}, lr {s['lr']}, "
+                     f"{s['data']}, {s['m']} samples)\nbands: {BAND}\n({seeds}; G = {s['groups']} particle "
+                     "groups at ∞)", fontsize=9)
         figures[f"{q}.png"] = fig
     return figures
 
