@@ -144,6 +144,21 @@ def test_demo_quick(tmp_path):
                                rtol=1e-14, atol=1e-15)
     T = s["steps"]
     assert f"{cmp.limit.outputs[T, 0]: .4f}" in out
+    # ± is the half-width of the 95% t-interval over the G particle groups (G − 1 dof)
+    from scipy import stats
+
+    f = cmp.limit.outputs_groups[:, T, 0]
+    half = stats.t.ppf(0.975, s["groups"] - 1) * f.std(ddof=1) / math.sqrt(s["groups"])
+    assert f"{f.mean(): .4f} ± {half:.4f}" in out
+    assert (f"± = half-width of the 95% t-interval, G−1 dof (G = {s['seeds']} seeds per finite width, "
+            f"{s['groups']} particle groups at ∞)") in out
+    # two widths cannot give a convergence rate: the fit line is the warning, not a headline slope
+    assert f"  {cmp.fit}\n" in out and str(cmp.fit).startswith("no reliable slope: ")
+    assert "limit: deviation ~" not in out and not re.search(r"^\s*deviation ~ n\^", out, re.M)
+    below = [str(w) for w, d, floor in zip(s["widths"], cmp.fit.deviations, cmp.fit.noise_floor) if d <= floor]
+    assert f"  widths at or below the noise floor: {', '.join(below) or 'none'}\n" in out
+    for w, d, floor in zip(s["widths"], cmp.fit.deviations, cmp.fit.noise_floor):
+        assert f"  n = {w}: {d:.4f} (noise floor {floor:.4f})\n" in out
 
 
 def test_simulate_from_file_matches_library(tmp_path):
@@ -182,7 +197,29 @@ def test_simulate_from_file_matches_library(tmp_path):
     np.testing.assert_array_equal(run.error_signals_groups, ref.error_signals_groups)
     assert run.model == model
     assert f"{ref.outputs[-1, 4]:12.4f}" in proc.stdout and "(eval)" in proc.stdout
-    assert "zlimit.simulate" in proc.stderr  # progress bar without --quiet
+    assert "zlimit.simulate" not in proc.stderr  # without --quiet, bars are automatic: none into a pipe
+
+
+@pytest.mark.parametrize("command, target", [
+    ("demo", "zlimit._demo.run_demo"), ("simulate", "zlimit._api.simulate"),
+    ("compare", "zlimit.compare.compare"), ("paper-figure", "zlimit._demo.paper_figure"),
+])
+def test_progress_is_automatic_unless_quiet(tmp_path, monkeypatch, capsys, command, target):
+    """Every command passes progress=None (a bar only on a terminal), and False with --quiet."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "c.toml", TINY)
+    seen = []
+
+    def stop(*args, progress, **kwargs):
+        seen.append(progress)
+        raise KeyboardInterrupt
+
+    module, name = target.rsplit(".", 1)
+    monkeypatch.setattr(sys.modules[module], name, stop)
+    argv = [command] + (["c.toml"] if command in ("simulate", "compare") else [])
+    assert cli.main(argv) == 130 and cli.main(argv + ["--quiet"]) == 130
+    assert seen == [None, False]
+    capsys.readouterr()
 
 
 def test_compare_command(tmp_path):

@@ -9,7 +9,9 @@ Commands::
                         [--seeds S] [--particles N] [--groups G] [--lr ETA]
                         [--activation silu|tanh|relu] [--out DIR]
 
-Every command takes ``--quiet`` (no progress bars) and ``--debug`` (full tracebacks).
+Progress bars are drawn when standard error is a terminal (not into a log file or a
+pipe; :mod:`zlimit._progress`). Every command takes ``--quiet`` (no progress bars at
+all) and ``--debug`` (full tracebacks).
 Configuration files are described by ``zlimit simulate --help`` (the docstring of :mod:`zlimit._config`).
 
 Over MPI, ``mpiexec -n R zlimit simulate CONFIG.toml`` splits every particle group over
@@ -100,6 +102,16 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def _progress(args):
+    """The commands' ``progress``: off with --quiet, else automatic (a bar only on a terminal)."""
+    return False if args.quiet else None
+
+
+def _targets(model, y):
+    """The targets drawn by :func:`zlimit.plot.trajectories`: none for class labels."""
+    return None if model.loss.labels == "class" else y
+
+
 def _save_figures(figures: dict, out: Path) -> list[str]:
     """Write and close each figure; the paths written."""
     import matplotlib.pyplot as plt
@@ -152,7 +164,7 @@ def _output_table(run) -> str:
 def cmd_demo(args) -> int:
     from ._demo import run_demo
 
-    run_demo(_out_dir(args.out), quick=args.quick, progress=not args.quiet)
+    run_demo(_out_dir(args.out), quick=args.quick, progress=_progress(args))
     return 0
 
 
@@ -173,13 +185,13 @@ def cmd_simulate(args) -> int:
     cfg, (X, y, X_eval, batches), out = _on_every_rank(comm, prepare)
     r = cfg.run
     run = simulate(cfg.model, X, y, steps=r.steps, particles=r.particles, groups=r.groups, seed=r.seed,
-                   X_eval=X_eval, batches=batches, parametrization=r.parametrization, progress=not args.quiet,
+                   X_eval=X_eval, batches=batches, parametrization=r.parametrization, progress=_progress(args),
                    checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, comm=comm)
     if not lead:
         return 0
     run.save(out / "limit.npz")
     written = [str(out / "limit.npz")]
-    written += _save_figures({"outputs.png": plot.trajectories(run, max_inputs=6)}, out)
+    written += _save_figures({"outputs.png": plot.trajectories(run, max_inputs=6, y=_targets(cfg.model, y))}, out)
     ranks = "" if comm is None else f", over {comm.Get_size()} MPI ranks"
     _say(f"zlimit simulate: {cfg.path.name}: {r.parametrization} limit, {r.steps} steps, "
          f"{r.particles} particles in {r.groups} groups{ranks}")
@@ -193,7 +205,7 @@ def cmd_compare(args) -> int:
     from . import plot
     from .compare import compare
     from ._config import ConfigError, load_config
-    from ._demo import coord_table
+    from ._demo import coord_table, fit_report
     from ._validate import check_seeds
 
     cfg = load_config(args.config)
@@ -206,7 +218,7 @@ def cmd_compare(args) -> int:
     out = _out_dir(args.out)
     cmp = compare(cfg.model, X, y, widths=r.widths, seeds=list(r.seeds) if isinstance(r.seeds, tuple) else r.seeds,
                   steps=r.steps, particles=r.particles, groups=r.groups, X_eval=X_eval, batches=batches,
-                  parametrization=r.parametrization, seed=r.seed, progress=not args.quiet)
+                  parametrization=r.parametrization, seed=r.seed, progress=_progress(args))
     cmp.limit.save(out / "limit.npz")
     written = [str(out / "limit.npz")]
     (out / "finite").mkdir(exist_ok=True)
@@ -220,12 +232,13 @@ def cmd_compare(args) -> int:
                   fh, indent=1)
     written.append(str(out / "fit.json"))
     runs_by_width = {w: [cmp.finite[(w, s)] for s in cmp.seeds] for w in cmp.widths}
-    written += _save_figures({"trajectories.png": plot.trajectories(cmp), "deviation.png": plot.deviation(cmp),
+    written += _save_figures({"trajectories.png": plot.trajectories(cmp, y=_targets(cfg.model, y)),
+                              "deviation.png": plot.deviation(cmp),
                               "coord_check.png": plot.coord_check(runs_by_width, limit=cmp.limit)}, out)
     _say(f"zlimit compare: {cfg.path.name}: {cmp.parametrization} networks, widths {cmp.widths}, "
          f"seeds {cmp.seeds}, {r.steps} steps; limit with {r.particles} particles in {r.groups} groups")
     _say(coord_table(cmp))
-    _say(f"Deviation of the seed-mean output from the limit: {cmp.fit}")
+    _say(fit_report(cmp.fit))
     _say("Wrote:\n" + "\n".join(f"  {p}" for p in written))
     return 0
 
@@ -238,7 +251,7 @@ def cmd_paper_figure(args) -> int:
     out = _out_dir(args.out)
     result = paper_figure(data=args.data, path=args.path, steps=args.steps, widths=args.widths, seeds=args.seeds,
                           particles=args.particles, groups=args.groups, lr=args.lr, activation=args.activation,
-                          out_dir=out, progress=not args.quiet)
+                          out_dir=out, progress=_progress(args))
     s, t = result.settings, result.settings["timings"]
     nets = f"widths {s['widths']} × {s['seeds']} seed(s)" if s["widths"] else "limit only (no finite nets)"
     _say(f"zlimit paper-figure: {s['data']}, {s['m']} samples ({s['m_eval']} held out), depth 3 {s['activation']}, "
@@ -262,7 +275,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``zlimit`` command and its subcommands."""
     common = _Parser(add_help=False)
-    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--quiet", action="store_true",
+                        help="no progress bars (without it, bars are drawn when stderr is a terminal)")
     common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
 
     parser = _Parser(
