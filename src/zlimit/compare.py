@@ -813,7 +813,7 @@ def compare(model: MLP, X, y, *, widths: Sequence[int], seeds, steps: int, parti
     jobs = [(w, s) for w in widths for s in seeds]
     for w, s in bar(jobs, progress=progress, desc="zlimit.compare (finite nets)", unit="net"):
         finite[(w, s)] = train_finite(model, X, y, width=w, steps=steps, seed=s, X_eval=X_eval,
-                                      batches=batches, parametrization=finite_param)
+                                      batches=batches, parametrization=finite_param, progress=False)
     return _assemble(limit, finite, widths, seeds, finite_param, stacklevel=2)
 
 
