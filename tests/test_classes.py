@@ -7,10 +7,10 @@ one consumer against values computed here, not against another consumer's output
 from __future__ import annotations
 
 import io as stdio
+import dataclasses
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import matplotlib
 
@@ -19,13 +19,14 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 from matplotlib.colors import to_hex
+from scipy import stats
 
 import zlimit
 from zlimit import cli
 from zlimit import io as zio
 from zlimit._config import ConfigError, parse_config
 from zlimit._results import Run
-from zlimit.compare import CLASS_TABLE_COLUMNS, TABLE_COLUMNS, _rows, deviation_fit
+from zlimit.compare import CLASS_TABLE_COLUMNS, TABLE_COLUMNS, Comparison, _rows, deviation_fit
 from zlimit.plot import trajectories
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits10_xent.toml"
@@ -253,7 +254,8 @@ def test_deviation_is_the_rms_over_every_class():
         out = np.zeros((2, T + 1, M, k))
         out[:, 1:, :, 0] = c
         finite[n] = out
-    fit = deviation_fit(limit, finite)
+    with pytest.warns(zlimit.MonteCarloWarning, match="no reliable slope: 2 of 2 widths"):  # 2 widths: no rate
+        fit = deviation_fit(limit, finite)
     np.testing.assert_allclose(fit.deviations, [0.6 / math.sqrt(3), 0.3 / math.sqrt(3)], rtol=1e-14)
     assert fit.slope == pytest.approx(-0.5, rel=1e-12)
     assert fit.limit_se.tolist() == [0.0, 0.0] and fit.seed_mean_se.tolist() == [0.0, 0.0]
@@ -279,36 +281,113 @@ def test_table_rows_carry_the_class():
 
 # ---------------------------------------------------------------------- plots
 def comparison(k=3, widths=(4, 16), seed=1):
-    run = class_run(every_extension(k), T=3, M=3, m=2, seed=seed)
+    """A Comparison of random arrays: a limit of G = 2 groups and, per width, two seed
+    runs whose outputs are ``finite[w][s]`` (S = 2, T+1 = 4, M = 3, k)."""
+    limit = class_run(every_extension(k), T=3, M=3, m=2, seed=seed)
     rng = np.random.default_rng(seed + 1)
     finite = {w: rng.standard_normal((2, 4, 3, k)) for w in widths}
-    return SimpleNamespace(limit=run, widths=list(widths), outputs=finite.__getitem__), finite
+    runs = {(w, s): dataclasses.replace(
+                limit, meta={**limit.meta, "kind": "finite", "width": w, "seed": s}, outputs_groups=out[s][None],
+                loss_groups=rng.standard_normal((1, 4)), error_signals_groups=rng.standard_normal((1, 3, 2, k)))
+            for w, out in finite.items() for s in (0, 1)}
+    return Comparison(limit=limit, finite=runs, table=None, fit=None, widths=list(widths), seeds=[0, 1]), finite
+
+
+def t_half(per_group: np.ndarray) -> np.ndarray:
+    """Half-width of the 95% t-interval of the mean over axis 0 (G − 1 dof), by hand."""
+    g = per_group.shape[0]
+    return stats.t.ppf(0.975, g - 1) * per_group.std(axis=0, ddof=1) / math.sqrt(g)
+
+
+def band_edges(collection, x) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of a fill_between polygon at each x."""
+    v = collection.get_paths()[0].vertices
+    return (np.array([v[np.isclose(v[:, 0], xi), 1].min() for xi in x]),
+            np.array([v[np.isclose(v[:, 0], xi), 1].max() for xi in x]))
+
+
+def bands(ax, x) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(colour, low, high) of every band of ``ax``, in drawing order."""
+    return [(to_hex(c.get_facecolor()[0], keep_alpha=False), *band_edges(c, x)) for c in ax.collections]
+
+
+def figure_legend(fig) -> list[str]:
+    (legend,) = fig.legends
+    assert all(ax.get_legend() is None for ax in fig.axes)  # one legend, for the figure
+    return [t.get_text() for t in legend.get_texts()]
+
+
+BAND_OF = "band: 95% t-interval, G−1 = 1 dof (G = 2 {})"  # two seeds, two particle groups
 
 
 def test_trajectories_draw_every_class_of_every_width():
     cmp, finite = comparison()
     fig = trajectories(cmp, inputs=[0, 2])
-    panels = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(panels) == 2
-    mean = cmp.limit.outputs_groups.mean(axis=0)
-    for ax, i in zip(panels, (0, 2)):
+    axes = {ax.get_label(): ax for ax in fig.axes}
+    assert list(axes) == ["outputs 0", "outputs 2", "residuals 0", "residuals 2", "loss"]
+    steps = np.arange(4)
+    groups = cmp.limit.outputs_groups  # (G, T+1, M, k)
+    mean = groups.mean(axis=0)
+    colours = [to_hex(f"C{c}") for c in range(3)]
+    for i in (0, 2):
+        ax = axes[f"outputs {i}"]
         assert len(ax.lines) == 3 * (2 + 1)  # per class: two widths and the limit
         dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
-        assert [to_hex(line.get_color()) for line in dashed] == [to_hex(f"C{c}") for c in range(3)]
+        assert [to_hex(line.get_color()) for line in dashed] == colours
         for c, line in enumerate(dashed):
             np.testing.assert_array_equal(line.get_ydata(), mean[:, i, c])
         solid = [line for line in ax.lines if line.get_linestyle() == "-"]
+        assert [to_hex(line.get_color()) for line in solid] == [colours[c] for c in range(3) for _ in range(2)]
         assert [line.get_alpha() for line in solid] == pytest.approx([0.3, 0.9] * 3)
-        np.testing.assert_allclose(solid[3].get_ydata(), finite[16][:, :, i, 1].mean(axis=0), rtol=1e-14)
-        assert len(ax.collections) == 3  # the limit's ±2 se band of each class
-    legend = [t.get_text() for t in panels[0].get_legend().get_texts()]
-    assert legend == ["class 0", "class 1", "class 2", "n = 4", "n = 16", "n = ∞ (± 2 se)"]
+        for line, (c, w) in zip(solid, [(c, w) for c in range(3) for w in (4, 16)]):
+            np.testing.assert_allclose(line.get_ydata(), finite[w][:, :, i, c].mean(axis=0), rtol=1e-14)
+        # the limit's t-interval band of each class, in its colour
+        got = bands(ax, steps)
+        assert [colour for colour, *_ in got] == colours
+        for c, (_, low, high) in enumerate(got):
+            half = t_half(groups[:, :, i, c])
+            np.testing.assert_allclose(low, mean[:, i, c] - half, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(high, mean[:, i, c] + half, rtol=1e-12, atol=1e-12)
+        # residuals: seed mean − limit per class and width, the limit's band around 0
+        res = axes[f"residuals {i}"]
+        lines = [line for line in res.lines if line.get_linestyle() == "-"]
+        assert [to_hex(line.get_color()) for line in lines] == [colours[c] for c in range(3) for _ in range(2)]
+        assert [line.get_alpha() for line in lines] == pytest.approx([0.3, 0.9] * 3)
+        for line, (c, w) in zip(lines, [(c, w) for c in range(3) for w in (4, 16)]):
+            np.testing.assert_allclose(line.get_ydata(), finite[w][:, :, i, c].mean(axis=0) - mean[:, i, c],
+                                       rtol=1e-12, atol=1e-14)
+        got = bands(res, steps)
+        assert [colour for colour, *_ in got] == colours
+        for c, (_, low, high) in enumerate(got):
+            half = t_half(groups[:, :, i, c])
+            np.testing.assert_allclose(low, -half, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(high, half, rtol=1e-12, atol=1e-12)
+    loss = {line.get_label(): line.get_ydata() for line in axes["loss"].lines}
+    np.testing.assert_array_equal(loss.pop("n = ∞"), cmp.limit.loss_groups.mean(axis=0))
+    assert list(loss) == ["n = 4", "n = 16"]
+    for w in (4, 16):
+        np.testing.assert_allclose(loss[f"n = {w}"], (cmp.finite[(w, 0)].loss + cmp.finite[(w, 1)].loss) / 2,
+                                   rtol=1e-14)
+    assert figure_legend(fig) == ["class 0", "class 1", "class 2", "n = 4", "n = 16", "n = ∞",
+                                  "seed-mean " + BAND_OF.format("seeds"),
+                                  "n = ∞ " + BAND_OF.format("particle groups")]
 
 
 def test_trajectories_classes_argument():
-    cmp, _ = comparison()
-    ax = trajectories(cmp, inputs=[1], classes=[2]).axes[0]
-    assert {to_hex(line.get_color()) for line in ax.lines} == {to_hex("C2")} and len(ax.lines) == 3
+    cmp, finite = comparison()
+    fig = trajectories(cmp, inputs=[1], classes=[2])
+    out, res = fig.axes[:2]
+    assert (out.get_label(), res.get_label()) == ("outputs 1", "residuals 1")
+    assert {to_hex(line.get_color()) for line in out.lines} == {to_hex("C2")} and len(out.lines) == 3
+    assert [to_hex(c.get_facecolor()[0], keep_alpha=False) for c in out.collections] == [to_hex("C2")]
+    drawn = [line for line in res.lines if line.get_linestyle() == "-"]  # besides the dashed zero line
+    assert {to_hex(line.get_color()) for line in drawn} == {to_hex("C2")} and len(drawn) == 2
+    limit = cmp.limit.outputs[:, 1, 2]
+    for line, w in zip(drawn, (4, 16)):
+        np.testing.assert_allclose(line.get_ydata(), finite[w][:, :, 1, 2].mean(axis=0) - limit, rtol=1e-12,
+                                   atol=1e-14)
+    assert [to_hex(c.get_facecolor()[0], keep_alpha=False) for c in res.collections] == [to_hex("C2")]
+    assert figure_legend(fig)[0] == "class 2" and "class 0" not in figure_legend(fig)
     with pytest.raises(ValueError, match=r"classes\[0\] must be an integer in \[0, 2\]"):
         trajectories(cmp, classes=[3])
     with pytest.raises(ValueError, match="classes applies to a model of several outputs"):
@@ -317,10 +396,14 @@ def test_trajectories_classes_argument():
 
 def test_trajectories_of_many_classes_draw_the_first_ten():
     cmp, _ = comparison(k=12)
-    fig = trajectories(cmp.limit, inputs=[0])  # a bare limit run: no widths
-    assert len(fig.axes[0].lines) == 10
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert legend == [f"class {c}" for c in range(10)] + ["n = ∞ (± 2 se)"]
+    fig = trajectories(cmp.limit, inputs=[0])  # a bare limit run: no widths, so no residuals
+    assert [ax.get_label() for ax in fig.axes] == ["outputs 0", "loss"]
+    lines = fig.axes[0].lines
+    assert [to_hex(line.get_color()) for line in lines] == [to_hex(f"C{c}") for c in range(10)]
+    for c, line in enumerate(lines):
+        np.testing.assert_array_equal(line.get_ydata(), cmp.limit.outputs[:, 0, c])
+    assert figure_legend(fig) == [f"class {c}" for c in range(10)] + [
+        "n = ∞", "n = ∞ " + BAND_OF.format("particle groups")]
 
 
 # ---------------------------------------------------------------------- the command line
@@ -377,10 +460,21 @@ def test_compare_command_with_classes(tmp_path, capsys):
     assert cli.main(["compare", str(tmp_path / "c.toml"), "--quiet", "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     limit = zlimit.load(tmp_path / "o" / "limit.npz")
-    # the coord table shows class 0 of inputs 0 and 1, the limit row ± its se
+    # the coord table shows class 0 of inputs 0 and 1; the limit row ± the half-width of its 95% t-interval
+    # over the G particle groups (G − 1 dof), the finite rows (one seed) no ±
     assert "f_T(ξ0)[0]" in out and "f_T(ξ1)[0]" in out
-    row = next(line for line in out.splitlines() if line.strip().startswith("∞"))
-    assert f"{limit.outputs[-1, 0, 0]: .4f} ± {limit.outputs_se[-1, 0, 0]:.4f}" in row, row
+    lines = out.splitlines()
+    G = limit.groups
+    note = (f"± = half-width of the 95% t-interval, G−1 dof "
+            f"(G = 1 seeds per finite width, {G} particle groups at ∞)")
+    assert note in lines
+    row = next(line for line in lines if line.strip().startswith("∞"))
+    for i in (0, 1):
+        f = limit.outputs_groups[:, -1, i, 0]
+        half = stats.t.ppf(0.975, G - 1) * f.std(ddof=1) / math.sqrt(G)
+        assert f"{f.mean(): .4f} ± {half:.4f}" in row, row
+    finite_rows = [line for line in lines if line.split()[:1] in (["16"], ["32"])]
+    assert len(finite_rows) == 2 and not any("±" in line for line in finite_rows), finite_rows
     import pandas as pd
 
     table = pd.read_csv(tmp_path / "o" / "comparison.csv")
