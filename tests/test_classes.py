@@ -6,8 +6,8 @@ one consumer against values computed here, not against another consumer's output
 """
 from __future__ import annotations
 
-import io as stdio
 import dataclasses
+import io as stdio
 import json
 import math
 from pathlib import Path
