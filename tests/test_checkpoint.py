@@ -50,7 +50,7 @@ def assert_identical(a: zlimit.Run, b: zlimit.Run) -> None:
     for name in ("outputs_groups", "loss_groups", "error_signals_groups"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=True), name
-    for part in ("kernels", "cross", "novelty", "bases"):
+    for part in ("kernels", "cross", "moments", "novelty", "bases"):
         A, B = getattr(a, part), getattr(b, part)
         assert A.keys() == B.keys(), part
         for k in A:
@@ -320,6 +320,11 @@ def test_a_damaged_checkpoint_is_refused_before_any_work(tmp_path):
     (lambda info, a: info["steps"].update({"1": STEPS + 5}), rf"lists steps outside 0\.\.{STEPS}"),
     (lambda info, a: info["steps"].update({"1": info["steps"]["1"] - 1}), "says group 1 stopped after step"),
     (lambda info, a: info.update(steps="4"), "has no valid table of steps"),
+    # a file of the code before the moments were recorded (format 1), and one that lost them
+    (lambda info, a: [info.update(format_version=1), *(a.pop(k) for k in list(a) if "/record/moments/" in k)],
+     r"written by zlimit \S+ \(format 1\) and this is zlimit .*: it cannot be resumed"),
+    (lambda info, a: a.pop("1/record/moments/x2"),
+     r"does not hold the state of trajectory 1 \(the checkpoint's record has no array 'moments/x2'"),
 ])
 def test_an_edited_checkpoint_is_refused(tmp_path, edit, message):
     path = tmp_path / "run.ckpt"

@@ -133,7 +133,7 @@ exec(CASES, _ns)
 case = _ns["case"]
 
 #: The 2-rank runs against a single process: max |a − b| / max |b| over each array
-#: (outputs, loss, χ, kernels, cross kernels, novelty, the drift ratios of the meta).
+#: (outputs, loss, χ, kernels, cross kernels, moments, novelty, the drift ratios of the meta).
 #: Both draw the same particles and differ only in the order of the sums (local BLAS
 #: sums over each rank's share, then the reduction of the two partial sums, instead of
 #: one sum over the group): ~3e-16 at step 0, which training feeds back into every
@@ -221,7 +221,7 @@ def _quiet():
 def _arrays(run: zlimit.Run) -> dict[str, np.ndarray]:
     """Every array of a Run, by a flat name."""
     out = {"outputs": run.outputs_groups, "loss": run.loss_groups, "chi": run.error_signals_groups}
-    for field in ("kernels", "cross", "novelty", "bases"):
+    for field in ("kernels", "cross", "moments", "novelty", "bases"):
         out.update({f"{field}/{k}": v for k, v in getattr(run, field).items()})
     return out
 
@@ -294,7 +294,8 @@ def test_two_ranks_match_one_process_over_200_steps(runs):
     run, ref = zlimit.load(runs / "long.npz"), reference("long")
     assert run.steps == 200
     diffs = _agree(run, ref)
-    assert {"outputs", "loss", "kernels/h2", "kernels/x3", "kernels/dh3", "cross/x3"} <= diffs.keys()
+    assert {"outputs", "loss", "kernels/h2", "kernels/x3", "kernels/dh3", "cross/x3", "moments/h1", "moments/x3"} \
+        <= diffs.keys()
     assert run.bases["size_bwd2"][:, -1].min() > 100  # the bases did grow
     # the run itself is no fixed point: the outputs moved and the loss fell
     assert np.abs(run.outputs[-1]).min() > 0.1 and run.loss[-1] < 0.5 * run.loss[0]

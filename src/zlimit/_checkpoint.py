@@ -9,7 +9,7 @@ because every number of a trajectory depends only on its arguments and its state
 at the end of a step, and the state is stored exactly. The file is removed when the
 run completes.
 
-File format ("zlimit-checkpoint", version 1)
+File format ("zlimit-checkpoint", version 2)
 --------------------------------------------
 One uncompressed ``.npz`` archive of plain arrays (read with ``allow_pickle=False``):
 
@@ -23,7 +23,9 @@ The JSON document is ``{"format", "format_version", "zlimit_version", "identity"
 "steps": {g: t}}``: ``identity`` describes the arguments (model, settings, SHA-256
 of the data) and ``steps[g]`` is the last step trajectory g completed (its final
 step when it is done; groups not listed have not started). A file whose identity
-differs from the call's is refused and left untouched.
+differs from the call's is refused and left untouched, and so is a file of another
+format version or zlimit version (version 2 added the recorder's moments; a version-1
+file has none to resume from).
 
 Stopping
 --------
@@ -60,7 +62,7 @@ from ._version import __version__
 
 __all__ = ["Checkpoint", "Session", "Stopped", "identity", "resume", "hook_step", "stop_on_sigint", "DEFAULT_EVERY"]
 
-FORMAT, FORMAT_VERSION = "zlimit-checkpoint", 1
+FORMAT, FORMAT_VERSION = "zlimit-checkpoint", 2
 _META = "__checkpoint__"
 #: seconds between checkpoints when only a path is given
 DEFAULT_EVERY = 600.0

@@ -27,8 +27,8 @@ from ._model import MLP, error_signal, total_loss
 from ._keys import key
 from ._results import Run
 
-__all__ = ["Forward", "Backward", "State", "Recorder", "run_sgd", "assemble", "diverged", "FEATURES",
-           "LOSS_GROWTH"]
+__all__ = ["Forward", "Backward", "State", "Recorder", "run_sgd", "assemble", "diverged", "moment_sums",
+           "FEATURES", "LOSS_GROWTH"]
 
 #: the kinds of feature kernels, in the keys of ``Run.kernels`` (see :func:`zlimit._results.key`)
 FEATURES = ("h", "x")
@@ -46,6 +46,13 @@ class Forward:
     f : (r,) f_t, or (r, k) with k > 1 outputs (maths §6).
     novelty, dropped : {l: (r,)} residual norms against the forward Gaussian basis of
         W^l and the truncated mass of maths §3 (limit states only).
+    moments : (L, 2, r, 2) or None
+        The first moments of the features, ``[l-1, kind, a] = (E[Z], E|Z|)`` of
+        Z^{h^l_t(ξ_a)} (kind 0) and Z^{x^l_t(ξ_a)} (kind 1). None: the rows of ``hs``
+        and ``xs`` are width-n vectors or all the particles of a group, and the moments
+        are their means over the last axis (:func:`moment_sums` / n), which the
+        recorder takes. A state whose rows are anything else (particles split over MPI
+        ranks, coefficient vectors) gives them.
     """
 
     hs: list
@@ -53,6 +60,7 @@ class Forward:
     f: np.ndarray
     novelty: dict = field(default_factory=dict)
     dropped: dict = field(default_factory=dict)
+    moments: np.ndarray | None = None
 
 
 @dataclass
@@ -92,6 +100,30 @@ class State(Protocol):
         """Set the state to a :meth:`snapshot` of the same run."""
 
 
+def moment_sums(hs: list, xs: list) -> np.ndarray:
+    """Σ_p v_p and Σ_p |v_p| over the last axis of every row of the features, float64.
+
+    Parameters
+    ----------
+    hs, xs : lists of L arrays (r, n): Z^{h^l} and Z^{x^l}, one input per row (width-n
+        vectors or particles).
+
+    Returns
+    -------
+    ndarray (L, 2, r, 2)
+        ``[l-1, 0]`` from ``hs[l-1]``, ``[l-1, 1]`` from ``xs[l-1]``; divided by n they
+        are the moments of :class:`Forward` (E[Z], E|Z|).
+
+    Examples
+    --------
+    >>> moment_sums([np.array([[1.0, -3.0]])], [np.array([[0.5, 0.0]])]).tolist()
+    [[[[-2.0, 4.0]], [[0.5, 0.5]]]]
+    """
+    sums = [np.stack([v.sum(axis=1, dtype=np.float64), np.abs(v).sum(axis=1, dtype=np.float64)], axis=-1)
+            for h, x in zip(hs, xs) for v in (h, x)]
+    return np.stack(sums).reshape(len(hs), 2, *sums[0].shape)
+
+
 def diverged(what: str, t: int, state: State, model: MLP) -> DivergenceError:
     """The one error a diverging run raises, naming the step and what to change.
 
@@ -116,7 +148,8 @@ class Recorder:
     Arrays are NaN until written: ``outputs`` (T+1, M), ``loss`` (T+1,), ``chi`` (T, m)
     (zero outside the batch) — with k = ``outputs`` > 1, (T+1, M, k) and (T, m, k) — ``kernels[key(kind, l)]`` (T+1, M, M) for kinds h, x and
     (T, m, m) for dh, ``cross[key(kind, l)]`` (R, T+1, M, M) for the R record steps s
-    (E[Z_s Z_t'], t >= s), ``novelty[key(side, l)]`` (T+1, M) for l >= 2 when the state
+    (E[Z_s Z_t'], t >= s), ``moments[key(kind, l)]`` (T+1, M, 2) for kinds h, x
+    ((E[Z], E|Z|), :class:`Forward`), ``novelty[key(side, l)]`` (T+1, M) for l >= 2 when the state
     has Gaussian processes (``processes``, the limit engines) and ``bases`` (filled by
     the Monte Carlo engine). A state whose forward pass returns r < M rows writes rows
     0..r−1 and leaves the rest for the producer to add.
@@ -136,24 +169,30 @@ class Recorder:
         self.outputs = np.full((steps + 1, M, *k), nan)
         self.loss = np.full(steps + 1, nan)
         self.chi = np.zeros((steps, m, *k))
-        self.kernels, self.cross, self.novelty, self.bases, self.kept = {}, {}, {}, {}, {}
+        self.kernels, self.cross, self.moments, self.novelty, self.bases, self.kept = {}, {}, {}, {}, {}, {}
         self.extras: dict[str, np.ndarray] = {}  # a producer's own per-trajectory arrays (checkpointed)
         for l in range(1, depth + 1):
             for kind in FEATURES:
                 self.kernels[key(kind, l)] = np.full((steps + 1, M, M), nan)
                 self.cross[key(kind, l)] = np.full((len(record_steps), steps + 1, M, M), nan)
+                self.moments[key(kind, l)] = np.full((steps + 1, M, 2), nan)
             self.kernels[key("dh", l)] = np.full((steps, m, m), nan)
             if processes and l >= 2:  # the Gaussian processes of W^l: novelty of every vector entered
                 for side in ("fwd", "bwd"):
                     self.novelty[key(side, l)] = np.full((steps + 1, M), nan)
 
     def forward(self, t: int, fw: Forward, loss: float, state: State, model: MLP) -> None:
-        """f_t, the loss, E[Z Z'] at step t and against the kept steps s <= t, and novelty."""
+        """f_t, the loss, the moments (E[Z], E|Z|) and E[Z Z'] at step t and against the kept
+        steps s <= t, and novelty."""
         r = fw.f.shape[0]
         self.outputs[t, :r], self.loss[t] = fw.f, loss
+        moments = fw.moments
+        if moments is None:  # width-n vectors or a whole group's particles: means over the last axis
+            moments = moment_sums(fw.hs, fw.xs) / fw.hs[0].shape[1]
         for l, (h, x) in enumerate(zip(fw.hs, fw.xs), start=1):
-            for kind, v in (("h", h), ("x", x)):
+            for i, (kind, v) in enumerate((("h", h), ("x", x))):
                 k = key(kind, l)
+                self.moments[k][t, :r] = moments[l - 1, i]
                 if kind == "x" and x is h:  # φ(x) = x stored once (the exact engine): same kernels
                     self.copy_h_to_x(t, l)
                     continue
@@ -177,6 +216,7 @@ class Recorder:
         h, x = key("h", l), key("x", l)
         self.kernels[x][t] = self.kernels[h][t]
         self.cross[x][:, t] = self.cross[h][:, t]
+        self.moments[x][t] = self.moments[h][t]
 
     def backward(self, t: int, batch: np.ndarray, bw: Backward, state: State, model: MLP) -> None:
         """The dh kernels on the batch and the backward novelty at step t."""
@@ -199,7 +239,7 @@ class Recorder:
     def snapshot(self) -> dict[str, np.ndarray]:
         """Every array recorded so far, by name (for a checkpoint)."""
         out = {"outputs": self.outputs, "loss": self.loss, "chi": self.chi}
-        for part in ("kernels", "cross", "novelty", "bases", "extras"):
+        for part in ("kernels", "cross", "moments", "novelty", "bases", "extras"):
             out.update((f"{part}/{k}", v) for k, v in getattr(self, part).items())
         out.update((f"kept/{k}/{s}", v) for (k, s), v in self.kept.items())
         return out
@@ -208,7 +248,7 @@ class Recorder:
         """Take back a :meth:`snapshot` of the same run: the arrays every recorder has,
         in place (same shapes), and the kept features, bases statistics and extras."""
         fixed = {"outputs": self.outputs, "loss": self.loss, "chi": self.chi}
-        fixed.update((f"{part}/{k}", v) for part in ("kernels", "cross", "novelty")
+        fixed.update((f"{part}/{k}", v) for part in ("kernels", "cross", "moments", "novelty")
                      for k, v in getattr(self, part).items())
         restore_into(arrays, fixed, "record")
         self.kept = {}
@@ -294,7 +334,7 @@ def assemble(model: MLP, meta: dict, recorders: list[Recorder], error_model: str
               loss_groups=np.stack([r.loss for r in recorders]),
               error_signals_groups=np.stack([r.chi for r in recorders]),
               kernels=stack("kernels"), cross=stack("cross"), record_steps=first.record_steps,
-              novelty=stack("novelty"), bases=stack("bases"), error_model=error_model)
+              novelty=stack("novelty"), bases=stack("bases"), error_model=error_model, moments=stack("moments"))
     message = loss_growth(run.loss, model)
     if message:
         warnings.warn(message, DivergenceWarning, stacklevel=4)

@@ -32,7 +32,7 @@ from ._errors import DivergenceError, MonteCarloWarning, NumericalError, Resourc
 from ._gaussian import ORTHOGONALITY_LIMIT, GaussianBasis, MemoryBudget
 from ._kernels import apply_pair, fill_normals, stream_key
 from ._memory import BASELINE_BYTES, available_memory, process_rss, record_bytes
-from ._driver import Backward, Forward, Recorder, assemble, diverged, run_sgd
+from ._driver import Backward, Forward, Recorder, assemble, diverged, moment_sums, run_sgd
 from ._model import MLP, accumulate
 from ._progress import bar as progress_bar
 from ._mpi import Shard, abort, agree_arguments, group_comms, node_ranks, split, threads_allowed
@@ -347,7 +347,8 @@ class _Group:
         Forward
             hs, xs (M, N) per layer; f (M,); novelty {l: (M,)} residual norms against
             the forward basis of W^l; dropped {l: (m,)} (‖ρ‖/‖x‖)² of training rows
-            whose residual got no direction.
+            whose residual got no direction; moments (L, 2, M, 2), E_N[Z] and E_N|Z| of
+            every h and x over the group's particles (all ranks': one reduction).
 
         Raises
         ------
@@ -373,7 +374,8 @@ class _Group:
             apply_pair(phi, dphi, h, x, dx)  # Z^{x^l_t} = φ(Z^{h^l_t})
             hs.append(h), xs.append(x), dxs.append(dx)
         self.t, self.hs, self.xs, self.dxs = t, hs, xs, dxs
-        return Forward(hs, xs, self.readout(xs[-1]), novelty, dropped)
+        moments = self.shard.sum(moment_sums(hs, xs)) / self.shard.n  # E_N[Z], E_N|Z|
+        return Forward(hs, xs, self.readout(xs[-1]), novelty, dropped, moments)
 
     def readout(self, xL: np.ndarray) -> np.ndarray:
         """f̊^c_t(ξ_a) = E[Z^{Ŵ^c_t} Z^{x^L_t(ξ_a)}] − E_N[Ŵ^c_0 x^L_0] (the §3 control variate)

@@ -116,6 +116,22 @@ def _ages(beta: float, rho: float, steps: int) -> np.ndarray:
     return omega
 
 
+def _gaussian_moments(h: np.ndarray) -> np.ndarray:
+    """(E[Z], E|Z|) = (0, sqrt(2/π) sqrt(E[Z²])) of coefficient rows h (r, width): (r, 2).
+
+    Every Z of a linear network is a combination of independent standard normals with
+    deterministic coefficients — biases included, Z^{b^l_0} being one more base normal,
+    and with momentum and decay, which only reweight them — so it is a centred Gaussian
+    of variance E[Z²] = ‖h‖², and E|Z| = sqrt(2/π)·sd.
+
+    >>> _gaussian_moments(np.array([[3.0, 4.0]])).round(6).tolist()  # sd 5: 5·sqrt(2/π)
+    [[0.0, 3.989423]]
+    """
+    out = np.zeros((h.shape[0], 2))
+    out[:, 1] = np.sqrt(2.0 / np.pi) * np.sqrt(np.einsum("ij,ij->i", h, h))
+    return out
+
+
 def _readout_eval(h: np.ndarray, w_hat: np.ndarray) -> np.ndarray:
     """E[Z^{Ŵ^c} Z^{x^L}] for rows h that may be wider than Ŵ: (r,) for k = 1, (r, k) for k > 1."""
     f = _gram(h, np.atleast_2d(w_hat))
@@ -430,8 +446,9 @@ class ExactState:
 
     def forward(self, t: int) -> Forward:
         """Z^{h^1_t} by :meth:`first_layer`, Z^{h^l_t} by :meth:`_Hidden.forward` plus the
-        bias (:meth:`biased`), Z^{x^l} = Z^{h^l} (φ(x) = x) and
-        f̊^c_t(ξ_i) = E[Z^{Ŵ^c_t} Z^{x^L_t(ξ_i)}] + b^{L+1}_{t,c} (maths §2, §6)."""
+        bias (:meth:`biased`), Z^{x^l} = Z^{h^l} (φ(x) = x),
+        f̊^c_t(ξ_i) = E[Z^{Ŵ^c_t} Z^{x^L_t(ξ_i)}] + b^{L+1}_{t,c} (maths §2, §6), and the
+        moments of the centred Gaussians Z^{h^l_t} (:func:`_gaussian_moments`)."""
         self.hd1_rows.append(self.rows)
         a, decay = self.weights(t), self.rho ** t
         hs, novelty = [self.first_layer(self.h1_0, self.K1, t, a)], {}
@@ -442,7 +459,9 @@ class ExactState:
         self.features.append(hs if (self.keep_all or t in self.record_steps) else None)
         self.t, self.hs, self.a = t, hs, a
         f = hs[-1] @ self.w_hat.T
-        return Forward(hs, hs, f + self.b_out if self.model.has_bias else f, novelty)
+        moments = np.stack([_gaussian_moments(h) for h in hs])
+        return Forward(hs, hs, f + self.b_out if self.model.has_bias else f, novelty,
+                       moments=np.stack([moments, moments], axis=1))
 
     def backward(self, batch: np.ndarray, chi: np.ndarray) -> Backward:
         """Z^{dx^L_t(ξ_i)} = Z^{Ŵ_t} with g = χ in the updates (k = 1, maths §2), or the
@@ -517,8 +536,10 @@ def _evaluate(model: MLP, state: ExactState, rec: Recorder, X: np.ndarray, X_eva
 
 
 def _record_eval(state: ExactState, rec: Recorder, t: int, hs: list, kept: dict, m: int) -> None:
-    """Evaluation rows and columns of the step-t kernels and cross kernels (kind h; x equals h)."""
+    """Evaluation rows and columns of the step-t kernels, cross kernels and moments (kind h;
+    x equals h)."""
     for l, h in enumerate(hs, start=1):
+        rec.moments[key("h", l)][t, m:] = _gaussian_moments(h)
         tr = state.features[t][l - 1]
         K = rec.kernels[key("h", l)][t]
         K[m:, m:] = h @ h.T
@@ -565,7 +586,8 @@ def simulate_exact(model: MLP, data, settings, on_step=None) -> Run:
     Run
         G = 1 and ``error_model == "exact"`` (standard errors are zero): ``outputs``
         f̊_t, ``loss``, ``error_signals`` χ̊, kernels "h{l}", "x{l}" (equal for linear
-        φ) and "dh{l}", cross kernels, and the novelty ‖ρ‖ of every vector entered into
+        φ) and "dh{l}", cross kernels, the moments of the centred Gaussian features
+        (E[Z] = 0, E|Z| = sqrt(2/π)·sqrt(E[Z²])), and the novelty ‖ρ‖ of every vector entered into
         the processes of W^l ("fwd{l}", "bwd{l}", l >= 2).
 
     Raises

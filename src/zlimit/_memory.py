@@ -77,17 +77,17 @@ def process_rss() -> int | None:
 def record_bytes(depth: int, steps: int, M: int, kept: int) -> int:
     """Bytes of one recorded trajectory (a group, a seed or the exact trace), float64.
 
-    Kernels of h, x (T+1, M, M) and dh (T, m, m) per layer, bounded by M², and the
+    Kernels of h, x (T+1, M, M) and dh (T, m, m) per layer, bounded by M², the
     cross-step kernels of h and x against the ``kept`` record steps (``kept``, T+1, M, M)
-    per layer: 8 (T+1) M² L (3 + 2 kept). The outputs and losses, O(T M), are not
-    counted.
+    per layer, and the moments of h and x (T+1, M, 2) per layer:
+    8 (T+1) M L (M (3 + 2 kept) + 4). The outputs and losses, O(T M), are not counted.
 
     Examples
     --------
-    >>> record_bytes(depth=1, steps=0, M=1, kept=1)
-    40
+    >>> record_bytes(depth=1, steps=0, M=1, kept=1)  # 8 · (5 + 4)
+    72
     """
-    return 8 * (steps + 1) * M * M * depth * (3 + 2 * kept)
+    return 8 * (steps + 1) * M * depth * (M * (3 + 2 * kept) + 4)
 
 
 def require_memory(need: int, what: str) -> None:
