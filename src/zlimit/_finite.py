@@ -89,6 +89,15 @@ def layer_scales(model: MLP, d: int, width: int, parametrization: str = "mup"
     Returns
     -------
     stds, lrs : tuple of L+1 floats each
+
+    Examples
+    --------
+    >>> import zlimit
+    >>> model = zlimit.MLP(depth=2, lr=0.1)  # σ_l = 1, η_l = 0.1
+    >>> layer_scales(model, d=4, width=100)  # μP: 1/√d, 1/√n, 1/n and η n/d, η, η/n
+    ((0.5, 0.1, 0.01), (2.5, 0.1, 0.001))
+    >>> layer_scales(model, d=4, width=100, parametrization="sp")
+    ((0.5, 0.1, 0.1), (0.001, 0.001, 0.001))
     """
     check_model(model)
     parametrization = check_choice("parametrization", parametrization, PARAMETRIZATIONS)
@@ -200,6 +209,18 @@ def init_weights(model: MLP, d: int, width: int, parametrization: str = "mup", s
     list of L+1 arrays
         W^1 of shape (n, d), W^l of shape (n, n) for l = 2..L, W^{L+1} of shape (k, n)
         (k = ``model.outputs``).
+
+    Examples
+    --------
+    >>> import numpy as np, zlimit
+    >>> model = zlimit.MLP(depth=2)
+    >>> W = init_weights(model, d=3, width=100, seed=0)
+    >>> [w.shape for w in W]
+    [(100, 3), (100, 100), (1, 100)]
+    >>> rng = np.random.default_rng(0)  # the same draws, by hand: standard normals times the stds
+    >>> stds = layer_scales(model, 3, 100)[0]
+    >>> all(np.array_equal(w, rng.standard_normal(w.shape) * s) for w, s in zip(W, stds))
+    True
     """
     dtype = check_dtype(dtype).name
     stds, _ = layer_scales(model, d, width, parametrization)
@@ -229,6 +250,18 @@ def init_parameters(model: MLP, d: int, width: int, parametrization: str = "mup"
     weights : list of L+1 arrays, as :func:`init_weights`
     biases : list of L+1 arrays, b^l of shape (n,) for l = 1..L and b^{L+1} of shape
         (k,); empty for a model without biases.
+
+    Examples
+    --------
+    >>> import numpy as np, zlimit
+    >>> model = zlimit.MLP(depth=2, bias_std=0.5)  # hidden biases N(0, 0.25), the output bias 0
+    >>> weights, biases = init_parameters(model, d=3, width=100, seed=0)
+    >>> [b.shape for b in biases], float(biases[2][0])
+    ([(100,), (100,), (1,)], 0.0)
+    >>> all(np.array_equal(a, b) for a, b in zip(weights, init_weights(model, 3, 100, seed=0)))
+    True
+    >>> init_parameters(zlimit.MLP(depth=2), d=3, width=100)[1]  # no biases
+    []
     """
     rng = _generator(seed)
     weights = init_weights(model, d, width, parametrization, rng, dtype)
@@ -418,7 +451,9 @@ class FiniteState:
 
     def forward(self, t: int) -> Forward:
         """h^1 = W^1 ξ + b^1, x^l = φ(h^l), h^{l+1} = W^{l+1} x^l + b^{l+1}, f = W^{L+1} x^L + b^{L+1}
-        on all M inputs (maths §1, §6; no b without biases); f has shape (M,), or (M, k) for k > 1."""
+        on all M inputs (maths §1, §6; no b without biases); f has shape (M,), or (M, k) for k > 1.
+        The moments are the means of v and |v| over the n coordinates, which the recorder
+        takes from the rows (``Forward.moments`` None)."""
         phi, b = self.model.activation.phi, self.biases
         hs, xs = [], []
         for l in range(1, self.L + 1):
