@@ -85,10 +85,11 @@ def test_memory_need_by_hand():
     """depth 2, m = 2, M = 3, T = 1, N = 100 in G = 2 groups, float64, full batch:
     N_g = 50; K = min(m(T+1), N_g) = 4 and J = min(Σ|B_t|, N_g) = 2 directions,
     bases 1 · 2 · (4 + 2) · 50 · 8 = 4800 B; features (4L + 6) M N_g 8 + 2 L R M N_g 8
-    = 16 800 + 4 800 B; records per group 8 (T+1) M² L (3 + 2R) = 1440 B."""
+    = 16 800 + 4 800 B; records per group 8 (T+1) M L (M (3 + 2R) + 4) = 1824 B (kernels
+    1440 B, moments 384 B)."""
     model = zlimit.MLP(depth=2)
     need, fixed = _engine.memory_need(model, 2, 3, _settings(), batch_total=2)
-    records = 2 * 1440
+    records = 2 * 1824
     assert fixed == 21_600 + records + _memory.BASELINE_BYTES
     assert need == fixed + 4800
     two = _engine.memory_need(model, 2, 3, _settings(threads=2), batch_total=2)
@@ -109,10 +110,10 @@ def test_memory_parts_capacities_are_the_engines(m, T, N, batch_size):
 @pytest.mark.parametrize("depth, T, m, M, record_steps", [(1, 0, 1, 1, (0,)), (2, 5, 3, 4, (0, 2, 5)),
                                                           (3, 20, 6, 6, (0,))])
 def test_record_bytes_bounds_the_recorder(depth, T, m, M, record_steps):
-    """The records counted are the kernels the Recorder allocates (an upper bound: dh
-    is T m², counted as (T+1) M²), and all but a few per cent of its arrays."""
+    """The records counted are the kernels and moments the Recorder allocates (an upper
+    bound: dh is T m², counted as (T+1) M²), and all but a few per cent of its arrays."""
     rec = Recorder(depth, T, m, M, record_steps)
-    kernels = sum(a.nbytes for d in (rec.kernels, rec.cross) for a in d.values())
+    kernels = sum(a.nbytes for d in (rec.kernels, rec.cross, rec.moments) for a in d.values())
     everything = kernels + rec.outputs.nbytes + rec.loss.nbytes + rec.chi.nbytes
     got = _memory.record_bytes(depth, T, M, len(record_steps))
     assert kernels <= got

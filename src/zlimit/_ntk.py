@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ._driver import Backward, Forward, Recorder, assemble, run_sgd
+from ._driver import Backward, Forward, Recorder, assemble, moment_sums, run_sgd
 from ._engine import _Config, initial_features, preflight
 from ._gaussian import empirical_gram as _gram
 from ._model import MLP
@@ -85,6 +85,7 @@ class NtkState:
         self.label = f" (group {group})"
         X_all = data.X_all
         self.hs, self.xs, dxs = initial_features(model, X_all, cfg, group)
+        self.moments = moment_sums(self.hs, self.xs) / self.hs[0].shape[1]  # of the frozen features, once
         self.theta, self.pis = ntk_gram(model, X_all @ X_all.T / X_all.shape[1], self.xs, dxs)
         k = model.outputs
         self.m, self.f = data.m, np.zeros(data.M if k == 1 else (data.M, k))
@@ -100,7 +101,7 @@ class NtkState:
         return self._grams[k][2]
 
     def forward(self, t: int) -> Forward:
-        return Forward(self.hs, self.xs, self.f.copy())
+        return Forward(self.hs, self.xs, self.f.copy(), moments=self.moments)
 
     def backward(self, batch: np.ndarray, chi: np.ndarray) -> Backward:
         """Π^l on the batch: E[Z^{dh^l_0(ξ_i)} Z^{dh^l_0(ξ_j)}]; with k > 1 outputs, of the
