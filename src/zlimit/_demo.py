@@ -25,6 +25,7 @@ import html
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -136,6 +137,30 @@ def coord_table(comparison, inputs: Sequence[int] = (0, 1), layer: int | None = 
     return "\n".join(lines)
 
 
+def compare_reported(*args, **kwargs):
+    """:func:`zlimit.compare.compare` without its "no reliable slope" warning, for callers
+    that print :func:`fit_report`, which says the same (the demo and ``zlimit compare``).
+
+    Examples
+    --------
+    >>> import warnings, zlimit
+    >>> from zlimit._demo import compare_reported
+    >>> X, y = zlimit.datasets.gaussian(3, 4, seed=0)
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error")  # nothing is raised: the unreliable fit is not warned about
+    ...     cmp = compare_reported(zlimit.MLP(depth=1, lr=0.5), X, y, widths=[16, 64], seeds=2, steps=2,
+    ...                            particles=400, groups=2, progress=False)
+    >>> cmp.fit.reliable
+    False
+    """
+    from ._errors import MonteCarloWarning
+    from .compare import compare
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="no reliable slope", category=MonteCarloWarning)
+        return compare(*args, **kwargs)
+
+
 def fit_report(fit) -> str:
     """The deviation per width against its noise floor, then ``str(fit)``: the slope, or
     the warning that it is no convergence rate (fewer than 3 widths above the floor),
@@ -211,7 +236,6 @@ def run_demo(out_dir, quick: bool = False, progress: bool | None = None) -> str:
     ...     report = run_demo(out, quick=True, progress=False)
     """
     from . import datasets, plot
-    from .compare import compare
 
     show = resolve(progress)
     s = demo_settings(quick)
@@ -226,8 +250,8 @@ def run_demo(out_dir, quick: bool = False, progress: bool | None = None) -> str:
               f"μP widths {s['widths']} × {s['seeds']} seeds; limit with {s['particles']} particles "
               f"in {s['groups']} groups")
     print(header, flush=True)
-    cmp = compare(model, X_train, y_train, X_eval=X_eval, widths=s["widths"], seeds=s["seeds"],
-                  steps=s["steps"], particles=s["particles"], groups=s["groups"], progress=show)
+    cmp = compare_reported(model, X_train, y_train, X_eval=X_eval, widths=s["widths"], seeds=s["seeds"],
+                           steps=s["steps"], particles=s["particles"], groups=s["groups"], progress=show)
     files = {
         "trajectories.png": plot.trajectories(cmp, y=y_train),
         "deviation.png": plot.deviation(cmp),

@@ -203,9 +203,8 @@ def cmd_simulate(args) -> int:
 
 def cmd_compare(args) -> int:
     from . import plot
-    from .compare import compare
     from ._config import ConfigError, load_config
-    from ._demo import coord_table, fit_report
+    from ._demo import compare_reported, coord_table, fit_report
     from ._validate import check_seeds
 
     cfg = load_config(args.config)
@@ -216,9 +215,10 @@ def cmd_compare(args) -> int:
         raise ConfigError(f"{cfg.path.name}: [run] {exc}") from None
     X, y, X_eval, batches = _config_data(cfg)
     out = _out_dir(args.out)
-    cmp = compare(cfg.model, X, y, widths=r.widths, seeds=list(r.seeds) if isinstance(r.seeds, tuple) else r.seeds,
-                  steps=r.steps, particles=r.particles, groups=r.groups, X_eval=X_eval, batches=batches,
-                  parametrization=r.parametrization, seed=r.seed, progress=_progress(args))
+    cmp = compare_reported(cfg.model, X, y, widths=r.widths,
+                           seeds=list(r.seeds) if isinstance(r.seeds, tuple) else r.seeds, steps=r.steps,
+                           particles=r.particles, groups=r.groups, X_eval=X_eval, batches=batches,
+                           parametrization=r.parametrization, seed=r.seed, progress=_progress(args))
     cmp.limit.save(out / "limit.npz")
     written = [str(out / "limit.npz")]
     (out / "finite").mkdir(exist_ok=True)
