@@ -24,7 +24,7 @@ from scipy import stats
 
 import zlimit
 from zlimit import datasets
-from zlimit.compare import TABLE_COLUMNS, Comparison, compare, deviation_fit
+from zlimit.compare import TABLE_COLUMNS, Comparison, DeviationFit, compare, deviation_fit
 from zlimit._results import Run
 
 WIDTHS = [64, 128, 256, 512, 1024, 2048, 4096]
@@ -546,3 +546,14 @@ def test_to_dataframe_is_a_copy_of_the_table():
     assert df.equals(cmp.table) and tuple(df.columns) == TABLE_COLUMNS
     df.loc[:, "value"] = 0.0
     assert not cmp.table["value"].eq(0.0).all()
+
+
+def test_one_seed_never_gives_a_reliable_rate():
+    """With one seed the noise floor lacks the seed-to-seed spread, so pure seed noise lies
+    above it at every width: the fit must not read as a convergence rate."""
+    n = np.array([16, 64, 256, 1024])
+    one = DeviationFit(-0.5, 0.01, 0.0, n, n ** -0.5, np.full(4, 1e-4), np.full(4, np.nan), np.full(4, 1e-4), 1)
+    assert one.above_floor.all() and not one.reliable
+    assert str(one).startswith("no reliable slope: one seed per width")
+    two = dataclasses.replace(one, seeds=2)
+    assert two.reliable and str(two).startswith("deviation ~ n^-0.50")

@@ -215,8 +215,8 @@ def test_deviation_points_at_or_below_the_floor_are_hollow(above):
     else:
         assert fits == []
         verb = "lies" if sum(above) == 1 else "lie"
-        assert notes == [f"slope not reliable: {sum(above)} of {len(above)} widths {verb} above the noise floor "
-                         "(3 needed)"]
+        assert notes == [f"slope not reliable: {sum(above)} of {len(above)} widths {verb} above the Monte Carlo "
+                         "noise floor, and a rate needs 3"]
 
 
 # ---------------------------------------------------------------------- coord check
@@ -322,3 +322,14 @@ def test_paper_figure_records_are_t_intervals():
     value = np.mean((f.mean(axis=0) - y_eval) ** 2)
     assert (r["value"], r["low"], r["high"]) == pytest.approx(
         (value, value - t_half(per_group)[0], value + t_half(per_group)[0]), rel=1e-10)
+
+
+def test_a_paper_figure_with_missing_settings_still_displays():
+    """repr and the HTML view never raise, and a figure without limit records says so."""
+    from zlimit._demo import PaperFigure
+
+    records, settings = _records()
+    assert "unavailable: KeyError" in repr(PaperFigure(records, {}, limit=None))
+    assert "unavailable: KeyError" in PaperFigure(records, {}, limit=None)._repr_html_()
+    finite_only = [r for r in records if r["parametrization"] != "mup-limit"]
+    assert "(no limit records)" in repr(PaperFigure(finite_only, settings, limit=None))

@@ -100,3 +100,17 @@ def test_import_and_bars_in_jupyter_without_ipywidgets_do_not_warn():
     assert (module, ours) == ("tqdm.std", "[]")
     assert "zlimit.test" in proc.stderr and "2/2" in proc.stderr
     assert "TqdmWarning: IProgress not found" in auto, auto  # the scenario is live
+
+
+def test_progress_false_draws_nothing_even_on_a_terminal(capsys, monkeypatch):
+    """progress=False is obeyed all the way down: the finite nets that paper_figure and
+    compare train draw no bar of their own, even where one would show (a terminal)."""
+    from zlimit.compare import compare
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    zlimit.train_finite(MODEL, X, Y, width=8, steps=1)  # automatic: on, on a terminal
+    assert "zlimit.train_finite" in capsys.readouterr().err
+    compare(MODEL, X, Y, widths=[8, 16], seeds=2, steps=1, particles=200, groups=2, progress=False)
+    zlimit.paper_figure(steps=1, widths=[8], seeds=1, particles=200, groups=2, parametrizations=["mup"],
+                        progress=False)
+    assert capsys.readouterr().err == ""

@@ -161,3 +161,13 @@ def test_mlp_docs_say_the_default_init_is_not_the_papers():
     doc = " ".join(zlimit.MLP.__doc__.split())
     assert "σ = √2 of the paper (arXiv:2503.09565); pass ``init_std=2**0.5`` to match it" in doc
     assert zlimit.MLP(depth=1).init_std == (1.0, 1.0) and zlimit.MLP(depth=1, init_std=2**0.5).sigma[0] == 2**0.5
+
+
+def test_a_finite_run_without_a_width_says_so():
+    """A hand-built finite run whose meta lacks its width: a ValueError naming meta['width']
+    (not a KeyError), and a display that says why it cannot summarise."""
+    run = _hand_made(meta={"kind": "finite"})
+    with pytest.raises(ValueError, match=r"meta\['width'\] = None"):
+        run.width
+    assert "meta['width']" in assert_displays(run)
+    assert _hand_made(meta={"kind": "finite", "width": 64}).label == "n = 64"

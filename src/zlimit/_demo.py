@@ -390,17 +390,31 @@ class PaperFigure:
                 f"  time: finite nets {s['timings']['finite_s']:.1f} s, limit {s['timings']['limit_s']:.1f} s"]
 
     def __repr__(self) -> str:
-        limit = dict(zip(_QUANTITY_NAMES, self._rows()[-1][2])) if self.records else {}
+        try:
+            return self._repr()
+        except Exception as exc:  # noqa: BLE001 (a repr must not raise, whatever the fields hold)
+            return f"PaperFigure (summary unavailable: {type(exc).__name__}: {exc})"[:300]
+
+    def _repr(self) -> str:
+        limit = next((cells for p, _, cells in self._rows() if p == "mup-limit"), None)
         files = f"{len(self.files)} written ({Path(self.files[0]).parent})" if self.files else "none written"
+        at_limit = ("    " + "; ".join(f"{k} {v}" for k, v in zip(_QUANTITY_NAMES, limit)) if limit is not None
+                    else "    (no limit records)")
         return "\n".join([
             *self._headline(),
             f"  n = ∞ (± = half-width of the 95% t-interval, G−1 = {self.settings['groups'] - 1} dof):",
-            "    " + "; ".join(f"{k} {v}" for k, v in limit.items()),
+            at_limit,
             f"  {len(self.records)} records (.records, .summary()); figures: {', '.join(self.figures) or 'none'}; "
             f"files: {files}",
         ])
 
     def _repr_html_(self) -> str:
+        try:
+            return self._html()
+        except Exception as exc:  # noqa: BLE001
+            return html.escape(repr(self))
+
+    def _html(self) -> str:
         esc = html.escape
         head = "".join(f"<th>{esc(n)}</th>" for n in ("param", "width", *_QUANTITY_NAMES))
         body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in (p, w, *cells)) + "</tr>"
@@ -580,7 +594,7 @@ def paper_figure(data: str = "digits", path=None, steps: int = 1000, widths: Seq
     start = time.perf_counter()
     for p, w, s in bar(jobs, progress=show, desc="zlimit.paper-figure (finite nets)", unit="net"):
         run = train_finite(model, X, y, width=w, steps=T, seed=s, X_eval=X_eval, parametrization=p,
-                           record_steps=(0, T))
+                           record_steps=(0, T), progress=False)  # the bar is over the nets
         for key, v in _finite_measures(run, layers, T, m, y_eval).items():
             per.setdefault((p, w) + key, []).append(v)
     finite_s = time.perf_counter() - start

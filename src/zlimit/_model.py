@@ -326,6 +326,31 @@ def brief(value, most: int = 8, quote: bool = True) -> str:
     return repr(value) if quote else str(value)
 
 
+def summary_text(title: str, rows: list[tuple[str, str]]) -> str:
+    """``title`` above the (label, text) rows, labels aligned: the ``__repr__`` of the
+    package's results.
+
+    >>> print(summary_text("A", [("x", "1"), ("long", "2")]))
+    A
+      x     1
+      long  2
+    """
+    width = max((len(label) for label, _ in rows), default=0)
+    return "\n".join([title] + [f"  {label:<{width}}  {text}" for label, text in rows])
+
+
+def safe_summary(summary, name: str) -> tuple[str, list[tuple[str, str]]]:
+    """``summary()``, or a title and one line saying why it failed: a display never raises.
+
+    >>> safe_summary(lambda: 1 / 0, "Run")
+    ('Run', [('summary', 'unavailable (ZeroDivisionError: division by zero)')])
+    """
+    try:
+        return summary()
+    except Exception as exc:  # noqa: BLE001 (a repr must not raise, whatever the fields hold)
+        return name, [("summary", f"unavailable ({type(exc).__name__}: {exc})"[:200])]
+
+
 def html_table(title: str, rows: list[tuple[str, str]]) -> str:
     """``title`` in bold above a two-column table of (label, text), escaped: the
     ``_repr_html_`` of the package's objects.

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _codec
 from ._keys import key, parse_key
-from ._model import MLP, elide, html_table
+from ._model import MLP, elide, html_table, safe_summary, summary_text
 from ._validate import check_int
 from ._stats import group_se, interval
 
@@ -183,17 +183,12 @@ class Run:
 
     def _safe_summary(self) -> tuple[str, list[tuple[str, str]]]:
         """:meth:`_summary`, or a line saying why it cannot be made (a display never raises)."""
-        try:
-            return self._summary()
-        except Exception as exc:  # noqa: BLE001 (a repr must not raise, whatever the fields hold)
-            return "Run", [("summary", _cap(f"unavailable ({type(exc).__name__}: {exc})"))]
+        return safe_summary(self._summary, "Run")
 
     def __repr__(self) -> str:
         """A one-screen summary (under 2000 characters): kind, sampling, model, T, inputs,
         the final loss with its 95% t-interval over groups, and what is recorded."""
-        title, lines = self._safe_summary()
-        width = max(len(label) for label, _ in lines)
-        return "\n".join([title] + [f"  {label:<{width}}  {text}" for label, text in lines])
+        return summary_text(*self._safe_summary())
 
     def _repr_html_(self) -> str:
         """The summary of :meth:`__repr__` as a small HTML table (Jupyter's display)."""
@@ -256,7 +251,12 @@ class Run:
     @property
     def width(self) -> float:
         """n for a finite run, ``math.inf`` for a limit (Monte Carlo, NTK or exact)."""
-        return float(self.meta["width"]) if self.meta.get("kind") == "finite" else math.inf
+        if self.meta.get("kind") != "finite":
+            return math.inf
+        width = self.meta.get("width")
+        if isinstance(width, bool) or not isinstance(width, (int, float, np.integer, np.floating)):
+            raise ValueError(f"this finite run's meta has no width (meta['width'] = {width!r}); set it to n")
+        return float(width)
 
     @property
     def label(self) -> str:

@@ -28,7 +28,6 @@ pure initialisation noise.
 """
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -46,10 +45,10 @@ from . import io as _io
 from ._atomic import _fsync_folder, _umask, atomic_write
 from ._errors import MonteCarloWarning
 from ._keys import key
-from ._model import MLP, check_model
+from ._model import MLP, check_model, elide, html_table, safe_summary, summary_text
 from ._progress import bar, resolve
 from ._results import Run
-from ._stats import group_se, interval, loglog_fit, t_interval
+from ._stats import group_se, loglog_fit, t_interval
 from ._validate import _show, check_batches, check_choice, check_int_list, check_seed, check_seeds, is_int
 from ._version import __version__
 
@@ -147,8 +146,14 @@ class DeviationFit:
 
     @property
     def reliable(self) -> bool:
-        """True iff at least :data:`RELIABLE_WIDTHS` widths lie above their noise floor,
-        so that the slope can be read as a convergence rate.
+        """True iff there are two seeds or more and at least :data:`RELIABLE_WIDTHS` widths
+        lie above their noise floor, so that the slope can be read as a convergence rate.
+
+        The floor is the RMS standard error (one se, not an interval): a width whose
+        deviation is pure noise lies above it about half the time, so three widths above
+        it is a minimal guard against reading noise as a rate, not a significance test.
+        With one seed the floor lacks the seed-to-seed spread, which alone keeps every
+        width above it: such a fit is never reliable.
 
         Examples
         --------
@@ -158,7 +163,30 @@ class DeviationFit:
         >>> DeviationFit(-1.0, 0.0, 0.0, n, 1.0 / n, np.zeros(3), np.zeros(3), np.zeros(3), 2).reliable
         True
         """
-        return int(np.count_nonzero(self.above_floor)) >= RELIABLE_WIDTHS
+        return self.seeds >= 2 and int(np.count_nonzero(self.above_floor)) >= RELIABLE_WIDTHS
+
+    @property
+    def unreliable_because(self) -> str:
+        """Why the slope is no convergence rate, in words; "" when it is :attr:`reliable`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from zlimit.compare import DeviationFit
+        >>> n = np.array([16, 64, 256])
+        >>> DeviationFit(-1.0, 0.0, 0.0, n, 1.0 / n, np.zeros(3), np.zeros(3), np.full(3, 0.01), 2).unreliable_because
+        '2 of 3 widths lie above the Monte Carlo noise floor, and a rate needs 3'
+        >>> DeviationFit(-1.0, 0.0, 0.0, n, 1.0 / n, np.zeros(3), np.zeros(3), np.zeros(3), 1).unreliable_because
+        'one seed per width, so the noise floor lacks the seed-to-seed spread (use seeds >= 2)'
+        """
+        if self.reliable:
+            return ""
+        if self.seeds < 2:
+            return "one seed per width, so the noise floor lacks the seed-to-seed spread (use seeds >= 2)"
+        above = int(np.count_nonzero(self.above_floor))
+        verb = "lies" if above == 1 else "lie"
+        return (f"{above} of {len(self.widths)} widths {verb} above the Monte Carlo noise floor, "
+                f"and a rate needs {RELIABLE_WIDTHS}")
 
     def slope_interval(self, level: float = 0.95) -> tuple[float, float]:
         """The slope's Student-t interval slope ± q·slope_se with k − 2 degrees of freedom
@@ -221,9 +249,7 @@ class DeviationFit:
         if not self.reliable:
             line = (f"the line deviation ~ n^{self.slope:.2f} through {span} is not a convergence rate"
                     if math.isfinite(self.slope) else "no line was fitted")
-            verb = "lies" if above == 1 else "lie"
-            return (f"no reliable slope: {above} of {k} widths {verb} above the Monte Carlo noise floor, "
-                    f"and a rate needs {RELIABLE_WIDTHS}; {line}")
+            return f"no reliable slope: {self.unreliable_because}; {line}"
         if not math.isfinite(self.slope):
             return f"no slope: a deviation over {span} is not positive"
         low, high = self.slope_interval()
@@ -262,7 +288,7 @@ class Comparison:
     >>> cmp
     Comparison: μP networks against their infinite-width limit
       model       MLP depth L = 2, tanh, lr η = 0.5, loss mse (mean)
-      widths      n = 32, 64 (2)
+      widths      n = 32, 64
       seeds       0, 1 (2 per width)
       steps       T = 2 SGD steps on M = 3 inputs (3 training, 0 evaluation)
       limit       mc: N = 2,000 particles in G = 2 groups
@@ -501,8 +527,8 @@ class Comparison:
         outputs = f", {model.outputs} outputs" if model.outputs > 1 else ""
         lines = [("model", f"MLP depth L = {model.depth}, {model.activation.name}, lr η = {model.lr:g}, "
                            f"loss {model.loss.name} ({model.reduction}){outputs}"),
-                 ("widths", f"n = {_abbrev(self.widths)} ({len(self.widths)})"),
-                 ("seeds", f"{_abbrev(self.seeds)} ({len(self.seeds)} per width)"),
+                 ("widths", f"n = {elide(self.widths)}"),
+                 ("seeds", f"{elide(self.seeds)} ({len(self.seeds)} per width)"),
                  ("steps", f"T = {lim.steps} SGD steps on M = {lim.outputs_groups.shape[2]} inputs "
                           f"({lim.m} training, {lim.outputs_groups.shape[2] - lim.m} evaluation)"),
                  ("limit", _describe_limit(lim)),
@@ -514,29 +540,13 @@ class Comparison:
 
     def _safe_summary(self) -> tuple[str, list[tuple[str, str]]]:
         """:meth:`_summary`, or a line saying why it cannot be made (a display never raises)."""
-        try:
-            return self._summary()
-        except Exception as exc:  # noqa: BLE001 (a repr must not raise, whatever the fields hold)
-            return "Comparison", [("summary", f"unavailable ({type(exc).__name__}: {exc})"[:300])]
+        return safe_summary(self._summary, "Comparison")
 
     def __repr__(self) -> str:
-        title, lines = self._safe_summary()
-        width = max(len(label) for label, _ in lines)
-        return "\n".join([title] + [f"  {label:<{width}}  {text}" for label, text in lines])
+        return summary_text(*self._safe_summary())
 
     def _repr_html_(self) -> str:
-        title, lines = self._safe_summary()
-        rows = "".join(f"<tr><th style='text-align:left'>{html.escape(label)}</th>"
-                       f"<td style='text-align:left'>{html.escape(text)}</td></tr>" for label, text in lines)
-        return f"<div><strong>{html.escape(title)}</strong><table>{rows}</table></div>"
-
-
-def _abbrev(values: Sequence, most: int = 8) -> str:
-    """``values`` joined by commas, the middle elided when there are more than ``most``."""
-    shown = [str(v) for v in values]
-    if len(shown) > most:
-        shown = shown[:3] + ["…"] + shown[-3:]
-    return ", ".join(shown)
+        return html_table(*self._safe_summary())
 
 
 def _describe_limit(lim: Run) -> str:
@@ -551,12 +561,9 @@ def _describe_limit(lim: Run) -> str:
 
 
 def _final_loss(cmp: Comparison) -> str:
-    """The limit's final loss with its interval, and the widest width's seed mean."""
-    lim = cmp.limit
-    iv = interval(lim.loss_groups[:, -1], exact=lim.error_model == "exact")
-    text = f"limit {iv.value:.4g}"
-    if math.isfinite(iv.se):
-        text += f" ± {iv.high - iv.value:.2g} ({iv.label})"
+    """The limit's final loss with its interval (as the limit's own summary gives it), and
+    the widest width's seed mean."""
+    text = f"limit {cmp.limit._final_loss()}"
     if cmp.widths:
         w = cmp.widths[-1]
         final = np.mean([cmp.finite[(w, s)].loss[-1] for s in cmp.seeds])
@@ -906,6 +913,12 @@ def load(path, *, model: MLP | None = None) -> Comparison:
     ValueError
         ``path`` is not a saved comparison, or one of its runs is missing, corrupted
         or of another width or seed than its name says (one line naming the file).
+
+    Warns
+    -----
+    MonteCarloWarning
+        As :func:`compare` does, when the rebuilt fit is no convergence rate
+        (:attr:`DeviationFit.reliable` is False).
 
     Examples
     --------

@@ -413,9 +413,8 @@ def deviation(comparison):
     ...                    noise_floor=np.full(3, 0.05), seeds=4)
     >>> ax = plot.deviation(fit).axes[0]
     >>> [t.get_text() for t in ax.texts]  # two of three widths above the floor: no fit
-    ['slope not reliable: 2 of 3 widths lie above the noise floor (3 needed)']
+    ['slope not reliable: 2 of 3 widths lie above the Monte Carlo noise floor, and a rate needs 3']
     """
-    from .compare import RELIABLE_WIDTHS
 
     fit = getattr(comparison, "fit", comparison)
     w = np.asarray(fit.widths, dtype=float)
@@ -430,10 +429,8 @@ def deviation(comparison):
     if fit.reliable and math.isfinite(fit.slope):
         ax.loglog(w, fit.predict(w), "-", color="C0", lw=1, label=_slope_label(fit))
     else:
-        count = int(above.sum())
-        ax.text(0.03, 0.04, f"slope not reliable: {count} of {w.size} widths {'lies' if count == 1 else 'lie'} above "
-                f"the noise floor ({RELIABLE_WIDTHS} needed)", transform=ax.transAxes, fontsize=7, color="C3",
-                va="bottom")
+        ax.text(0.03, 0.04, f"slope not reliable: {fit.unreliable_because}", transform=ax.transAxes, fontsize=7,
+                color="C3", va="bottom", wrap=True)
     for p, style in ((0.5, "--"), (1.0, "-.")):
         ax.loglog(w, dev[0] * (w / w[0]) ** (-p), style, color="C3" if p == 1.0 else "C1", lw=0.9,
                   label=f"$\\propto n^{{-{p:g}}}$")
