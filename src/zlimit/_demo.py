@@ -230,6 +230,9 @@ def run_demo(out_dir, quick: bool = False, progress: bool | None = None) -> str:
 
     Examples
     --------
+    Not run as a doctest (the quick demo takes about 5 s); tests/test_cli.py::test_demo_quick
+    runs it and checks its output.
+
     >>> import tempfile
     >>> from zlimit._demo import run_demo
     >>> with tempfile.TemporaryDirectory() as out:  # doctest: +SKIP
